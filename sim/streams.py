@@ -1,0 +1,134 @@
+"""cocotb drivers for amaranth.lib.stream ports: source, sink, scoreboard.
+
+Signals are driven on the falling edge and sampled in the read-only phase that follows,
+so a handshake seen there is the one the design takes at the next rising edge. Payloads
+are packed and unpacked with the design's own Amaranth layouts, never by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import deque
+
+from cocotb.triggers import FallingEdge, ReadOnly
+
+__all__ = ["StreamSource", "StreamSink", "Scoreboard", "tb_params", "tb_config"]
+
+
+def tb_params() -> dict:
+    """Stimulus parameters passed by `rpaccel.sim.runner.run`."""
+    return json.loads(os.environ.get("RPACCEL_TB", "{}"))
+
+
+def tb_config():
+    """The `RPAccelConfig` the model was generated from."""
+    from ..config import RPAccelConfig
+
+    return RPAccelConfig(**json.loads(os.environ["RPACCEL_CONFIG"]))
+
+
+def _port(dut, prefix, name):
+    return getattr(dut, f"{prefix}__{name}")
+
+
+class StreamSource:
+    """Drives ``<prefix>__valid/__payload``; inserts idle cycles with probability ``idle``.
+
+    Once valid is raised it stays up, with the same payload, until the design is ready.
+    """
+
+    def __init__(self, dut, prefix: str, clk, layout, idle: float = 0.0,
+                 rng: random.Random | None = None):
+        self.valid = _port(dut, prefix, "valid")
+        self.ready = _port(dut, prefix, "ready")
+        self.payload = _port(dut, prefix, "payload")
+        self.clk, self.layout, self.idle = clk, layout, idle
+        self.rng = rng or random.Random(0)
+        self.queue: deque = deque()
+        self.sent = 0
+        self.valid.value = 0
+
+    def put(self, value) -> None:
+        """Queue one payload (a dict / list for the layout, or an int of raw bits)."""
+        bits = value if isinstance(value, int) else self.layout.const(value).as_value().value
+        self.queue.append(bits)
+
+    async def run(self):
+        current = None
+        while True:
+            await FallingEdge(self.clk)
+            if current is None and self.queue and self.rng.random() >= self.idle:
+                current = self.queue.popleft()
+            self.valid.value = int(current is not None)
+            if current is not None:
+                self.payload.value = current
+            await ReadOnly()
+            if current is not None and int(self.ready.value):
+                current = None
+                self.sent += 1
+
+    @property
+    def idle_now(self) -> bool:
+        return not self.queue
+
+
+class StreamSink:
+    """Drives ``<prefix>__ready`` low with probability ``backpressure`` and collects
+    payloads (unpacked with ``layout``)."""
+
+    def __init__(self, dut, prefix: str, clk, layout, backpressure: float = 0.0,
+                 rng: random.Random | None = None):
+        self.valid = _port(dut, prefix, "valid")
+        self.ready = _port(dut, prefix, "ready")
+        self.payload = _port(dut, prefix, "payload")
+        self.clk, self.layout, self.backpressure = clk, layout, backpressure
+        self.rng = rng or random.Random(1)
+        self.received: list = []
+        self.callbacks = []
+        self.ready.value = 0
+
+    async def run(self):
+        while True:
+            await FallingEdge(self.clk)
+            self.ready.value = int(self.rng.random() >= self.backpressure)
+            await ReadOnly()
+            if int(self.valid.value) and int(self.ready.value):
+                item = self.layout.from_bits(self.payload.value.to_unsigned())
+                self.received.append(item)
+                for cb in self.callbacks:
+                    cb(item)
+
+
+class Scoreboard:
+    """In-order comparison of actual against expected items; logs expected vs actual."""
+
+    def __init__(self, log, name: str = "scoreboard", max_report: int = 10):
+        self.log, self.name, self.max_report = log, name, max_report
+        self.expected: deque = deque()
+        self.errors = 0
+        self.matched = 0
+
+    def expect(self, item) -> None:
+        self.expected.append(item)
+
+    def compare(self, actual) -> None:
+        if not self.expected:
+            self.errors += 1
+            self.log.error("%s: unexpected output %r", self.name, actual)
+            return
+        exp = self.expected.popleft()
+        if exp != actual:
+            self.errors += 1
+            if self.errors <= self.max_report:
+                self.log.error("%s: item %d mismatch\n  expected %r\n  actual   %r",
+                               self.name, self.matched + self.errors - 1, exp, actual)
+        else:
+            self.matched += 1
+
+    def check_done(self) -> None:
+        if self.expected:
+            self.errors += len(self.expected)
+            self.log.error("%s: %d expected items never arrived", self.name, len(self.expected))
+        assert self.errors == 0, f"{self.name}: {self.errors} errors ({self.matched} matched)"
