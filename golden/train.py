@@ -114,7 +114,7 @@ def train_size(ml: MovieLens, size: str, epochs: int = 6, negatives: int = 4,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(sel)
+            total += float(loss.detach()) * len(sel)
         log(f"  {size}: epoch {epoch + 1}/{epochs} loss {total / len(perm):.4f} "
             f"({time.time() - t0:.1f} s)")
     return from_torch(net, name=size, interaction="dot", context_tables=list(CONTEXT_TABLES))
@@ -136,8 +136,15 @@ def calibration_batch(ml: MovieLens, n: int = 20000, seed: int = 1) -> Batch:
 def build_models(model_dir, sizes=tuple(SIZES), force: bool = False, log=print, **kw):
     """Train (float) and quantize (int8) the stage models that are missing in
     ``model_dir``. Returns ``{size: QuantizedStage}``."""
-    ml = load_ml100k()
+    from filelock import FileLock
+
     Path(model_dir).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(model_dir) / ".lock")):  # pytest -n 2 workers share the models
+        return _build_models(model_dir, sizes, force, log, **kw)
+
+
+def _build_models(model_dir, sizes, force, log, **kw):
+    ml = load_ml100k()
     calib = None
     out = {}
     for size in sizes:

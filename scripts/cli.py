@@ -1,1 +1,294 @@
-def main(): print('ok')
+"""The ``rpaccel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import CONFIGS, ConfigError, get_config
+
+DEFAULT_PIPELINES = (
+    "small:10",
+    "medium:10",
+    "large:10",
+    "small:100,large:10",
+    "small:300,medium:100,large:10",
+)
+
+
+def _models_dir(arg) -> Path:
+    return Path(arg or os.environ.get("RPACCEL_MODELS", Path("build") / "models"))
+
+
+def _emit(obj, as_json: bool, table=None) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2))
+    elif table is not None:
+        from rich.console import Console
+
+        Console().print(table)
+    else:
+        print(json.dumps(obj, indent=2))
+
+
+# -- golden-model commands ---------------------------------------------------------------
+def cmd_fetch(args) -> int:
+    from ..golden.data import fetch_ml100k
+
+    print(fetch_ml100k())
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ..golden.train import build_models
+
+    t0 = time.time()
+    qs = build_models(_models_dir(args.models), force=args.force, epochs=args.epochs,
+                      log=lambda s: print(s, file=sys.stderr))
+    for name, q in qs.items():
+        print(f"{name}: {q.macs_per_item()} MACs/item, score scale {q.score_scale:.3g}",
+              file=sys.stderr)
+    print(f"models ready in {_models_dir(args.models)} ({time.time() - t0:.0f} s)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from ..golden.model import load_batch, load_model
+    from ..golden.quantize import load_quantized
+
+    model = load_quantized(args.model) if args.int8 else load_model(args.model)
+    batch = load_batch(args.batch)
+    scores = model.forward(batch)
+    out = scores.astype(np.int32) if args.int8 else scores.astype(np.float32)
+    np.save(args.out, out)
+    print(f"scored {batch.size} items -> {args.out} ({out.dtype})", file=sys.stderr)
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from ..golden.model import load_batch, load_model
+    from ..golden.quantize import quantize_model, save_quantized
+
+    save_quantized(args.out, quantize_model(load_model(args.model), load_batch(args.calib)))
+    print(f"int8 model -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
+                 candidates: int = 1000, seed: int = 0, log=None):
+    """Evaluate pipelines on MovieLens-100k queries in float and int8."""
+    from ..golden.data import load_ml100k
+    from ..golden.pipeline import evaluate, parse_pipeline
+    from ..golden.train import build_models
+
+    qmodels = build_models(models_dir, log=log or (lambda s: print(s, file=sys.stderr)))
+    fmodels = {k: q.float_model for k, q in qmodels.items()}
+    ml = load_ml100k()
+    users = None if n_queries is None else range(min(n_queries, ml.num_users))
+    queries = ml.queries(candidates, seed=seed, users=users)
+    rows = []
+    for spec in pipelines:
+        for models in (fmodels, qmodels):
+            rows.append(evaluate(parse_pipeline(spec, models), ml, queries))
+    return rows
+
+
+def quality_table(rows):
+    from rich.table import Table
+
+    t = Table(title=f"MovieLens-100k quality ({rows[0]['queries']} queries, leave-last-out)")
+    for c in ("pipeline", "precision", "hr@1", "hr@5", "hr@10", "ndcg@10", "MACs/query"):
+        t.add_column(c, justify="left" if c in ("pipeline", "precision") else "right")
+    for r in rows:
+        t.add_row(r["pipeline"], r["precision"], f"{r['hr@1']:.4f}", f"{r['hr@5']:.4f}",
+                  f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}", f"{r['macs_per_query']:,}")
+    return t
+
+
+def cmd_quality(args) -> int:
+    if args.dataset != "ml100k":
+        raise SystemExit(f"rpaccel quality: --dataset must be 'ml100k', not {args.dataset!r}")
+    pipelines = args.pipeline or DEFAULT_PIPELINES
+    rows = quality_rows(_models_dir(args.models), pipelines, args.queries, args.candidates,
+                        args.seed)
+    _emit(rows, args.json, None if args.json else quality_table(rows))
+    return 0
+
+
+# -- hardware commands ---------------------------------------------------------------------
+def cmd_generate(args) -> int:
+    from amaranth.back import verilog
+
+    from .synth import BLOCKS
+
+    cfg = get_config(args.config)  # validated before anything is written
+    if args.block not in BLOCKS:
+        raise SystemExit(f"rpaccel generate: --block must be one of {sorted(BLOCKS)}, "
+                         f"not {args.block!r}")
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    text = verilog.convert(BLOCKS[args.block](cfg), name=args.block)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.block}.v").write_text(text)
+    (out / "config.json").write_text(cfg.to_json())
+    print(f"{out / (args.block + '.v')} and {out / 'config.json'} written", file=sys.stderr)
+    return 0
+
+
+def verify_requant(config_name: str, sim: str = "verilator", beats: int = 2000,
+                   seed: int = 1, idle: float = 0.3, backpressure: float = 0.3) -> dict:
+    """Run the requantize unit's cocotb testbench; returns a result dict."""
+    from ..hw.requant import RequantUnit
+    from ..sim.runner import BUILD_ROOT, build, run
+
+    cfg = get_config(config_name)
+    t0 = time.time()
+    sb = build(RequantUnit, cfg, "requant", sim=sim)
+    t1 = time.time()
+    tests, failed = run(sb, "rpaccel.sim.tb_requant",
+                        BUILD_ROOT / "runs" / f"requant-{cfg.name}-{sim}-{seed}",
+                        {"beats": beats, "seed": seed, "idle": idle,
+                         "backpressure": backpressure}, seed=seed)
+    return {"block": "requant", "config": cfg.name, "simulator": sim,
+            "lanes": cfg.requant_lanes, "beats": beats, "idle": idle,
+            "backpressure": backpressure, "tests": tests, "failures": failed,
+            "build_s": round(t1 - t0, 1), "sim_s": round(time.time() - t1, 1)}
+
+
+def cmd_verify(args) -> int:
+    if args.block != "requant":
+        raise SystemExit(f"rpaccel verify: --block must be 'requant', not {args.block!r}")
+    res = verify_requant(args.config, args.sim, args.beats, args.seed)
+    _emit(res, True)
+    return 1 if res["failures"] or not res["tests"] else 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import synthesize
+
+    res = synthesize(args.block, get_config(args.config), args.target,
+                     freq_mhz=args.freq)
+    _emit(res, True)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from rich.console import Console
+
+    from ..sim.runner import simulator_available
+
+    con = Console(stderr=False)
+    con.rule("RPAccel kit demo")
+    con.print("1. golden pipelines on MovieLens-100k (float and bit-exact int8)")
+    rows = quality_rows(_models_dir(args.models), n_queries=args.queries)
+    con.print(quality_table(rows))
+    base = next(r for r in rows if r["pipeline"] == "large:10" and r["precision"] == "int8")
+    two = next(r for r in rows if r["pipeline"] == DEFAULT_PIPELINES[3]
+               and r["precision"] == "int8")
+    con.print(f"2-stage small->large vs 1-stage large (int8): HR@10 {two['hr@10']:.4f} vs "
+              f"{base['hr@10']:.4f} at {two['macs_per_query'] / base['macs_per_query']:.1%} "
+              f"of the MACs")
+    con.print("2. first block through the flow: requantize unit, generated Verilog vs golden")
+    sims = ["verilator"] + (["icarus"] if simulator_available("icarus") else [])
+    ok = True
+    for sim in sims:
+        res = verify_requant("default", sim, beats=args.beats)
+        good = res["failures"] == 0 and res["tests"] > 0
+        ok &= good
+        con.print(f"   {sim:9s}: {res['tests']} cocotb tests, {res['failures']} failures, "
+                  f"{res['beats']} random beats x {res['lanes']} lanes bit-exact under "
+                  f"{res['idle']:.0%} idle / {res['backpressure']:.0%} backpressure "
+                  f"[{'PASS' if good else 'FAIL'}]")
+    if "icarus" not in sims:
+        con.print("   icarus   : not installed, skipped")
+    con.print("   the full accelerator is not built yet (see docs/architecture.md)")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rpaccel", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("fetch-data", help="download MovieLens-100k into the cache")
+    s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("models", help="train and quantize small/medium/large stage models")
+    s.add_argument("--models", help="model directory (default build/models)")
+    s.add_argument("--epochs", type=int, default=6)
+    s.add_argument("--force", action="store_true", help="retrain even if present")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("score", help="score a batch with a stage model")
+    s.add_argument("--model", required=True, help="model .npz/.pt (DLRM state-dict names)")
+    s.add_argument("--batch", required=True, help="batch .npz: dense, indices_t, offsets_t")
+    s.add_argument("--int8", action="store_true", help="bit-exact int8 path (integer logits)")
+    s.add_argument("--out", required=True, help="output .npy")
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("quantize", help="quantize a float model with a calibration batch")
+    s.add_argument("--model", required=True)
+    s.add_argument("--calib", required=True, help="calibration batch .npz")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("quality", help="quality of multi-stage pipelines")
+    s.add_argument("--dataset", default="ml100k")
+    s.add_argument("--models", help="model directory (default build/models)")
+    s.add_argument("--queries", type=int, help="first N users only (default all 943)")
+    s.add_argument("--candidates", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pipeline", action="append",
+                   help="MODEL:KEEP[,MODEL:KEEP...] (repeatable; default: the standard set)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_quality)
+
+    s = sub.add_parser("generate", help="write Verilog and config JSON of a block")
+    s.add_argument("--config", default="default", help=f"one of {sorted(CONFIGS)}")
+    s.add_argument("--block", default="requant")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("verify", help="cocotb testbench of a block against golden")
+    s.add_argument("--config", default="default")
+    s.add_argument("--block", default="requant")
+    s.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
+    s.add_argument("--beats", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=1)
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("synth", help="synthesize a block for an FPGA (JSON out)")
+    s.add_argument("--config", default="fpga-ecp5")
+    s.add_argument("--block", default="requant")
+    s.add_argument("--target", default="ecp5-85f")
+    s.add_argument("--freq", type=float, default=200.0,
+                   help="nextpnr target MHz (high, so the report shows the achievable fmax)")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("demo", help="the main job: quality table and the verified block")
+    s.add_argument("--models", help="model directory (default build/models)")
+    s.add_argument("--queries", type=int, help="first N users only (default all 943)")
+    s.add_argument("--beats", type=int, default=2000)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..golden.model import BatchError, ModelError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ModelError, BatchError, FileNotFoundError, ValueError) as e:
+        print(f"rpaccel {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

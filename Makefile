@@ -1,0 +1,55 @@
+# RPAccel kit. Every target does its own set-up from a fresh clone.
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+RPACCEL := $(VENV)/bin/rpaccel
+STAMP   := $(VENV)/.installed
+MODELS  ?= build/models
+JOBS    ?= 2
+
+.PHONY: help setup data models demo test test-all lint quality synth clean
+
+help:
+	@echo "make demo    - set up, train models, quality table, first block verified on Verilator"
+	@echo "make test    - the regression (pytest -n $(JOBS))"
+	@echo "make synth   - ECP5-85F synthesis of the requantize unit (JSON)"
+	@echo "make quality - rpaccel quality --dataset ml100k --json"
+	@echo "make models  - train and quantize the small/medium/large stage models"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,train]"
+	@# Icarus is the optional second simulator: best effort, tests skip it when absent.
+	@command -v iverilog >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  [ "$$(id -u)" = 0 ] && apt-get install -y -q iverilog >/dev/null 2>&1 && \
+	  echo "installed iverilog (Icarus)"; } || echo "iverilog not installed: Icarus tests will be skipped"
+	touch $(STAMP)
+
+data: setup
+	$(RPACCEL) fetch-data
+
+models: data
+	$(RPACCEL) models --models $(MODELS)
+
+demo: models
+	$(RPACCEL) demo --models $(MODELS)
+
+quality: models
+	$(RPACCEL) quality --dataset ml100k --models $(MODELS) --json
+
+test: data
+	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q
+
+test-all: data
+	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q -m "slow or not slow"
+
+synth: setup
+	$(RPACCEL) synth --block requant --config fpga-ecp5 --target ecp5-85f
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from rpaccel.golden.data import criteo_synthetic
+from rpaccel.golden.model import load_batch, save_batch, save_model
+from rpaccel.golden.quantize import load_quantized
+from rpaccel.golden.zoo import random_model
+from rpaccel.scripts.cli import main
+
+ROWS = [100] * 26
+
+
+@pytest.fixture
+def files(tmp_path):
+    model = random_model("small", 13, ROWS, seed=1)
+    save_model(tmp_path / "m.npz", model)
+    save_batch(tmp_path / "x.npz", criteo_synthetic(40, ROWS, seed=2, bag_size=2))
+    save_batch(tmp_path / "calib.npz", criteo_synthetic(400, ROWS, seed=3))
+    return tmp_path, model
+
+
+def test_score_float_and_int8(files):
+    d, model = files
+    assert main(["score", "--model", str(d / "m.npz"), "--batch", str(d / "x.npz"),
+                 "--out", str(d / "s.npy")]) == 0
+    s = np.load(d / "s.npy")
+    assert s.dtype == np.float32
+    np.testing.assert_array_equal(s, model.forward(load_batch(d / "x.npz")))
+    assert main(["quantize", "--model", str(d / "m.npz"), "--calib", str(d / "calib.npz"),
+                 "--out", str(d / "q.npz")]) == 0
+    assert main(["score", "--model", str(d / "q.npz"), "--batch", str(d / "x.npz"), "--int8",
+                 "--out", str(d / "si.npy")]) == 0
+    si = np.load(d / "si.npy")
+    assert si.dtype == np.int32
+    assert si.tolist() == load_quantized(d / "q.npz").forward(load_batch(d / "x.npz")).tolist()
+
+
+def test_score_bad_batch_is_a_clear_error(files, capsys):
+    d, _ = files
+    b = load_batch(d / "x.npz")
+    b.indices[3][0] = 100
+    save_batch(d / "bad.npz", b)
+    assert main(["score", "--model", str(d / "m.npz"), "--batch", str(d / "bad.npz"),
+                 "--out", str(d / "s.npy")]) == 2
+    assert "indices_3 must be in [0, 100), found 100" in capsys.readouterr().err
+    assert not (d / "s.npy").exists()
+
+
+def test_score_int8_needs_quantized_model(files, capsys):
+    d, _ = files
+    assert main(["score", "--model", str(d / "m.npz"), "--batch", str(d / "x.npz"), "--int8",
+                 "--out", str(d / "s.npy")]) == 2
+    assert "holds no int8 parameters" in capsys.readouterr().err
+
+
+def test_generate_writes_verilog_and_config(tmp_path):
+    assert main(["generate", "--config", "default", "--block", "requant",
+                 "--out", str(tmp_path)]) == 0
+    assert "module requant" in (tmp_path / "requant.v").read_text()
+    assert '"requant_lanes": 4' in (tmp_path / "config.json").read_text()
+
+
+def test_generate_unknown_config_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["generate", "--config", "nope", "--out", str(out)]) == 2
+    assert "config must be one of" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from rpaccel.config import CONFIGS, ConfigError, RPAccelConfig, get_config
+
+
+def test_named_configs_are_valid_and_distinct():
+    assert set(CONFIGS) >= {"default", "baseline", "fpga-ecp5", "paper", "three-stage"}
+    digests = {c.digest() for c in CONFIGS.values()}
+    assert len(digests) == len(CONFIGS)
+    for name, cfg in CONFIGS.items():
+        assert cfg.name == name
+        assert RPAccelConfig(**json.loads(cfg.to_json())) == cfg
+
+
+def test_frozen():
+    with pytest.raises(AttributeError):
+        get_config("default").array_rows = 4
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"array_rows": 0}, "array_rows must be a positive integer, not 0"),
+    ({"array_rows": 6}, "array_rows must be a multiple of block (4), not 6"),
+    ({"array_cols": 10}, "array_cols must be a multiple of block (4), not 10"),
+    ({"block": 2.0}, "block must be a positive integer, not 2.0"),
+    ({"partitions": 3}, "partitions must be 1, 2 or 4, not 3"),
+    ({"partitions": 4}, "partitions must be a divisor of the number of block columns (2), not 4"),
+    ({"stages": 4}, "stages must be an integer from 1 to 3, not 4"),
+    ({"stages": 3}, "stages must be at most partitions (2) unless the array is monolithic, not 3"),
+    ({"act_bits": 16}, "act_bits must be 8 (RPAccel is an int8 design), not 16"),
+    ({"acc_bits": 40}, "acc_bits must be an integer from 17 to 32, not 40"),
+    ({"mult_bits": 17}, "mult_bits must be an integer from 2 to 16, not 17"),
+    ({"shift_bits": 7}, "shift_bits must be an integer from 1 to 6, not 7"),
+    ({"score_bits": 8}, "score_bits must be an integer from 16 to 32, not 8"),
+    ({"requant_lanes": -1}, "requant_lanes must be a positive integer, not -1"),
+    ({"fclk_mhz": 0}, "fclk_mhz must be a positive number, not 0"),
+    ({"name": ""}, "name must be a non-empty string, not ''"),
+])
+def test_invalid_values_name_parameter_rule_and_value(changes, message):
+    with pytest.raises(ConfigError) as e:
+        get_config("default").replace(**changes)
+    assert str(e.value) == message
+
+
+def test_unknown_config_name():
+    with pytest.raises(ConfigError, match="config must be one of .* not 'nope'"):
+        get_config("nope")

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+
+from rpaccel.golden.data import criteo_synthetic
+from rpaccel.golden.pipeline import Pipeline, Stage, hit_rate, ndcg, parse_pipeline, topk
+from rpaccel.golden.zoo import random_model
+
+ROWS = [30, 20]
+
+
+def test_topk_breaks_ties_by_lower_position():
+    scores = np.array([5, 7, 7, 1, 7, 5])
+    pos = np.array([10, 4, 2, 0, 3, 1])
+    assert topk(scores, pos, 4).tolist() == [2, 4, 1, 5]
+    assert topk(np.zeros(3), np.arange(3), 5).tolist() == [0, 1, 2]
+
+
+def test_metrics_by_hand():
+    rank = np.array([0, 1, 4, 9, 10, -1])
+    assert hit_rate(rank, 1) == pytest.approx(1 / 6)
+    assert hit_rate(rank, 10) == pytest.approx(4 / 6)
+    exp = (1 + 1 / np.log2(3) + 1 / np.log2(6) + 1 / np.log2(11)) / 6
+    assert ndcg(rank, 10) == pytest.approx(exp)
+    idcg_all = sum(1 / np.log2(i + 2) for i in range(10))
+    assert ndcg(rank, 10, recpipe=True) == pytest.approx(exp / idcg_all)
+
+
+def test_multistage_equals_single_stage_when_nothing_is_filtered():
+    small = random_model("small", 13, ROWS, seed=1)
+    large = random_model("large", 13, ROWS, seed=2)
+    batch = criteo_synthetic(64, ROWS, seed=3)
+    one = Pipeline([Stage(large, 10)]).rank(batch)
+    two = Pipeline([Stage(small, 64), Stage(large, 10)]).rank(batch)
+    assert one[0].tolist() == two[0].tolist() and two[2] == [64, 64]
+    filt = Pipeline([Stage(small, 20), Stage(large, 10)]).rank(batch)
+    s_small = small.forward(batch)
+    survivors = set(topk(s_small, np.arange(64), 20).tolist())
+    assert set(filt[0].tolist()) <= survivors and filt[2] == [64, 20]
+
+
+def test_parse_pipeline_errors():
+    models = {"small": random_model("small", 13, ROWS)}
+    with pytest.raises(ValueError, match="must be one of \\['small'\\], not 'huge'"):
+        parse_pipeline("huge:10", models)
+    with pytest.raises(ValueError, match="MODEL:KEEP"):
+        parse_pipeline("small", models)
+    with pytest.raises(ValueError, match="1 to 3 stages"):
+        parse_pipeline("small:9,small:8,small:7,small:6", models)
+
+
+def test_quality_json_on_trained_models(models_dir, qmodels, capsys):
+    from rpaccel.scripts.cli import main
+
+    assert main(["quality", "--dataset", "ml100k", "--json", "--models", str(models_dir),
+                 "--queries", "150"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    keys = {"pipeline", "precision", "hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10",
+            "macs_per_query"}
+    assert all(keys <= set(r) for r in rows)
+    got = {(r["pipeline"], r["precision"]) for r in rows}
+    for spec in ("small:10", "large:10", "small:100,large:10",
+                 "small:300,medium:100,large:10"):
+        assert {(spec, "float"), (spec, "int8")} <= got
+    by = {(r["pipeline"], r["precision"]): r for r in rows}
+    # the trained models rank far better than chance (HR@10 = 0.01 with 1000 candidates)
+    assert by[("large:10", "float")]["hr@10"] > 0.05
+    for spec, _ in got:
+        assert abs(by[(spec, "float")]["hr@10"] - by[(spec, "int8")]["hr@10"]) <= 0.03
+    assert (by[("small:100,large:10", "int8")]["macs_per_query"]
+            < 0.2 * by[("large:10", "int8")]["macs_per_query"])

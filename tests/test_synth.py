@@ -1,0 +1,17 @@
+import pytest
+
+from rpaccel.config import get_config
+from rpaccel.scripts.synth import synthesize
+
+
+def test_ecp5_flow_reports_resources(tmp_path):
+    cfg = get_config("fpga-ecp5").replace(requant_lanes=1)
+    res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, freq_mhz=100)
+    assert res["dsp"] >= 1  # the 33x16 multiplier maps to MULT18X18D
+    assert res["lut"] > 50 and res["ff"] > res["harness_ff"]
+    assert 10 < res["fmax_mhz"] < 500
+
+
+def test_synth_rejects_unknown_target():
+    with pytest.raises(ValueError, match="target must be one of"):
+        synthesize("requant", get_config("default"), "xc7a35t")
