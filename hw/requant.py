@@ -38,8 +38,9 @@ class RequantUnit(wiring.Component):
     `rpaccel.golden.numerics.requantize`. Per-lane ``mult``, ``shift`` and ``bias`` carry
     per-output-channel quantization.
 
-    The unit is a 4-stage pipeline (add, multiply, shift, round and clamp) that accepts one
-    beat per cycle; when the output is blocked the whole pipeline holds.
+    The unit is a 6-stage pipeline (add; two partial products in DSPs; their sum; shift;
+    round; clamp: at most one carry chain or DSP per stage, for fmax) that accepts one beat
+    per cycle; when the output is blocked the whole pipeline holds.
 
     Parameters
     ----------
@@ -55,7 +56,7 @@ class RequantUnit(wiring.Component):
         Requantized values, one per lane.
     """
 
-    LATENCY = 4
+    LATENCY = 6
 
     def __init__(self, config: RPAccelConfig, lanes: int | None = None):
         if lanes is not None and (not isinstance(lanes, int) or lanes < 1):
@@ -80,11 +81,19 @@ class RequantUnit(wiring.Component):
         acc_sum = [Signal(signed(cfg.acc_bits + 1), name=f"sum{j}") for j in range(n)]
         mult1 = [Signal(unsigned(cfg.mult_bits), name=f"mult1_{j}") for j in range(n)]
         shift1 = [Signal(unsigned(cfg.shift_bits), name=f"shift1_{j}") for j in range(n)]
+        # (acc + bias) * mult as two registered partial products, each fitting one 18x18 DSP
+        # on ECP5: the low 17 bits unsigned and the high part signed.
+        lo_bits = 17
+        hi_bits = cfg.acc_bits + 1 - lo_bits
+        p_lo = [Signal(unsigned(lo_bits + cfg.mult_bits), name=f"p_lo{j}") for j in range(n)]
+        p_hi = [Signal(signed(hi_bits + cfg.mult_bits + 1), name=f"p_hi{j}") for j in range(n)]
+        shift_p = [Signal(unsigned(cfg.shift_bits), name=f"shift_p{j}") for j in range(n)]
         prod_bits = cfg.acc_bits + 1 + cfg.mult_bits + 1
         # The product is kept doubled: floor((p + 2**(s-1)) / 2**s) == ((2p >> s) + 1) >> 1.
         prod2 = [Signal(signed(prod_bits + 1), name=f"prod2_{j}") for j in range(n)]
         shift2 = [Signal(unsigned(cfg.shift_bits), name=f"shift2_{j}") for j in range(n)]
         shifted = [Signal(signed(prod_bits + 1), name=f"shifted{j}") for j in range(n)]
+        rounded = [Signal(signed(prod_bits), name=f"rounded{j}") for j in range(n)]
         relu = [Signal(name=f"relu{k}") for k in range(1, self.LATENCY)]
 
         hi = (1 << (cfg.act_bits - 1)) - 1
@@ -100,18 +109,20 @@ class RequantUnit(wiring.Component):
                     acc_sum[j].eq(lane.acc + lane.bias),
                     mult1[j].eq(lane.mult),
                     shift1[j].eq(lane.shift),
-                    prod2[j].eq((acc_sum[j] * mult1[j]) << 1),
-                    shift2[j].eq(shift1[j]),
+                    p_lo[j].eq(acc_sum[j][:lo_bits] * mult1[j]),
+                    p_hi[j].eq(acc_sum[j][lo_bits:].as_signed() * mult1[j]),
+                    shift_p[j].eq(shift1[j]),
+                    prod2[j].eq(((p_hi[j] << lo_bits) + p_lo[j]) << 1),
+                    shift2[j].eq(shift_p[j]),
                     shifted[j].eq(prod2[j] >> shift2[j]),
+                    rounded[j].eq((shifted[j] + 1) >> 1),
                 ]
-                rounded = Signal(signed(prod_bits + 1), name=f"rounded{j}")
-                m.d.comb += rounded.eq((shifted[j] + 1) >> 1)
-                with m.If(rounded > hi):
+                with m.If(rounded[j] > hi):
                     m.d.sync += self.o.payload[j].eq(hi)
-                with m.Elif(relu[-1] & (rounded < 0)):
+                with m.Elif(relu[-1] & (rounded[j] < 0)):
                     m.d.sync += self.o.payload[j].eq(0)
-                with m.Elif(rounded < lo):
+                with m.Elif(rounded[j] < lo):
                     m.d.sync += self.o.payload[j].eq(lo)
                 with m.Else():
-                    m.d.sync += self.o.payload[j].eq(rounded)
+                    m.d.sync += self.o.payload[j].eq(rounded[j])
         return m

