@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 MODELS  ?= build/models
 JOBS    ?= 2
 
-.PHONY: help setup data models demo test test-all lint quality synth clean
+.PHONY: help setup data models demo test test-all lint quality synth bench clean
 
 help:
 	@echo "make demo    - set up, train models, quality table, first block verified on Verilator"
@@ -53,3 +53,6 @@ lint: setup
 
 clean:
 	rm -rf build
+
+bench: setup
+	$(RPACCEL) bench topk --json --out build/bench/topk.json

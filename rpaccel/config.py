@@ -56,6 +56,12 @@ class RPAccelConfig:
         Width of the signed integer logit that ranks candidates.
     requant_lanes : int
         Number of values the requantize unit takes per cycle.
+    topk_lanes : int
+        (id, score) pairs a top-k unit takes per cycle.
+    topk_k : int
+        Capacity of a top-k unit: the largest k a stage may keep.
+    topk_id_bits : int
+        Width of candidate ids (positions): queries of up to ``2**topk_id_bits`` items.
     fclk_mhz : float
         Clock used to convert cycles into time in reports.
 
@@ -77,6 +83,9 @@ class RPAccelConfig:
     shift_bits: int = 6
     score_bits: int = 32
     requant_lanes: int = 4
+    topk_lanes: int = 2
+    topk_k: int = 16
+    topk_id_bits: int = 12
     fclk_mhz: float = 100.0
 
     def __post_init__(self):
@@ -107,6 +116,13 @@ class RPAccelConfig:
                  "an integer from 1 to 6", self.shift_bits)
         _require(_is_int(self.score_bits) and 16 <= self.score_bits <= 32, "score_bits",
                  "an integer from 16 to 32", self.score_bits)
+        _require(_is_int(self.topk_lanes) and 1 <= self.topk_lanes <= 16, "topk_lanes",
+                 "an integer from 1 to 16", self.topk_lanes)
+        _require(_is_int(self.topk_id_bits) and 1 <= self.topk_id_bits <= 16, "topk_id_bits",
+                 "an integer from 1 to 16", self.topk_id_bits)
+        _require(_is_int(self.topk_k) and 1 <= self.topk_k <= min(1024, 1 << self.topk_id_bits),
+                 "topk_k", f"an integer from 1 to {min(1024, 1 << self.topk_id_bits)}",
+                 self.topk_k)
         _require(isinstance(self.fclk_mhz, (int, float)) and self.fclk_mhz > 0, "fclk_mhz",
                  "a positive number", self.fclk_mhz)
 
@@ -146,7 +162,8 @@ CONFIGS: dict[str, RPAccelConfig] = {
     "baseline": _DEFAULT.replace(name="baseline", partitions=1, stages=1),
     "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0),
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
-                              partitions=4, stages=3, requant_lanes=128, fclk_mhz=125.0),
+                              partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
+                              topk_k=256, fclk_mhz=125.0),
 }
 
 

