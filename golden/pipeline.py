@@ -10,7 +10,19 @@ from .data import MovieLens
 from .model import Batch, StageModel
 from .quantize import QuantizedStage
 
-__all__ = ["topk", "Stage", "Pipeline", "parse_pipeline", "hit_rate", "ndcg", "evaluate"]
+__all__ = [
+    "topk",
+    "ApproxWindow",
+    "approx_bins",
+    "approx_topk",
+    "calibrate_window",
+    "Stage",
+    "Pipeline",
+    "parse_pipeline",
+    "hit_rate",
+    "ndcg",
+    "evaluate",
+]
 
 
 def topk(scores, positions, k: int) -> np.ndarray:
@@ -21,15 +33,66 @@ def topk(scores, positions, k: int) -> np.ndarray:
     return order[:k]
 
 
+@dataclass(frozen=True)
+class ApproxWindow:
+    """Score window of the approximate filter: ``bin = clamp((score - offset) >> shift, 0,
+    bins - 1)``."""
+
+    offset: int
+    shift: int
+    bins: int = 16
+
+
+def approx_bins(scores, window: ApproxWindow) -> np.ndarray:
+    """Histogram bin of every integer score (higher bin = better)."""
+    s = np.asarray(scores, dtype=np.int64)
+    return np.clip((s - window.offset) >> window.shift, 0, window.bins - 1)
+
+
+def approx_topk(scores, k: int, window: ApproxWindow) -> np.ndarray:
+    """The RPAccel artifact's histogram/threshold filter (``filtering.v``), made exact in
+    count: scores are counted into bins; walking down from the top bin, the threshold bin t
+    is the first where the running count reaches ``k``. Every item of a bin above t is kept,
+    then items of bin t in arrival order until ``k`` are kept. Returns indices in arrival
+    order (not ranked)."""
+    b = approx_bins(scores, window)
+    counts = np.bincount(b, minlength=window.bins)
+    above = np.cumsum(counts[::-1])[::-1]  # items in bins >= t
+    hit = np.flatnonzero(above >= k)
+    if len(hit) == 0:
+        return np.arange(len(b))
+    t = int(hit[-1])
+    keep_above = b > t
+    room = k - int(keep_above.sum())
+    in_t = np.flatnonzero(b == t)[:room]
+    sel = keep_above.copy()
+    sel[in_t] = True
+    return np.flatnonzero(sel)
+
+
+def calibrate_window(scores, bins: int = 16, lo_q: float = 0.1, hi_q: float = 99.9):
+    """Window covering the central range of typical integer scores with ``bins`` bins."""
+    lo, hi = np.percentile(np.asarray(scores, dtype=np.float64), [lo_q, hi_q])
+    span = max(1.0, (hi - lo) / bins)
+    return ApproxWindow(int(np.floor(lo)), int(np.ceil(np.log2(span))), bins)
+
+
 @dataclass
 class Stage:
-    """A pipeline stage: a model and how many items it keeps."""
+    """A pipeline stage: a model, how many items it keeps, and how it filters them
+    (``window`` set: the approximate histogram filter; else exact top-k)."""
 
     model: StageModel | QuantizedStage
     keep: int
+    window: ApproxWindow | None = None
 
     def score(self, batch: Batch) -> np.ndarray:
         return self.model.forward(batch, check=False)
+
+    def select(self, scores, positions) -> np.ndarray:
+        if self.window is None:
+            return topk(scores, positions, self.keep)
+        return approx_topk(scores, self.keep, self.window)
 
 
 @dataclass
@@ -46,10 +109,17 @@ class Pipeline:
         for s, st in enumerate(self.stages):
             if st.keep < 1:
                 raise ValueError(f"stage {s} keep must be positive, not {st.keep}")
+        if self.stages[-1].window is not None:
+            raise ValueError("the last stage must filter exactly: its survivors, in rank "
+                             "order, are the answer")
 
     @property
     def precision(self) -> str:
         return "int8" if isinstance(self.stages[0].model, QuantizedStage) else "float"
+
+    @property
+    def filtering(self) -> str:
+        return "approx" if any(st.window is not None for st in self.stages) else "exact"
 
     def rank(self, batch: Batch, check: bool = True):
         """Run one query (all its candidates in ``batch``).
@@ -69,7 +139,7 @@ class Pipeline:
         for st in self.stages:
             counts.append(len(pos))
             s = st.score(batch.take(pos))
-            keep = topk(s, pos, st.keep)
+            keep = st.select(s, pos)
             pos, scores = pos[keep], s[keep]
         return pos, scores, counts
 
@@ -94,7 +164,7 @@ class Pipeline:
                 splits = np.split(scores, np.cumsum([len(p) for p in survivors])[:-1])
                 for q, (p, s) in enumerate(zip(survivors, splits, strict=True)):
                     counts[q].append(len(p))
-                    survivors[q] = p[topk(s, p, st.keep)]
+                    survivors[q] = p[st.select(s, p)]
             out.extend(zip(survivors, counts, strict=True))
         return out
 
@@ -141,6 +211,7 @@ def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10)) -> dict:
                                                                        strict=True))
                     for _, c in ranked])
     res = {"pipeline": pipeline.name, "precision": pipeline.precision,
+           "filter": pipeline.filtering,
            "stages": [st.model.name for st in pipeline.stages],
            "keep": [st.keep for st in pipeline.stages], "queries": len(queries)}
     for k in ks:

@@ -82,11 +82,12 @@ def cmd_quantize(args) -> int:
 
 
 def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
-                 candidates: int = 1000, seed: int = 0, log=None):
-    """Evaluate pipelines on MovieLens-100k queries in float and int8."""
+                 candidates: int = 1000, seed: int = 0, log=None, approx: bool = False):
+    """Evaluate pipelines on MovieLens-100k queries in float and int8 (and, with
+    ``approx``, int8 with the approximate histogram filter between stages)."""
     from ..golden.data import load_ml100k
-    from ..golden.pipeline import evaluate, parse_pipeline
-    from ..golden.train import build_models
+    from ..golden.pipeline import Pipeline, Stage, calibrate_window, evaluate, parse_pipeline
+    from ..golden.train import build_models, calibration_batch
 
     qmodels = build_models(models_dir, log=log or (lambda s: print(s, file=sys.stderr)))
     fmodels = {k: q.float_model for k, q in qmodels.items()}
@@ -94,9 +95,18 @@ def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
     users = None if n_queries is None else range(min(n_queries, ml.num_users))
     queries = ml.queries(candidates, seed=seed, users=users)
     rows = []
+    windows = {}
+    if approx:
+        calib = calibration_batch(ml)
+        windows = {k: calibrate_window(q.forward(calib)) for k, q in qmodels.items()}
     for spec in pipelines:
         for models in (fmodels, qmodels):
             rows.append(evaluate(parse_pipeline(spec, models), ml, queries))
+        exact = parse_pipeline(spec, qmodels)
+        if approx and len(exact.stages) > 1:
+            stages = [Stage(st.model, st.keep, windows[st.model.name]) for st in exact.stages]
+            stages[-1].window = None
+            rows.append(evaluate(Pipeline(stages, name=spec), ml, queries))
     return rows
 
 
@@ -104,10 +114,12 @@ def quality_table(rows):
     from rich.table import Table
 
     t = Table(title=f"MovieLens-100k quality ({rows[0]['queries']} queries, leave-last-out)")
-    for c in ("pipeline", "precision", "hr@1", "hr@5", "hr@10", "ndcg@10", "MACs/query"):
-        t.add_column(c, justify="left" if c in ("pipeline", "precision") else "right")
+    for c in ("pipeline", "precision", "filter", "hr@1", "hr@5", "hr@10", "ndcg@10",
+              "MACs/query"):
+        t.add_column(c, justify="left" if c in ("pipeline", "precision", "filter") else "right")
     for r in rows:
-        t.add_row(r["pipeline"], r["precision"], f"{r['hr@1']:.4f}", f"{r['hr@5']:.4f}",
+        t.add_row(r["pipeline"], r["precision"], r["filter"], f"{r['hr@1']:.4f}",
+                  f"{r['hr@5']:.4f}",
                   f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}", f"{r['macs_per_query']:,}")
     return t
 
@@ -117,7 +129,7 @@ def cmd_quality(args) -> int:
         raise SystemExit(f"rpaccel quality: --dataset must be 'ml100k', not {args.dataset!r}")
     pipelines = args.pipeline or DEFAULT_PIPELINES
     rows = quality_rows(_models_dir(args.models), pipelines, args.queries, args.candidates,
-                        args.seed)
+                        args.seed, approx=args.approx)
     _emit(rows, args.json, None if args.json else quality_table(rows))
     return 0
 
@@ -268,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--pipeline", action="append",
                    help="MODEL:KEEP[,MODEL:KEEP...] (repeatable; default: the standard set)")
+    s.add_argument("--approx", action="store_true",
+                   help="also int8 with the approximate histogram filter between stages")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_quality)
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..golden.pipeline import topk
 
-__all__ = ["pack_query", "expected_output", "query_patterns"]
+__all__ = ["pack_query", "expected_output", "expected_approx", "query_patterns"]
 
 
 def pack_query(ids, scores, lanes: int, k: int, hole_prob: float = 0.0, rng=None):
@@ -51,3 +51,12 @@ def query_patterns(n: int, score_bits: int, rng):
         "ties": rng.integers(-2, 3, n),
         "extremes": rng.choice([lo, hi, 0, -1], n),
     }
+
+
+def expected_approx(ids, scores, k: int, window):
+    """Golden output of the approximate filter ``[(id, score, last)]`` in arrival order."""
+    from ..golden.pipeline import approx_topk
+
+    ids, scores = np.asarray(ids), np.asarray(scores)
+    sel = approx_topk(scores, k, window) if len(ids) else np.zeros(0, int)
+    return [(int(ids[j]), int(scores[j]), int(n == len(sel) - 1)) for n, j in enumerate(sel)]

@@ -70,3 +70,14 @@ def test_quality_json_on_trained_models(models_dir, qmodels, capsys):
         assert abs(by[(spec, "float")]["hr@10"] - by[(spec, "int8")]["hr@10"]) <= 0.03
     assert (by[("small:100,large:10", "int8")]["macs_per_query"]
             < 0.2 * by[("large:10", "int8")]["macs_per_query"])
+
+
+def test_quality_with_approximate_filter(models_dir, qmodels, capsys):
+    from rpaccel.scripts.cli import main
+
+    assert main(["quality", "--json", "--models", str(models_dir), "--queries", "100",
+                 "--approx", "--pipeline", "small:100,large:10"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["precision"], r["filter"]) for r in rows] == [
+        ("float", "exact"), ("int8", "exact"), ("int8", "approx")]
+    assert rows[2]["macs_per_query"] == rows[1]["macs_per_query"]  # same items per stage
