@@ -236,7 +236,8 @@ def load_ml100k(path: Path | None = None) -> MovieLens:
 
 
 def criteo_synthetic(n_items: int, table_rows=(1000,) * 26, dense_dim: int = 13,
-                     zipf_a: float = 1.1, bag_size: int = 1, seed: int = 0) -> Batch:
+                     zipf_a: float = 1.1, bag_size: int = 1, seed: int = 0,
+                     hot_seed: int = 0) -> Batch:
     """Criteo-shaped random items: ``dense_dim`` dense features (log-normal, as the
     log-transformed Criteo counts) and one bag per table with Zipf-distributed ids.
 
@@ -248,11 +249,12 @@ def criteo_synthetic(n_items: int, table_rows=(1000,) * 26, dense_dim: int = 13,
     if zipf_a <= 0:
         raise ValueError(f"zipf_a must be positive, not {zipf_a}")
     rng = np.random.default_rng(seed)
+    perm_rng = np.random.default_rng(hot_seed + 1_000_003)
     dense = np.log1p(rng.lognormal(0.0, 1.5, (n_items, dense_dim))).astype(np.float32)
     indices, offsets = [], []
     for rows in table_rows:
         p = 1.0 / np.arange(1, rows + 1) ** zipf_a
-        perm = rng.permutation(rows)
+        perm = perm_rng.permutation(rows)
         ids = perm[rng.choice(rows, n_items * bag_size, p=p / p.sum())]
         indices.append(ids.astype(np.int64))
         offsets.append(np.arange(0, n_items * bag_size, bag_size, dtype=np.int64))

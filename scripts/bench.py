@@ -7,11 +7,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..config import get_config
 from ..sim.runner import BUILD_ROOT, build, run
 from .synth import synthesize
 
-__all__ = ["bench_topk"]
+__all__ = ["bench_topk", "bench_cache"]
 
 
 def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: bool = True,
@@ -61,3 +63,78 @@ def _topk_rate(cfg, p: int, k: int, long_n: int) -> dict:
     return {"items_per_cycle": metrics.get("items_per_cycle"),
             "stall_free": failed == 0 and tests == 1,
             "last_to_final_output_cycles": metrics.get("drain_cycles")}
+
+
+def _ml_traces(models_dir, n_queries: int):
+    """MovieLens-100k lookup traces: stage 1 (small model, all candidates), stage 2
+    (large model, survivors of small:100), and the training-set profile of each."""
+    from ..golden.cache import batch_trace
+    from ..golden.data import CONTEXT_TABLES, load_ml100k
+    from ..golden.pipeline import topk
+    from ..golden.train import build_models
+
+    ml = load_ml100k()
+    qm = build_models(models_dir, log=lambda s: None)
+    queries = ml.queries(1000, seed=0, users=range(min(n_queries, ml.num_users)))
+    stage1, stage2 = [], []
+    for u, cands, _ in queries:
+        b = ml.batch(np.full(len(cands), u), cands)
+        stage1 += batch_trace(b, CONTEXT_TABLES)
+        keep = topk(qm["small"].forward(b, check=False), np.arange(len(cands)), 100)
+        stage2 += batch_trace(b.take(keep), CONTEXT_TABLES)
+    profile = batch_trace(ml.batch(ml.train_users, ml.train_items))
+    rows = ml.table_rows
+    return [("ml100k-stage1", rows, qm["small"].float_model.emb_dim, stage1, profile,
+             (1024, 4096)),
+            ("ml100k-stage2", rows, qm["large"].float_model.emb_dim, stage2, profile,
+             (8192, 32768))]
+
+
+def _criteo_trace(n_items: int):
+    from ..golden.cache import batch_trace
+    from ..golden.data import criteo_synthetic
+
+    rows = [100_000] * 26
+    ev = criteo_synthetic(n_items, rows, seed=1, hot_seed=7)
+    prof = criteo_synthetic(n_items, rows, seed=2, hot_seed=7)
+    return ("criteo-zipf1.1", rows, 16, batch_trace(ev), batch_trace(prof),
+            (262144, 2097152))
+
+
+def _geometry(dyn_bytes: int, line: int = 64, min_ways: int = 4):
+    if dyn_bytes < line * min_ways:
+        return 0, 0
+    sets = 1 << int(np.log2(dyn_bytes // (line * min_ways)))
+    return sets, dyn_bytes // (sets * line)
+
+
+def bench_cache(models_dir, n_queries: int = 200, criteo_items: int = 20000,
+                splits=(0.0, 0.25, 0.5, 0.75, 1.0), log=print) -> list[dict]:
+    """Hit rates of static-only, dynamic-only and mixed splits of an on-chip budget, and
+    the Belady bound, on real MovieLens-100k traces and a Criteo-shaped Zipf trace (golden
+    cache model, the policy the RTL must match)."""
+    from ..golden.cache import CacheModel, belady_hits, profile_hot_rows
+
+    rows_out = []
+    for name, table_rows, dim, trace, profile, budgets in [*_ml_traces(models_dir, n_queries),
+                                                           _criteo_trace(criteo_items)]:
+        row_bytes = [dim] * len(table_rows)
+        for budget in budgets:
+            cold = belady_hits(trace, budget // dim)
+            warm = cold + min(budget // dim, len(set(trace)))
+            for frac in splits:
+                static_budget = int(budget * frac)
+                sets, ways = _geometry(budget - static_budget)
+                model = CacheModel(table_rows, row_bytes,
+                                   profile_hot_rows(profile, row_bytes, static_budget),
+                                   sets=sets, ways=ways)
+                st = model.run(trace)
+                row = {"trace": name, "budget_bytes": budget, "static_fraction": frac,
+                       "static_bytes": model.static_bytes, "dynamic_bytes": model.dynamic_bytes,
+                       "sets": sets, "ways": ways, "line_bytes": 64, **st.as_dict(),
+                       "dram_bytes_per_lookup": round(st.dram_bytes / st.lookups, 2),
+                       "belady_hit_rate": round(cold / len(trace), 4),
+                       "belady_warm_hit_rate": round(warm / len(trace), 4)}
+                log(json.dumps(row))
+                rows_out.append(row)
+    return rows_out

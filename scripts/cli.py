@@ -203,10 +203,20 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_topk
+    from .bench import bench_cache, bench_topk
 
-    if args.what != "topk":
-        raise ValueError(f"WHAT must be 'topk', not {args.what!r}")
+    if args.what not in ("topk", "cache"):
+        raise ValueError(f"WHAT must be 'topk' or 'cache', not {args.what!r}")
+    if args.what == "cache":
+        rows = bench_cache(_models_dir(args.models), args.queries,
+                           log=lambda s: print(s, file=sys.stderr))
+        out = {"bench": "cache", "rows": rows,
+               "note": "golden cache model; RTL cycles per lookup await the embedding unit"}
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(out, indent=2))
+        _emit(out, True)
+        return 0
     rows = bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
                       synth=not args.no_synth, sim=not args.no_sim,
                       max_place_luts=args.max_place_luts,
@@ -319,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
-    s.add_argument("what", help="topk")
+    s.add_argument("what", help="topk or cache")
+    s.add_argument("--models", help="model directory (cache bench; default build/models)")
+    s.add_argument("--queries", type=int, default=200, help="MovieLens queries (cache)")
     s.add_argument("--lanes", default="1,2,4")
     s.add_argument("--k", default="16,64,256")
     s.add_argument("--long-n", type=int, default=4096)

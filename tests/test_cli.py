@@ -88,4 +88,4 @@ def test_bench_topk_reports_full_rate(tmp_path, capsys):
 
 def test_bench_rejects_unknown_benchmark(capsys):
     assert main(["bench", "nope"]) == 2
-    assert "WHAT must be 'topk', not 'nope'" in capsys.readouterr().err
+    assert "WHAT must be 'topk' or 'cache', not 'nope'" in capsys.readouterr().err
