@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rpaccel.config import get_config
 from rpaccel.golden.pipeline import ApproxWindow, Pipeline, Stage, approx_topk, topk
 from rpaccel.golden.zoo import random_model
 from rpaccel.hw.approx_filter import ApproxFilter
+from rpaccel.sim.amaranth_tb import run_filter
 from rpaccel.sim.runner import build, run
 from rpaccel.sim.topk_model import expected_approx, pack_query
 
@@ -52,35 +52,16 @@ def test_amaranth_sim_matches_golden():
     window = ApproxWindow(offset=-256, shift=5, bins=16)
     rng = np.random.default_rng(1)
     queries = _queries(cfg, rng, 25, 40)
-    dut = ApproxFilter(cfg)
     expected = [expected_approx(i, s, k, window) for i, s, k in queries]
-    got = []
+    beats = [b for ids, s, k in queries
+             for b in pack_query(ids, s, cfg.topk_lanes, k, hole_prob=0.2, rng=rng)]
+    dut = ApproxFilter(cfg)
 
-    async def producer(ctx):
+    def setup(ctx):
         ctx.set(dut.window_offset, window.offset)
         ctx.set(dut.window_shift, window.shift)
-        for ids, s, k in queries:
-            for b in pack_query(ids, s, cfg.topk_lanes, k, hole_prob=0.2, rng=rng):
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, b)
-                await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
 
-    async def consumer(ctx):
-        ctx.set(dut.o.ready, 1)
-        total, cycles = sum(len(e) for e in expected), 0
-        async for _, _, valid, p in ctx.tick().sample(dut.o.valid, dut.o.payload):
-            if valid:
-                got.append((int(p.id), int(p.score), int(p.last)))
-            cycles += 1
-            if len(got) == total or cycles > 20000:
-                break
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    got = run_filter(dut, beats, sum(len(e) for e in expected), setup)
     assert got == [x for e in expected for x in e]
 
 

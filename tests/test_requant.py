@@ -13,24 +13,11 @@ from amaranth.sim import Simulator
 from rpaccel.config import get_config
 from rpaccel.golden.numerics import requantize
 from rpaccel.hw.requant import RequantUnit
+from rpaccel.sim.amaranth_tb import stream_get, stream_put
 from rpaccel.sim.runner import build, run, simulator_available
 from rpaccel.sim.tb_requant import stimulus
 
 CFG = get_config("default")
-
-
-async def stream_put(ctx, stream, payload):
-    ctx.set(stream.valid, 1)
-    ctx.set(stream.payload, payload)
-    await ctx.tick().until(stream.ready)
-    ctx.set(stream.valid, 0)
-
-
-async def stream_get(ctx, stream):
-    ctx.set(stream.ready, 1)
-    (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
-    ctx.set(stream.ready, 0)
-    return payload
 
 
 def beats(lanes, n, seed):

@@ -5,48 +5,22 @@ import itertools
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from rpaccel.config import get_config
 from rpaccel.hw.topk import TopK
+from rpaccel.sim.amaranth_tb import run_filter
 from rpaccel.sim.runner import build, run
 from rpaccel.sim.topk_model import expected_output, pack_query, query_patterns
 
 
-def simulate(cfg, queries, max_cycles=20000):
+def simulate(cfg, queries):
     """Run queries [(ids, scores, k, beats)] back to back; return outputs per query."""
-    dut = TopK(cfg)
+    counts = [len(expected_output(i, s, k)) for i, s, k, _ in queries]
+    got = run_filter(TopK(cfg), [b for *_, beats in queries for b in beats], sum(counts))
     outs = []
-    n_queries = len(queries)
-
-    async def producer(ctx):
-        for *_, beats in queries:
-            for b in beats:
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, b)
-                await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        ctx.set(dut.o.ready, 1)
-        counts = [len(expected_output(i, s, k)) for i, s, k, _ in queries]
-        got, cycles = [], 0
-        async for _, _, valid, p in ctx.tick().sample(dut.o.valid, dut.o.payload):
-            if valid:
-                got.append((int(p.id), int(p.score), int(p.last)))
-            cycles += 1
-            if len(got) == sum(counts) or cycles > max_cycles:
-                break
-        for c in counts:
-            outs.append(got[:c])
-            got = got[c:]
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    assert len(outs) == n_queries
+    for c in counts:
+        outs.append(got[:c])
+        got = got[c:]
     return outs
 
 
