@@ -155,7 +155,7 @@ def cmd_generate(args) -> int:
 
 #: cocotb testbench module of each block
 TESTBENCHES = {"requant": "rpaccel.sim.tb_requant", "topk": "rpaccel.sim.tb_topk",
-               "approx_filter": "rpaccel.sim.tb_approx"}
+               "approx_filter": "rpaccel.sim.tb_approx", "mesh": "rpaccel.sim.tb_array"}
 
 
 def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int = 1,
@@ -251,8 +251,9 @@ def cmd_demo(args) -> int:
     ok = True
     what = {"requant": "random beats x 4 lanes (every field over its range)",
             "topk": "queries: random/equal/sorted/tied scores, N around k, back to back",
-            "approx_filter": "queries through the histogram filter"}
-    for block in ("requant", "topk", "approx_filter"):
+            "approx_filter": "queries through the histogram filter",
+            "mesh": "8x8 array as 1 and 2 partitions, weight tiles swapped in flight"}
+    for block in ("requant", "topk", "approx_filter", "mesh"):
         for sim in sims if block == "requant" else sims[:1]:
             params = {"beats": args.beats} if block == "requant" else {}
             res = verify_block(block, "default", sim, **params)
@@ -263,7 +264,8 @@ def cmd_demo(args) -> int:
                       f"[{'PASS' if good else 'FAIL'}]")
     if "icarus" not in sims:
         con.print("   icarus: not installed, skipped")
-    con.print("   the full accelerator is not built yet (see docs/architecture.md)")
+    con.print("   not built yet: MLP engine, embedding unit RTL, top level "
+              "(see docs/architecture.md)")
     return 0 if ok else 1
 
 
@@ -314,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="cocotb testbench of a block against golden")
     s.add_argument("--config", default="default")
-    s.add_argument("--block", default="requant", help="requant, topk or approx_filter")
+    s.add_argument("--block", default="requant", help="requant, topk, approx_filter or mesh")
     s.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     s.add_argument("--beats", type=int, default=2000)
     s.add_argument("--seed", type=int, default=1)

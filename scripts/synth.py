@@ -44,8 +44,14 @@ def _approx(config):
     return ApproxFilter(config)
 
 
+def _mesh(config):
+    from ..hw.array import Mesh
+
+    return Mesh(config)
+
+
 #: Blocks that can be generated, verified and synthesized on their own.
-BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx}
+BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx, "mesh": _mesh}
 
 
 def _tool(name: str) -> str:
