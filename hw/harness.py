@@ -9,12 +9,20 @@ from amaranth.lib import wiring
 __all__ = ["SynthHarness"]
 
 
-def _flat_ports(sig: wiring.Signature, obj, path=()):
-    for name, member, value in [(n, m, getattr(obj, n)) for n, m in sig.members.items()]:
-        if member.is_port:
-            yield path + (name,), member.flow, value
-        else:
-            yield from _flat_ports(member.signature, value, path + (name,))
+def _flat_ports(sig: wiring.Signature, obj):
+    """``(flow, value)`` of every port of ``obj``, through sub-signatures and port arrays."""
+    for name, member in sig.members.items():
+        yield from _walk(member, getattr(obj, name))
+
+
+def _walk(member, value):
+    if isinstance(value, (list, tuple)):  # a member declared with .array(...)
+        for v in value:
+            yield from _walk(member, v)
+    elif member.is_port:
+        yield member.flow, value
+    else:
+        yield from _flat_ports(member.signature, value)
 
 
 class SynthHarness(Elaboratable):
@@ -31,7 +39,7 @@ class SynthHarness(Elaboratable):
         self.fold_bits = fold_bits
         self.out = Signal(fold_bits)
         ins, outs = [], []
-        for _, flow, value in _flat_ports(dut.signature, dut):
+        for flow, value in _flat_ports(dut.signature, dut):
             (ins if flow == wiring.In else outs).append(value)
         self._ins, self._outs = ins, outs
         self.in_bits = sum(len(Value.cast(v)) for v in ins)
