@@ -205,23 +205,18 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_bench(args) -> int:
     from .bench import bench_cache, bench_topk
 
-    if args.what not in ("topk", "cache"):
-        raise ValueError(f"WHAT must be 'topk' or 'cache', not {args.what!r}")
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     if args.what == "cache":
-        rows = bench_cache(_models_dir(args.models), args.queries,
-                           log=lambda s: print(s, file=sys.stderr))
-        out = {"bench": "cache", "rows": rows,
+        out = {"bench": "cache",
+               "rows": bench_cache(_models_dir(args.models), args.queries, log=log),
                "note": "golden cache model; RTL cycles per lookup await the embedding unit"}
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(out, indent=2))
-        _emit(out, True)
-        return 0
-    rows = bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
-                      synth=not args.no_synth, sim=not args.no_sim,
-                      max_place_luts=args.max_place_luts,
-                      log=lambda s: print(s, file=sys.stderr))
-    out = {"bench": "topk", "rows": rows}
+    elif args.what == "topk":
+        out = {"bench": "topk",
+               "rows": bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
+                                  synth=not args.no_synth, sim=not args.no_sim,
+                                  max_place_luts=args.max_place_luts, log=log)}
+    else:
+        raise ValueError(f"WHAT must be 'topk' or 'cache', not {args.what!r}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2))
