@@ -26,13 +26,18 @@ def _models_dir(arg) -> Path:
     return Path(arg or os.environ.get("RPACCEL_MODELS", Path("build") / "models"))
 
 
+def _console():
+    from rich.console import Console
+
+    # tables need about 120 columns; a pipe or a CI log would otherwise get 80
+    return Console() if sys.stdout.isatty() else Console(width=130)
+
+
 def _emit(obj, as_json: bool, table=None) -> None:
     if as_json:
         print(json.dumps(obj, indent=2))
     elif table is not None:
-        from rich.console import Console
-
-        Console().print(table)
+        _console().print(table)
     else:
         print(json.dumps(obj, indent=2))
 
@@ -225,11 +230,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from rich.console import Console
-
     from ..sim.runner import simulator_available
 
-    con = Console(stderr=False)
+    con = _console()
     con.rule("RPAccel kit demo")
     con.print("1. golden pipelines on MovieLens-100k (float and bit-exact int8)")
     rows = quality_rows(_models_dir(args.models), n_queries=args.queries)
