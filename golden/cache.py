@@ -25,6 +25,7 @@ __all__ = [
     "CacheModel",
     "profile_hot_rows",
     "belady_hits",
+    "belady_bounds",
     "table_bases",
     "batch_trace",
 ]
@@ -156,11 +157,16 @@ def profile_hot_rows(trace, row_bytes, budget_bytes: int) -> dict[int, set[int]]
 
 
 def belady_hits(trace, capacity_rows: int, warm: bool = False) -> int:
-    """Hits of the optimal offline policy (Belady's MIN, with bypass) for a fully
-    associative cache of ``capacity_rows`` rows: an upper bound for any row-granular cache
-    of that capacity.
+    """Hits of Belady's MIN; see `belady_bounds` (``warm`` picks the preloaded bound)."""
+    return belady_bounds(trace, capacity_rows)[1 if warm else 0]
 
-    With ``warm``, the cache may be preloaded, as a static cache is: MIN never evicts
+
+def belady_bounds(trace, capacity_rows: int) -> tuple[int, int]:
+    """Hits ``(cold, warm)`` of the optimal offline policy (Belady's MIN, with bypass) for a
+    fully associative cache of ``capacity_rows`` rows: upper bounds for any row-granular
+    cache of that capacity.
+
+    Warm: the cache may be preloaded, as a static cache is: MIN never evicts
     before it holds ``capacity_rows`` distinct rows, so the best preload is those first
     rows and it turns exactly their first (compulsory) misses into hits. A line-granular
     cache can still exceed the bound when rows that share a line are used together."""
@@ -172,7 +178,7 @@ def belady_hits(trace, capacity_rows: int, warm: bool = False) -> int:
         nxt[i] = last.get(keys[i], n + i)  # never used again: ranks beyond every real use
         last[keys[i]] = i
     if capacity_rows <= 0:
-        return 0
+        return 0, 0
     cached: dict = {}  # key -> next use
     heap: list = []  # (-next use, key), lazily invalidated
     hits = 0
@@ -187,7 +193,7 @@ def belady_hits(trace, capacity_rows: int, warm: bool = False) -> int:
             del cached[heapq.heappop(heap)[1]]
         cached[k] = int(nxt[i])
         heapq.heappush(heap, (-int(nxt[i]), k))
-    return hits + (min(capacity_rows, len(last)) if warm else 0)
+    return hits, hits + min(capacity_rows, len(last))
 
 
 def batch_trace(batch, context_tables=(), item_rows=None):

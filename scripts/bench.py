@@ -113,15 +113,14 @@ def bench_cache(models_dir, n_queries: int = 200, criteo_items: int = 20000,
     """Hit rates of static-only, dynamic-only and mixed splits of an on-chip budget, and
     the Belady bound, on real MovieLens-100k traces and a Criteo-shaped Zipf trace (golden
     cache model, the policy the RTL must match)."""
-    from ..golden.cache import CacheModel, belady_hits, profile_hot_rows
+    from ..golden.cache import CacheModel, belady_bounds, profile_hot_rows
 
     rows_out = []
     for name, table_rows, dim, trace, profile, budgets in [*_ml_traces(models_dir, n_queries),
                                                            _criteo_trace(criteo_items)]:
         row_bytes = [dim] * len(table_rows)
         for budget in budgets:
-            cold = belady_hits(trace, budget // dim)
-            warm = cold + min(budget // dim, len(set(trace)))
+            cold, warm = belady_bounds(trace, budget // dim)
             for frac in splits:
                 static_budget = int(budget * frac)
                 sets, ways = _geometry(budget - static_budget)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..golden.pipeline import ApproxWindow
-from ..hw.topk import topk_layouts
-from .streams import Scoreboard, StreamSink, StreamSource, tb_config, tb_params
+from .streams import Scoreboard, tb_config, tb_params
+from .tb_topk import start_streams
 from .topk_model import expected_approx, pack_query, query_patterns
 
 
@@ -23,17 +20,11 @@ async def approx_matches_golden(dut):
     p = tb_params()
     seed = p.get("seed", 0)
     rng = np.random.default_rng(seed)
-    in_layout, out_layout = topk_layouts(cfg)
     window = ApproxWindow(offset=-(1 << 20), shift=17, bins=16)
     dut.window_offset.value = window.offset
     dut.window_shift.value = window.shift
-    Clock(dut.clk, 10, unit="ns").start()
-    src = StreamSource(dut, "i", dut.clk, in_layout, p.get("idle", 0.3), random.Random(seed))
-    sink = StreamSink(dut, "o", dut.clk, out_layout, p.get("backpressure", 0.3),
-                      random.Random(seed + 1))
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    src, sink = await start_streams(dut, cfg, p.get("idle", 0.3), p.get("backpressure", 0.3),
+                                    seed)
     sb = Scoreboard(dut._log, "approx")
     sink.callbacks.append(lambda it: sb.compare((int(it.id), int(it.score), int(it.last))))
     cap, lanes = cfg.topk_k, cfg.topk_lanes

@@ -15,7 +15,8 @@ from .streams import Scoreboard, StreamSink, StreamSource, tb_config, tb_params
 from .topk_model import expected_output, pack_query, query_patterns
 
 
-async def _start(dut, cfg, idle, backpressure, seed):
+async def start_streams(dut, cfg, idle, backpressure, seed):
+    """Clock, reset, and the source / sink of a filter block's ``i`` / ``o`` streams."""
     in_layout, out_layout = topk_layouts(cfg)
     Clock(dut.clk, 10, unit="ns").start()
     src = StreamSource(dut, "i", dut.clk, in_layout, idle, random.Random(seed))
@@ -42,7 +43,7 @@ async def topk_matches_golden(dut):
     seed = p.get("seed", 0)
     rng = np.random.default_rng(seed)
     cap, lanes = cfg.topk_k, cfg.topk_lanes
-    src, sink = await _start(dut, cfg, p.get("idle", 0.3), p.get("backpressure", 0.3), seed)
+    src, sink = await start_streams(dut, cfg, p.get("idle", 0.3), p.get("backpressure", 0.3), seed)
     sb = Scoreboard(dut._log, "topk")
     sink.callbacks.append(lambda it: sb.compare((int(it.id), int(it.score), int(it.last))))
     sizes = sorted({1, max(1, cap - 1), cap, cap + 1, 3 * cap + 1, lanes * 5 + 1, 200})
@@ -77,7 +78,7 @@ async def topk_full_rate(dut):
     n = p.get("long_n", 1024)
     lanes, cap = cfg.topk_lanes, cfg.topk_k
     rng = np.random.default_rng(1)
-    src, sink = await _start(dut, cfg, 0.0, 0.0, 5)
+    src, sink = await start_streams(dut, cfg, 0.0, 0.0, 5)
     expected = []
     beats_per_query = []
     for _q in range(2):
