@@ -64,6 +64,21 @@ class RPAccelConfig:
         Width of candidate ids (positions): queries of up to ``2**topk_id_bits`` items.
     fclk_mhz : float
         Clock used to convert cycles into time in reports.
+    sub_batch : int
+        Largest number of items the MLP engine runs through a stage at once (its
+        activation buffers hold this many items).
+    max_width : int
+        Widest layer input or output (and widest interaction output) the activation
+        buffers hold.
+    weight_rows : int
+        Depth of each MLP engine's weight buffer, in rows of one weight tile.
+    param_rows : int
+        Depth of each MLP engine's bias / requantization parameter buffer (one row per
+        output tile).
+    max_steps : int
+        Length of the MLP engine's program (layers plus the interaction step).
+    max_pairs : int
+        Largest number of feature pairs of a ``dot`` interaction.
 
     Raises
     ------
@@ -87,6 +102,12 @@ class RPAccelConfig:
     topk_k: int = 16
     topk_id_bits: int = 12
     fclk_mhz: float = 100.0
+    sub_batch: int = 64
+    max_width: int = 512
+    weight_rows: int = 65536
+    param_rows: int = 1024
+    max_steps: int = 16
+    max_pairs: int = 64
 
     def __post_init__(self):
         _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string",
@@ -125,6 +146,11 @@ class RPAccelConfig:
                  self.topk_k)
         _require(isinstance(self.fclk_mhz, (int, float)) and self.fclk_mhz > 0, "fclk_mhz",
                  "a positive number", self.fclk_mhz)
+        for p, lo, hi in (("sub_batch", 1, 4096), ("max_width", 1, 65536),
+                          ("weight_rows", 1, 1 << 24), ("param_rows", 1, 1 << 20),
+                          ("max_steps", 2, 256), ("max_pairs", 1, 4096)):
+            v = getattr(self, p)
+            _require(_is_int(v) and lo <= v <= hi, p, f"an integer from {lo} to {hi}", v)
 
     @property
     def max_shift(self) -> int:

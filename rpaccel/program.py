@@ -1,0 +1,242 @@
+"""Host side of the MLP engine: compile an int8 stage into the engine's load image.
+
+`compile_stage` turns a `QuantizedStage` (or a plain list of `QLayer`) into the beats of
+the engine's ``load`` stream (weights tiled for the partition, bias / requantization rows,
+the program and the pair parameters); `sub_batch_beats` turns a sub-batch of items into
+the activation words the program reads. Both follow the buffer geometry of
+`rpaccel.hw.mlp_engine`, which is derived from the same `RPAccelConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import RPAccelConfig
+
+__all__ = ["ProgramError", "StageProgram", "compile_layers", "compile_stage",
+           "sub_batch_beats", "layers_macs"]
+
+
+class ProgramError(ValueError):
+    """A model that does not fit the engine; the message names the limit and the value."""
+
+
+def _hw():
+    from .hw import mlp_engine  # Amaranth is needed only for the layouts
+
+    return mlp_engine
+
+
+@dataclass
+class StageProgram:
+    """A compiled program for one engine.
+
+    Attributes
+    ----------
+    beats : list of (target, addr, data)
+        The model load image for the engine's ``load`` stream.
+    steps : list of dict
+        The program (for reports).
+    weight_rows, param_rows : int
+        Buffer rows used.
+    outputs : int
+        Output tiles of the final layer (beats per item on ``out``).
+    """
+
+    config: RPAccelConfig
+    width: int
+    pcols: int
+    beats: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    weight_rows: int = 0
+    param_rows: int = 0
+    outputs: int = 1
+    dense_dim: int = 0
+    features: int = 0
+    emb_dim: int = 0
+
+
+def _check(ok, what, rule, value):
+    if not ok:
+        raise ProgramError(f"{what} must be {rule}, not {value!r}")
+
+
+def _pack_lanes(values, bits):
+    out = 0
+    mask = (1 << bits) - 1
+    for j, v in enumerate(values):
+        out |= (int(v) & mask) << (j * bits)
+    return out
+
+
+class _Builder:
+    def __init__(self, config: RPAccelConfig, width: int, mode: int):
+        hw = _hw()
+        self.hw = hw
+        self.cfg = config
+        self.width = width
+        self.pcols = config.array_cols >> mode
+        _check(self.pcols <= width, "the partition width (array_cols >> mode)",
+               f"at most the engine width {width}", self.pcols)
+        self.geo = hw.EngineGeometry(config)
+        self.desc_l, self.lane_l, self.pair_l, self.load_l, _ = hw.engine_layouts(config, width)
+        self.prog = StageProgram(config, width, self.pcols)
+
+    def layer(self, layer, src, dst, final):
+        cfg, R, P = self.cfg, self.cfg.array_rows, self.pcols
+        w = np.asarray(layer.w, np.int64)
+        n, k = w.shape
+        _check(k <= cfg.max_width, "layer input width", f"at most max_width {cfg.max_width}", k)
+        _check(n <= cfg.max_width, "layer output width", f"at most max_width {cfg.max_width}",
+               n)
+        kt, nt = -(-k // R), -(-n // P)
+        wbase, pbase = self.prog.weight_rows, self.prog.param_rows
+        _check(wbase + kt * nt * R <= cfg.weight_rows, "weight rows of the model",
+               f"at most weight_rows {cfg.weight_rows}", wbase + kt * nt * R)
+        _check(pbase + nt <= cfg.param_rows, "parameter rows of the model",
+               f"at most param_rows {cfg.param_rows}", pbase + nt)
+        pad = np.zeros((nt * P, kt * R), np.int64)
+        pad[:n, :k] = w
+        addr = wbase
+        for j in range(nt):
+            for i in range(kt):
+                tile = pad[j * P:(j + 1) * P, i * R:(i + 1) * R].T  # [R, P]
+                for r in range(R):
+                    row = list(tile[r]) + [0] * (self.width - P)
+                    self.prog.beats.append((self.hw.Target.WEIGHT, addr, _pack_lanes(row, 8)))
+                    addr += 1
+        bias = np.zeros(nt * P, np.int64)
+        bias[:n] = layer.bias
+        mult = np.zeros(nt * P, np.int64)
+        shift = np.zeros(nt * P, np.int64)
+        if layer.mult is not None:
+            mult[:n], shift[:n] = layer.mult, layer.shift
+        lane_bits = self.lane_l.size
+        for j in range(nt):
+            word = 0
+            for c in range(P):
+                v = self.lane_l.const({"bias": int(bias[j * P + c]), "mult": int(mult[j * P + c]),
+                                       "shift": int(shift[j * P + c])}).as_value().value
+                word |= v << (c * lane_bits)
+            self.prog.beats.append((self.hw.Target.PARAM, pbase + j, word))
+        self.prog.weight_rows = addr
+        self.prog.param_rows = pbase + nt
+        self.step(kind=self.hw.Kind.MLP, relu=int(bool(layer.relu)), final=int(final), src=src,
+                  dst=dst, k=k, n=n, ktiles=kt, ntiles=nt, wbase=wbase, pbase=pbase)
+        if final:
+            self.prog.outputs = nt
+
+    def step(self, **fields):
+        fields = {f: 0 for f, _ in self.desc_l} | fields
+        _check(len(self.prog.steps) < self.cfg.max_steps, "program steps",
+               f"at most max_steps {self.cfg.max_steps}", len(self.prog.steps) + 1)
+        self.prog.beats.append((self.hw.Target.PROG, len(self.prog.steps),
+                                self.desc_l.const(fields).as_value().value))
+        self.prog.steps.append(fields)
+
+    def end(self):
+        self.step(kind=self.hw.Kind.END)
+        return self.prog
+
+
+def compile_layers(config: RPAccelConfig, width: int, mode: int, layers) -> StageProgram:
+    """Program a plain MLP: every layer but the last requantized (ping-pong buffers), the
+    last one's int32 ``acc + bias`` streamed out. The input goes in region A."""
+    b = _Builder(config, width, mode)
+    reg = b.hw.Region
+    src = reg.A
+    for i, layer in enumerate(layers):
+        final = i == len(layers) - 1
+        dst = reg.B if src == reg.A else reg.A
+        b.layer(layer, src, dst, final)
+        src = dst
+    b.prog.dense_dim = np.asarray(layers[0].w).shape[1]
+    return b.end()
+
+
+def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgram:
+    """Program a whole `QuantizedStage`: bottom MLP (input region A, output into the
+    feature region), interaction (``dot`` or ``cat``, into region A), top MLP (the last
+    layer's int32 score out).
+
+    Raises
+    ------
+    ProgramError
+        When the model does not fit the engine's buffers.
+    """
+    b = _Builder(config, width, mode)
+    reg, kind = b.hw.Region, b.hw.Kind
+    geo = b.geo
+    src = reg.A
+    for i, layer in enumerate(q.bot):
+        dst = reg.FEAT if i == len(q.bot) - 1 else (reg.B if src == reg.A else reg.A)
+        b.layer(layer, src, dst, final=False)
+        src = dst
+    d = q.float_model.emb_dim
+    feats = q.float_model.num_features
+    dw = -(-d // geo.lanes)
+    _check(feats * dw <= geo.words, "feature region words (features x words per feature)",
+           f"at most {geo.words}", feats * dw)
+    _check(feats <= 64, "number of features", "at most 64", feats)
+    if q.interaction == "dot":
+        pairs = feats * (feats - 1) // 2
+        _check(pairs <= config.max_pairs, "interaction pairs",
+               f"at most max_pairs {config.max_pairs}", pairs)
+        for p in range(pairs):
+            b.prog.beats.append((b.hw.Target.PAIR, p, b.pair_l.const(
+                {"mult": int(q.pair_mult[p]), "shift": int(q.pair_shift[p])}).as_value().value))
+        b.step(kind=kind.DOT, feats=feats, d=d, dw=dw, dst=reg.A)
+    else:
+        b.step(kind=kind.CAT, feats=feats, d=d, dw=dw, dst=reg.A)
+    src = reg.A
+    for i, layer in enumerate(q.top):
+        final = i == len(q.top) - 1
+        dst = reg.B if src == reg.A else reg.A
+        b.layer(layer, src, dst, final)
+        src = dst
+    b.prog.dense_dim = np.asarray(q.bot[0].w).shape[1]
+    b.prog.features, b.prog.emb_dim = feats, d
+    return b.end()
+
+
+def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
+    """Activation-buffer beats of one sub-batch: int8 dense inputs into region A, and for
+    a stage the pooled int8 embeddings (one [items, d] array per table) into the feature
+    region after the bottom MLP's output."""
+    hw = _hw()
+    cfg = prog.config
+    geo = hw.EngineGeometry(cfg)
+    A = geo.lanes
+    dense_q = np.asarray(dense_q, np.int64)
+    items = dense_q.shape[0]
+    _check(1 <= items <= cfg.sub_batch, "items of a sub-batch",
+           f"from 1 to sub_batch {cfg.sub_batch}", items)
+    beats = []
+
+    def put(region, item, values):
+        for w in range(-(-len(values) // A)):
+            chunk = list(values[w * A:(w + 1) * A])
+            chunk += [0] * (A - len(chunk))
+            beats.append((hw.Target.ACT, geo.act_addr(region, item, w), _pack_lanes(chunk, 8)))
+
+    for i in range(items):
+        put(hw.Region.A, i, dense_q[i])
+    if pooled is not None:
+        dw = -(-prog.emb_dim // A)
+        for i in range(items):
+            for t, p in enumerate(pooled):
+                vals = np.zeros((t + 2) * dw * A, np.int64)
+                vals[(t + 1) * dw * A:(t + 1) * dw * A + prog.emb_dim] = p[i]
+                for w in range(dw):
+                    word = (t + 1) * dw + w
+                    chunk = vals[word * A:(word + 1) * A]
+                    beats.append((hw.Target.ACT, geo.act_addr(hw.Region.FEAT, i, word),
+                                  _pack_lanes(chunk, 8)))
+    return beats
+
+
+def layers_macs(layers, items: int) -> int:
+    """Useful MACs of running ``layers`` on ``items`` items."""
+    return items * sum(int(np.prod(np.asarray(lay.w).shape)) for lay in layers)
