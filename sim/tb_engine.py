@@ -4,7 +4,8 @@ int8, every active partition running its own program at the same time.
 The host side (pytest or `rpaccel bench array`) compiles the programs and computes the
 expected outputs with the golden model; it hands them over in a pickle named by
 ``RPACCEL_TB["jobs"]``: ``{"mode": m, "slots": {p: {"load": [(target, addr, data)],
-"runs": [{"act": [...], "items": n, "expect": [[int, ...], ...], "name": str}]}}}``.
+"runs": [{"act": [...], "items": n, "expect": [[int, ...], ...], "name": str}]}}}``; a
+slot may instead hold ``{"programs": [job, ...]}``, run one after the other.
 Measured counters per run go to ``RPACCEL_TB["metrics"]`` (JSON) when given.
 """
 
@@ -48,9 +49,15 @@ async def _slot(dut, cfg, p, job, params, metrics):
     pcols = cfg.array_cols >> job["mode"]
     sb = Scoreboard(dut._log, f"partition {p}")
     out.callbacks.append(lambda it: sb.compare([int(it.acc[c]) for c in range(pcols)]))
-    for beat in job["load"]:
-        load.put(pack(beat))
-    for r in job["runs"]:
+    runs = []
+    for prog in job.get("programs", [job]):
+        runs.append({"load": prog["load"]})
+        runs.extend(prog["runs"])
+    for r in runs:
+        if "load" in r:  # a (new) model: wait until the engine is idle, then load it
+            for beat in r["load"]:
+                load.put(pack(beat))
+            continue
         for beat in r["act"]:
             load.put(pack(beat))
         while load.queue or load.valid.value:

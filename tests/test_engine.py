@@ -1,0 +1,92 @@
+"""MLP engine on the mesh: host compiler checks and cocotb on Verilator against golden."""
+
+import numpy as np
+import pytest
+
+from rpaccel.config import get_config
+from rpaccel.program import ProgramError, compile_layers, compile_stage, sub_batch_beats
+from rpaccel.sim.engine_jobs import layers_job, random_layers, stage_job, write_jobs
+
+CFG = get_config("default")
+
+
+def _run(tmp_path, mode, slots, **tb):
+    from rpaccel.hw.mlp_engine import ComputeEngine
+    from rpaccel.sim.runner import build, run
+
+    sb = build(ComputeEngine, CFG, "compute_engine")
+    jobs = write_jobs(tmp_path / "jobs.pkl", mode, slots)
+    params = {"jobs": str(jobs), "seed": mode, "idle": 0.3, "backpressure": 0.3} | tb
+    return run(sb, "rpaccel.sim.tb_engine", tmp_path, params)
+
+
+def _random_slots(rng, cfg, mode, runs=2):
+    slots = {}
+    for p in range(1 << mode):
+        # widths that are and are not multiples of the partition (R = 8, P = 4 or 8)
+        dims = [int(v) for v in rng.choice([1, 3, 8, 13, 16, 21, 33], size=int(rng.integers(2, 5)))]
+        layers = random_layers(rng, dims)
+        xs = [rng.integers(-128, 128, (int(rng.integers(1, 24)), dims[0])) for _ in range(runs)]
+        slots[p] = layers_job(cfg, p, mode, layers, xs, name=f"dims {dims}")
+    return slots
+
+
+def test_program_refuses_what_does_not_fit(qmodels):
+    small_buf = CFG.replace(weight_rows=64)
+    with pytest.raises(ProgramError, match="weight rows of the model must be at most "
+                                           "weight_rows 64, not"):
+        compile_stage(small_buf, 8, 0, qmodels["large"])
+    with pytest.raises(ProgramError, match="layer input width must be at most max_width 16"):
+        compile_layers(CFG.replace(max_width=16), 8, 0, random_layers(np.random.default_rng(0),
+                                                                     [17, 4]))
+    prog = compile_layers(CFG, 8, 0, random_layers(np.random.default_rng(0), [8, 4]))
+    with pytest.raises(ProgramError, match="items of a sub-batch must be from 1 to sub_batch"):
+        sub_batch_beats(prog, np.zeros((CFG.sub_batch + 1, 8)))
+    with pytest.raises(ProgramError, match="partition width"):
+        compile_layers(CFG, 4, 0, random_layers(np.random.default_rng(0), [8, 4]))
+
+
+def test_program_tiles_weights_for_the_partition(qmodels):
+    # the large model: 4-512-256-128-64-32 bottom, 53-96-1 top, on an 8 x 4 partition
+    prog = compile_stage(CFG, 4, 1, qmodels["large"])
+    dims = [(4, 512), (512, 256), (256, 128), (128, 64), (64, 32), (53, 96), (96, 1)]
+    tiles = sum(-(-k // 8) * -(-n // 4) for k, n in dims)
+    assert prog.weight_rows == 8 * tiles
+    assert prog.param_rows == sum(-(-n // 4) for _, n in dims)
+    assert [s["kind"] for s in prog.steps] == [1] * 5 + [2] + [1] * 2 + [0]
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_verilator_engine_random_layers(tmp_path, mode):
+    """Random layer shapes (multi-tile in K and N, widths not multiples of the partition),
+    both partitions running different MLPs at once in mode 1, idle gaps, backpressure."""
+    rng = np.random.default_rng(100 + mode)
+    tests, failed = _run(tmp_path, mode, _random_slots(rng, CFG, mode))
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_verilator_engine_reports_a_wrong_result(tmp_path):
+    """The bench can fail: one expected value off by one must be reported."""
+    rng = np.random.default_rng(7)
+    slots = _random_slots(rng, CFG, 0, runs=1)
+    slots[0]["runs"][0]["expect"][0][0] += 1
+    tests, failed = _run(tmp_path, 0, slots)
+    assert (tests, failed) == (1, 1)
+    assert "expected" in (tmp_path / "sim.log").read_text()
+
+
+def test_verilator_stage_models_two_partitions(tmp_path, qmodels, ml):
+    """The three trained stage models (bottom MLP, dot interaction, top MLP) bit-exact on
+    real MovieLens-100k candidates: the small then the medium model on partition 0 while
+    the large one runs on partition 1."""
+    user, cands, _ = ml.queries(1000, seed=3, users=[42])[0]
+
+    def batches(n, count, start=0):
+        return [ml.batch(np.full(n, user), cands[start + i * n:start + (i + 1) * n])
+                for i in range(count)]
+
+    slots = {0: {"programs": [stage_job(CFG, 0, 1, qmodels["small"], batches(16, 2)),
+                              stage_job(CFG, 0, 1, qmodels["medium"], batches(13, 1, 100))]},
+             1: stage_job(CFG, 1, 1, qmodels["large"], batches(8, 1, 200))}
+    tests, failed = _run(tmp_path, 1, slots)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
