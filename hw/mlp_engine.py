@@ -275,6 +275,11 @@ class MLPEngine(wiring.Component):
 
         rows_valid = Mux(krem > R, R, krem)
         cols_valid = Mux(nrem > pcols, pcols, nrem)
+        m.d.comb += tile_macs.eq(rows_valid * cols_valid)
+        # the next tile of the layer follows without a gap when its weights are loaded
+        # (the current tile counts as started from its first item on)
+        next_loaded = Signal()
+        m.d.comb += next_loaded.eq(tiles_loaded > tiles_started + (b == 0))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -298,7 +303,6 @@ class MLPEngine(wiring.Component):
             with m.State("TILE"):
                 # a tile issues once its weights are in the shadow registers and, for a
                 # layer's first tile, once the previous step's results are all written
-                m.d.sync += tile_macs.eq(rows_valid * cols_valid)
                 with m.If((tiles_loaded > tiles_started) & (~tile_first | drained)):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
@@ -314,14 +318,16 @@ class MLPEngine(wiring.Component):
                                 m.next = "FETCH"
                             with m.Else():
                                 m.d.sync += [nt.eq(nt + 1), nrem.eq(nrem - pcols)]
-                                m.next = "TILE"
+                                with m.If(~next_loaded):
+                                    m.next = "TILE"
                         with m.Else():
                             m.d.sync += [kt.eq(kt + 1), krem.eq(krem - R)]
                             with m.If(koff == A - R):
                                 m.d.sync += [koff.eq(0), kword.eq(kword + 1)]
                             with m.Else():
                                 m.d.sync += koff.eq(koff + R)
-                            m.next = "TILE"
+                            with m.If(~next_loaded):
+                                m.next = "TILE"
             with m.State("IWAIT"):
                 with m.If(drained):
                     m.next = "INTER"

@@ -13,7 +13,7 @@ from ..config import get_config
 from ..sim.runner import BUILD_ROOT, build, run
 from .synth import synthesize
 
-__all__ = ["bench_topk", "bench_cache"]
+__all__ = ["bench_topk", "bench_cache", "bench_array", "ARRAYS"]
 
 
 def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: bool = True,
@@ -137,3 +137,87 @@ def bench_cache(models_dir, n_queries: int = 200, criteo_items: int = 20000,
                 log(json.dumps(row))
                 rows_out.append(row)
     return rows_out
+
+
+#: Arrays of the array benchmark: the default config and a 16 x 16 one (sub-batch 8 x R).
+ARRAYS = {
+    "default": lambda: get_config("default"),
+    "16x16": lambda: get_config("default").replace(name="array-16x16", array_rows=16,
+                                                    array_cols=16, sub_batch=128),
+}
+
+
+def _model_layers():
+    """Distinct (K, N) layer shapes of the three MovieLens stage models."""
+    from ..golden.zoo import SIZES, mlp_dims
+
+    shapes = {}
+    for name, size in SIZES.items():
+        bot, top = mlp_dims(size, 4, 6)
+        for part, dims in (("bot", bot), ("top", top)):
+            for i, (k, n) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+                shapes.setdefault((k, n), f"{name}.{part}{i}")
+    return [(label, k, n) for (k, n), label in shapes.items()]
+
+
+def bench_array(arrays=("default", "16x16"), models_dir=None, seed: int = 0,
+                log=print) -> list[dict]:
+    """Utilization of the systolic array from RTL simulation (Verilator, `ComputeEngine`,
+    mode 0: one partition of the whole array, sub-batch of 8 x R items): each layer shape
+    of the three stage models, a few square layers, and (when trained models are in
+    ``models_dir``) each whole stage on real MovieLens items. ``utilization = macs /
+    (cycles x R x C)`` with ``macs`` counted by the RTL and ``cycles`` the engine's busy
+    cycles, from the run start to the last result written."""
+    from ..hw.mlp_engine import ComputeEngine
+    from ..program import layers_macs
+    from ..sim.engine_jobs import layers_job, random_layers, stage_job, write_jobs
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arr in arrays:
+        if arr not in ARRAYS:
+            raise ValueError(f"array must be one of {sorted(ARRAYS)}, not {arr!r}")
+        cfg = ARRAYS[arr]()
+        r, c, items = cfg.array_rows, cfg.array_cols, 8 * cfg.array_rows
+        shapes = _model_layers() + [("square", k, k) for k in (r, 64, 128, 256)]
+        shapes.append(("one tile", r, c))
+        programs, expect_macs = [], {}
+        for label, k, n in shapes:
+            name = f"{label} {k}x{n}"
+            x = rng.integers(-128, 128, (items, k))
+            programs.append(layers_job(cfg, 0, 0, random_layers(rng, [k, n]), [x], name=name))
+            expect_macs[f"{name}#0"] = items * k * n
+        if models_dir is not None and Path(models_dir, "large.int8.npz").exists():
+            from ..golden.data import load_ml100k
+            from ..golden.quantize import load_quantized
+
+            ml = load_ml100k()
+            user, cands, _ = ml.queries(1000, seed=seed, users=[0])[0]
+            batch = ml.batch(np.full(items, user), cands[:items])
+            for size in ("small", "medium", "large"):
+                q = load_quantized(Path(models_dir) / f"{size}.int8.npz")
+                programs.append(stage_job(cfg, 0, 0, q, [batch], name=f"stage {size}"))
+                expect_macs[f"stage {size}#0"] = layers_macs(q.bot + q.top, items)
+        t0 = time.time()
+        sb = build(ComputeEngine, cfg, "compute_engine")
+        with tempfile.TemporaryDirectory() as tmp:
+            jobs = write_jobs(Path(tmp) / "jobs.pkl", 0, {0: {"programs": programs}})
+            metrics = Path(tmp) / "metrics.json"
+            tests, failed = run(sb, "rpaccel.sim.tb_engine",
+                                BUILD_ROOT / "runs" / f"bench-array-{cfg.name}",
+                                {"jobs": str(jobs), "metrics": str(metrics), "seed": seed})
+            if (tests, failed) != (1, 0):
+                raise RuntimeError(f"array bench on {cfg.name}: the engine did not match "
+                                   f"golden; see build/runs/bench-array-{cfg.name}/sim.log")
+            measured = json.loads(metrics.read_text())
+        for m in measured:
+            name = m["name"]
+            row = {"array": cfg.name, "layer": name.removesuffix("#0"), "rows": r, "cols": c,
+                   "items": m["items"], "cycles": m["cycles"], "macs": m["macs"],
+                   "macs_expected": expect_macs[name],
+                   "utilization": round(m["macs"] / (m["cycles"] * r * c), 4),
+                   "stall_in": m["stall_in"], "stall_out": m["stall_out"]}
+            log(json.dumps(row))
+            rows.append(row)
+        log(f"{cfg.name}: {len(measured)} runs bit-exact, {time.time() - t0:.0f} s")
+    return rows

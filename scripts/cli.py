@@ -208,20 +208,24 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_cache, bench_topk
+    from .bench import bench_array, bench_cache, bench_topk
 
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     if args.what == "cache":
         out = {"bench": "cache",
                "rows": bench_cache(_models_dir(args.models), args.queries, log=log),
                "note": "golden cache model; RTL cycles per lookup await the embedding unit"}
+    elif args.what == "array":
+        out = {"bench": "array",
+               "rows": bench_array(tuple(args.arrays.split(",")), _models_dir(args.models),
+                                   log=log)}
     elif args.what == "topk":
         out = {"bench": "topk",
                "rows": bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
                                   synth=not args.no_synth, sim=not args.no_sim,
                                   max_place_luts=args.max_place_luts, log=log)}
     else:
-        raise ValueError(f"WHAT must be 'topk' or 'cache', not {args.what!r}")
+        raise ValueError(f"WHAT must be 'array', 'topk' or 'cache', not {args.what!r}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2))
@@ -329,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
-    s.add_argument("what", help="topk or cache")
+    s.add_argument("what", help="array, topk or cache")
+    s.add_argument("--arrays", default="default,16x16", help="array bench: default, 16x16")
     s.add_argument("--models", help="model directory (cache bench; default build/models)")
     s.add_argument("--queries", type=int, default=200, help="MovieLens queries (cache)")
     s.add_argument("--lanes", default="1,2,4")
