@@ -172,11 +172,12 @@ def bench_array(arrays=("default", "16x16"), models_dir=None, seed: int = 0,
     from ..program import layers_macs
     from ..sim.engine_jobs import layers_job, random_layers, stage_job, write_jobs
 
-    rng = np.random.default_rng(seed)
-    rows = []
     for arr in arrays:
         if arr not in ARRAYS:
             raise ValueError(f"array must be one of {sorted(ARRAYS)}, not {arr!r}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arr in arrays:
         cfg = ARRAYS[arr]()
         r, c, items = cfg.array_rows, cfg.array_cols, 8 * cfg.array_rows
         shapes = _model_layers() + [("square", k, k) for k in (r, 64, 128, 256)]
@@ -199,7 +200,7 @@ def bench_array(arrays=("default", "16x16"), models_dir=None, seed: int = 0,
                 programs.append(stage_job(cfg, 0, 0, q, [batch], name=f"stage {size}"))
                 expect_macs[f"stage {size}#0"] = layers_macs(q.bot + q.top, items)
         t0 = time.time()
-        sb = build(ComputeEngine, cfg, "compute_engine")
+        sb = build(ComputeEngine, cfg, "engine")
         with tempfile.TemporaryDirectory() as tmp:
             jobs = write_jobs(Path(tmp) / "jobs.pkl", 0, {0: {"programs": programs}})
             metrics = Path(tmp) / "metrics.json"

@@ -160,7 +160,8 @@ def cmd_generate(args) -> int:
 
 #: cocotb testbench module of each block
 TESTBENCHES = {"requant": "rpaccel.sim.tb_requant", "topk": "rpaccel.sim.tb_topk",
-               "approx_filter": "rpaccel.sim.tb_approx", "mesh": "rpaccel.sim.tb_array"}
+               "approx_filter": "rpaccel.sim.tb_approx", "mesh": "rpaccel.sim.tb_array",
+               "engine": "rpaccel.sim.tb_engine"}
 
 
 def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int = 1,
@@ -175,13 +176,55 @@ def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int
     t0 = time.time()
     sb = build(BLOCKS[block], cfg, block, sim=sim)
     t1 = time.time()
-    tests, failed = run(sb, TESTBENCHES[block],
-                        BUILD_ROOT / "runs" / f"{block}-{cfg.name}-{sim}-{seed}",
+    run_dir = BUILD_ROOT / "runs" / f"{block}-{cfg.name}-{sim}-{seed}"
+    if block == "engine":  # random MLPs on every partition of the finest mode, at once
+        from ..sim.engine_jobs import random_slots, write_jobs
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        mode = cfg.partitions.bit_length() - 1
+        slots = random_slots(cfg, mode, np.random.default_rng(seed))
+        params = {"jobs": str(write_jobs(run_dir / "jobs.pkl", mode, slots)), **params}
+    tests, failed = run(sb, TESTBENCHES[block], run_dir,
                         {"seed": seed, "idle": idle, "backpressure": backpressure, **params},
                         seed=seed)
     return {"block": block, "config": cfg.name, "simulator": sim, "idle": idle,
             "backpressure": backpressure, "tests": tests, "failures": failed, **params,
             "build_s": round(t1 - t0, 1), "sim_s": round(time.time() - t1, 1)}
+
+
+def verify_stages(models_dir, sizes=("small", "large"), items: int = 8, seed: int = 1,
+                  idle: float = 0.3, backpressure: float = 0.3) -> dict:
+    """Run trained stage models (one per partition, all at once) on the `default`
+    ComputeEngine on Verilator with real MovieLens-100k candidates; bit-exact check
+    against the golden int8 model. Returns per-partition cycles and the verdict."""
+    from ..golden.data import load_ml100k
+    from ..golden.train import build_models
+    from ..hw.mlp_engine import ComputeEngine
+    from ..sim.engine_jobs import stage_job, write_jobs
+    from ..sim.runner import BUILD_ROOT, build, run
+
+    cfg = get_config("default")
+    if len(sizes) > cfg.partitions:
+        raise ValueError(f"at most {cfg.partitions} stage models at once, not {len(sizes)}")
+    qs = build_models(models_dir, log=lambda s: None)
+    ml = load_ml100k()
+    user, cands, _ = ml.queries(1000, seed=seed, users=[seed])[0]
+    mode = (len(sizes) - 1).bit_length()
+    slots = {p: stage_job(cfg, p, mode, qs[s], [ml.batch(np.full(items, user),
+                                                         cands[p * items:(p + 1) * items])])
+             for p, s in enumerate(sizes)}
+    run_dir = BUILD_ROOT / "runs" / f"stages-{'-'.join(sizes)}-{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = run_dir / "metrics.json"
+    sb = build(ComputeEngine, cfg, "engine")
+    tests, failed = run(sb, "rpaccel.sim.tb_engine", run_dir,
+                        {"jobs": str(write_jobs(run_dir / "jobs.pkl", mode, slots)),
+                         "metrics": str(metrics), "seed": seed, "idle": idle,
+                         "backpressure": backpressure})
+    measured = json.loads(metrics.read_text()) if metrics.exists() else []
+    return {"tests": tests, "failures": failed, "items": items, "mode": mode,
+            "partitions": [{"model": sizes[m["partition"]], "cycles": m["cycles"],
+                            "macs": m["macs"]} for m in measured]}
 
 
 def cmd_verify(args) -> int:
@@ -255,7 +298,8 @@ def cmd_demo(args) -> int:
             "topk": "queries: random/equal/sorted/tied scores, N around k, back to back",
             "approx_filter": "queries through the histogram filter",
             "mesh": "8x8 array as 1 and 2 partitions, weight tiles swapped in flight"}
-    for block in ("requant", "topk", "approx_filter", "mesh"):
+    what["engine"] = "random MLPs (K/N tiling) on both partitions at once"
+    for block in ("requant", "topk", "approx_filter", "mesh", "engine"):
         for sim in sims if block == "requant" else sims[:1]:
             params = {"beats": args.beats} if block == "requant" else {}
             res = verify_block(block, "default", sim, **params)
@@ -266,8 +310,16 @@ def cmd_demo(args) -> int:
                       f"[{'PASS' if good else 'FAIL'}]")
     if "icarus" not in sims:
         con.print("   icarus: not installed, skipped")
-    con.print("   not built yet: MLP engine, embedding unit RTL, top level "
-              "(see docs/architecture.md)")
+    con.print("3. trained stage models on the MLP engine: small on partition 0 and large on "
+              "partition 1 at once, real MovieLens-100k candidates")
+    res = verify_stages(_models_dir(args.models))
+    good = res["failures"] == 0 and res["tests"] > 0
+    ok &= good
+    for part in res["partitions"]:
+        con.print(f"   {part['model']:6s}: {res['items']} items bit-exact in "
+                  f"{part['cycles']:,} cycles ({part['macs']:,} MACs) "
+                  f"[{'PASS' if good else 'FAIL'}]")
+    con.print("   not built yet: embedding unit RTL, top level (see docs/architecture.md)")
     return 0 if ok else 1
 
 
@@ -318,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="cocotb testbench of a block against golden")
     s.add_argument("--config", default="default")
-    s.add_argument("--block", default="requant", help="requant, topk, approx_filter or mesh")
+    s.add_argument("--block", default="requant",
+                   help="requant, topk, approx_filter, mesh or engine")
     s.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     s.add_argument("--beats", type=int, default=2000)
     s.add_argument("--seed", type=int, default=1)

@@ -50,8 +50,15 @@ def _mesh(config):
     return Mesh(config)
 
 
+def _engine(config):
+    from ..hw.mlp_engine import ComputeEngine
+
+    return ComputeEngine(config)
+
+
 #: Blocks that can be generated, verified and synthesized on their own.
-BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx, "mesh": _mesh}
+BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx, "mesh": _mesh,
+          "engine": _engine}
 
 
 def _tool(name: str) -> str:

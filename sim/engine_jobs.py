@@ -11,7 +11,8 @@ from ..golden.quantize import QLayer
 from ..hw.mlp_engine import slot_width
 from ..program import compile_layers, compile_stage, sub_batch_beats
 
-__all__ = ["random_layers", "layers_job", "stage_job", "write_jobs", "expected_beats"]
+__all__ = ["random_layers", "layers_job", "stage_job", "write_jobs", "expected_beats",
+           "random_slots"]
 
 
 def random_layers(rng, dims, final=True):
@@ -64,6 +65,20 @@ def stage_job(cfg, slot, mode, q, batches, name=None):
         runs.append({"name": f"{name or q.name}#{i}", "items": len(score), "act": act,
                      "expect": expected_beats(score[:, None], prog.pcols)})
     return {"load": prog.beats, "runs": runs}
+
+
+def random_slots(cfg, mode, rng, runs=2, widths=(1, 3, 8, 13, 16, 21, 33)):
+    """A random MLP for every partition of ``mode``: 1 to 3 layers of widths drawn from
+    ``widths`` (multi-tile in K and N, and not multiples of the partition), ``runs``
+    sub-batches of 1 to 23 random items each."""
+    slots = {}
+    for p in range(1 << mode):
+        dims = [int(v) for v in rng.choice(widths, size=int(rng.integers(2, 5)))]
+        layers = random_layers(rng, dims)
+        xs = [rng.integers(-128, 128, (int(rng.integers(1, min(24, cfg.sub_batch + 1))),
+                                       dims[0])) for _ in range(runs)]
+        slots[p] = layers_job(cfg, p, mode, layers, xs, name=f"dims {dims}")
+    return slots
 
 
 def write_jobs(path, mode, slots) -> Path:

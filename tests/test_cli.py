@@ -88,4 +88,9 @@ def test_bench_topk_reports_full_rate(tmp_path, capsys):
 
 def test_bench_rejects_unknown_benchmark(capsys):
     assert main(["bench", "nope"]) == 2
-    assert "WHAT must be 'topk' or 'cache', not 'nope'" in capsys.readouterr().err
+    assert "WHAT must be 'array', 'topk' or 'cache', not 'nope'" in capsys.readouterr().err
+
+
+def test_bench_array_rejects_unknown_array(capsys):
+    assert main(["bench", "array", "--arrays", "default,huge"]) == 2
+    assert "array must be one of ['16x16', 'default'], not 'huge'" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import pytest
 
 from rpaccel.config import get_config
 from rpaccel.program import ProgramError, compile_layers, compile_stage, sub_batch_beats
-from rpaccel.sim.engine_jobs import layers_job, random_layers, stage_job, write_jobs
+from rpaccel.sim.engine_jobs import random_layers, random_slots, stage_job, write_jobs
 
 CFG = get_config("default")
 
@@ -14,21 +14,14 @@ def _run(tmp_path, mode, slots, **tb):
     from rpaccel.hw.mlp_engine import ComputeEngine
     from rpaccel.sim.runner import build, run
 
-    sb = build(ComputeEngine, CFG, "compute_engine")
+    sb = build(ComputeEngine, CFG, "engine")
     jobs = write_jobs(tmp_path / "jobs.pkl", mode, slots)
     params = {"jobs": str(jobs), "seed": mode, "idle": 0.3, "backpressure": 0.3} | tb
     return run(sb, "rpaccel.sim.tb_engine", tmp_path, params)
 
 
 def _random_slots(rng, cfg, mode, runs=2):
-    slots = {}
-    for p in range(1 << mode):
-        # widths that are and are not multiples of the partition (R = 8, P = 4 or 8)
-        dims = [int(v) for v in rng.choice([1, 3, 8, 13, 16, 21, 33], size=int(rng.integers(2, 5)))]
-        layers = random_layers(rng, dims)
-        xs = [rng.integers(-128, 128, (int(rng.integers(1, 24)), dims[0])) for _ in range(runs)]
-        slots[p] = layers_job(cfg, p, mode, layers, xs, name=f"dims {dims}")
-    return slots
+    return random_slots(cfg, mode, rng, runs)
 
 
 def test_program_refuses_what_does_not_fit(qmodels):
