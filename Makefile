@@ -15,7 +15,7 @@ help:
 	@echo "make synth   - ECP5-85F synthesis of the requantize unit (JSON)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
-	@echo "make bench   - cache and top-k benchmarks (JSON in build/bench; slow: top-k synthesis)"
+	@echo "make bench   - array, cache and top-k benchmarks (JSON in build/bench; slow: top-k synthesis)"
 
 setup: $(STAMP)
 
@@ -56,5 +56,6 @@ clean:
 	rm -rf build
 
 bench: models
+	$(RPACCEL) bench array --models $(MODELS) --json --out build/bench/array.json
 	$(RPACCEL) bench cache --models $(MODELS) --json --out build/bench/cache.json
 	$(RPACCEL) bench topk --json --out build/bench/topk.json
