@@ -83,3 +83,39 @@ def test_verilator_stage_models_two_partitions(tmp_path, qmodels, ml):
              1: stage_job(CFG, 1, 1, qmodels["large"], batches(8, 1, 200))}
     tests, failed = _run(tmp_path, 1, slots)
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_verilator_stage_cat_and_dot_criteo_shaped(tmp_path):
+    """Random Criteo-shaped stages with bags of 2: a ``cat`` interaction with d = 6 and a
+    ``dot`` one with d = 12 (features spanning two words, the second one partly masked),
+    one per partition at once."""
+    from rpaccel.golden.data import criteo_synthetic
+    from rpaccel.golden.quantize import quantize_model
+    from rpaccel.golden.zoo import ModelSize, random_model
+
+    rows = (50, 80, 30)
+    slots = {}
+    for p, (inter, d) in enumerate((("cat", 6), ("dot", 12))):
+        model = random_model(ModelSize(f"t{d}", d, (16,), (24,)), 13, rows, inter, seed=p)
+        q = quantize_model(model, criteo_synthetic(500, rows, seed=10 + p, bag_size=2))
+        batches = [criteo_synthetic(n, rows, seed=20 + p + n, bag_size=2) for n in (11, 5)]
+        slots[p] = stage_job(CFG, p, 1, q, batches, name=f"{inter} d={d}")
+    tests, failed = _run(tmp_path, 1, slots)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+@pytest.mark.parametrize("mode", [0, 2])
+def test_verilator_engine_four_partitions(tmp_path, mode):
+    """8 x 16 array in 4 column groups (``three-stage``): activation words of lcm(8, 16) =
+    16 lanes; one 16-column partition, or four 4-column partitions running four different
+    MLPs at once."""
+    from rpaccel.hw.mlp_engine import ComputeEngine
+    from rpaccel.sim.runner import build, run
+
+    cfg = get_config("three-stage")
+    rng = np.random.default_rng(200 + mode)
+    sb = build(ComputeEngine, cfg, "engine")
+    jobs = write_jobs(tmp_path / "jobs.pkl", mode, random_slots(cfg, mode, rng))
+    tests, failed = run(sb, "rpaccel.sim.tb_engine", tmp_path,
+                        {"jobs": str(jobs), "seed": mode, "idle": 0.3, "backpressure": 0.3})
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
