@@ -19,25 +19,33 @@ def test_pe_mac_and_weight_swap():
         ctx.set(dut.load_w, -7)
         await ctx.tick()
         ctx.set(dut.load, 0)
-        # an item with the flag computes with, and activates, the shadow weight
+        # an item with the flag computes with, and activates, the shadow weight; its product
+        # is registered, and the partial sum from above arrives one cycle later with it
         ctx.set(dut.x_in, 5)
-        ctx.set(dut.psum_in, 100)
         ctx.set(dut.valid_in, 1)
         ctx.set(dut.flag_in, 1)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == 100 - 35
+        assert ctx.get(dut.x_out) == 5
+        ctx.set(dut.psum_in, 100)
         ctx.set(dut.load, 1)  # next tile's weight waits in the shadow
         ctx.set(dut.load_w, 3)
         ctx.set(dut.flag_in, 0)
         ctx.set(dut.x_in, -128)
-        ctx.set(dut.psum_in, 0)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == -7 * -128
+        assert ctx.get(dut.psum_out) == 100 - 35
         ctx.set(dut.load, 0)
-        ctx.set(dut.en, 0)  # stalled: nothing moves
+        ctx.set(dut.psum_in, 0)
         ctx.set(dut.x_in, 1)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == -7 * -128 and ctx.get(dut.x_out) == -128
+        assert ctx.get(dut.psum_out) == -7 * -128
+        ctx.set(dut.en, 0)  # stalled: nothing moves
+        ctx.set(dut.x_in, 2)
+        ctx.set(dut.psum_in, 1000)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == -7 * -128 and ctx.get(dut.x_out) == 1
+        ctx.set(dut.en, 1)
+        await ctx.tick()  # the held product of x = 1 (old weight -7) meets psum 1000
+        assert ctx.get(dut.psum_out) == 1000 - 7
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
