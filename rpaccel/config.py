@@ -79,6 +79,20 @@ class RPAccelConfig:
         Length of the MLP engine's program (layers plus the interaction step).
     max_pairs : int
         Largest number of feature pairs of a ``dot`` interaction.
+    emb_tables : int
+        Embedding tables the embedding unit serves.
+    emb_dim : int
+        Widest embedding row in bytes (int8 values); rows are powers of two up to this.
+    emb_map_rows : int
+        Rows of all tables together that the static-cache map covers.
+    static_rows : int
+        Rows the static cache holds (all tables together).
+    cache_sets, cache_ways, line_bytes : int
+        Dynamic cache geometry (``cache_sets`` and ``line_bytes`` powers of two).
+    mshrs : int
+        Miss-status registers: DRAM line reads in flight at once.
+    axi_data_bits, axi_addr_bits : int
+        Width of the AXI4 read port's data and address.
 
     Raises
     ------
@@ -108,6 +122,16 @@ class RPAccelConfig:
     param_rows: int = 1024
     max_steps: int = 16
     max_pairs: int = 64
+    emb_tables: int = 8
+    emb_dim: int = 32
+    emb_map_rows: int = 4096
+    static_rows: int = 128
+    cache_sets: int = 16
+    cache_ways: int = 4
+    line_bytes: int = 32
+    mshrs: int = 4
+    axi_data_bits: int = 64
+    axi_addr_bits: int = 32
 
     def __post_init__(self):
         _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string",
@@ -151,6 +175,21 @@ class RPAccelConfig:
                           ("max_steps", 2, 256), ("max_pairs", 1, 4096)):
             v = getattr(self, p)
             _require(_is_int(v) and lo <= v <= hi, p, f"an integer from {lo} to {hi}", v)
+        for p, lo, hi in (("emb_tables", 1, 64), ("emb_dim", 1, 256),
+                          ("emb_map_rows", 1, 1 << 24), ("static_rows", 1, 1 << 20),
+                          ("cache_sets", 1, 1 << 16), ("cache_ways", 1, 8),
+                          ("line_bytes", 1, 256), ("mshrs", 1, 16),
+                          ("axi_data_bits", 8, 1024), ("axi_addr_bits", 12, 64)):
+            v = getattr(self, p)
+            _require(_is_int(v) and lo <= v <= hi, p, f"an integer from {lo} to {hi}", v)
+        for p in ("emb_dim", "cache_sets", "line_bytes", "axi_data_bits"):
+            v = getattr(self, p)
+            _require(v & (v - 1) == 0, p, "a power of two", v)
+        _require(self.line_bytes * 8 >= self.axi_data_bits, "line_bytes",
+                 f"at least one AXI beat ({self.axi_data_bits // 8} bytes)", self.line_bytes)
+        _require(self.emb_dim <= self.line_bytes, "emb_dim",
+                 f"at most line_bytes ({self.line_bytes}): a row is read from one line",
+                 self.emb_dim)
 
     @property
     def max_shift(self) -> int:

@@ -1,0 +1,146 @@
+"""Host side of the embedding unit: model-load image, DRAM image and golden expectations.
+
+The DRAM layout is the golden cache model's (`rpaccel.golden.cache.table_bases`): table t
+from a line-aligned base, row r at ``base[t] + r * row_bytes[t]``, int8 rows packed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import RPAccelConfig
+from .golden.cache import CacheModel, table_bases
+from .golden.numerics import requantize
+
+__all__ = ["EmbeddingImage", "EmbError"]
+
+
+class EmbError(ValueError):
+    """Tables that do not fit the embedding unit; the message names limit and value."""
+
+
+def _check(ok, what, rule, value):
+    if not ok:
+        raise EmbError(f"{what} must be {rule}, not {value!r}")
+
+
+def _pack(values, bits=8):
+    out = 0
+    for j, v in enumerate(values):
+        out |= (int(v) & ((1 << bits) - 1)) << (j * bits)
+    return out
+
+
+@dataclass
+class EmbeddingImage:
+    """Int8 tables, pinned rows and pooling scales, laid out for one `RPAccelConfig`.
+
+    Parameters
+    ----------
+    config : RPAccelConfig
+    tables : list of numpy.ndarray
+        int8 tables ``[rows, d]``, ``d`` a power of two up to ``emb_dim``.
+    static_rows : dict of int to set of int
+        Rows pinned in the static cache (`rpaccel.golden.cache.profile_hot_rows`).
+    pool_mult, pool_shift : array_like of int
+        Per-table requantization of the pooled sums.
+    """
+
+    config: RPAccelConfig
+    tables: list
+    static_rows: dict
+    pool_mult: np.ndarray
+    pool_shift: np.ndarray
+
+    def __post_init__(self):
+        cfg = self.config
+        _check(1 <= len(self.tables) <= cfg.emb_tables, "number of tables",
+               f"from 1 to emb_tables {cfg.emb_tables}", len(self.tables))
+        for t, e in enumerate(self.tables):
+            d = e.shape[1]
+            _check(d <= cfg.emb_dim and d & (d - 1) == 0, f"row bytes of table {t}",
+                   f"a power of two up to emb_dim {cfg.emb_dim}", d)
+        self.rows = [int(e.shape[0]) for e in self.tables]
+        self.row_bytes = [int(e.shape[1]) for e in self.tables]
+        _check(sum(self.rows) <= cfg.emb_map_rows, "rows of all tables",
+               f"at most emb_map_rows {cfg.emb_map_rows}", sum(self.rows))
+        n_static = sum(len(r) for r in self.static_rows.values())
+        _check(n_static <= cfg.static_rows, "pinned rows", f"at most static_rows "
+               f"{cfg.static_rows}", n_static)
+        self.bases = table_bases(self.rows, self.row_bytes, cfg.line_bytes)
+        self.map_bases = np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(int).tolist()
+        end = self.bases[-1] + -(-self.rows[-1] * self.row_bytes[-1] // cfg.line_bytes) \
+            * cfg.line_bytes
+        _check(end <= 1 << cfg.axi_addr_bits, "DRAM bytes of the tables",
+               f"at most 2**axi_addr_bits", end)
+        self.dram_size = end
+
+    def dram(self) -> bytes:
+        """The tables as DRAM bytes."""
+        img = bytearray(self.dram_size)
+        for e, base in zip(self.tables, self.bases, strict=True):
+            raw = np.asarray(e, np.int64).astype(np.int8).tobytes()
+            img[base:base + len(raw)] = raw
+        return bytes(img)
+
+    def load_beats(self) -> list:
+        """``(target, addr, data)`` beats of the unit's ``load`` stream."""
+        from .hw.embedding import EmbTarget, emb_layouts
+
+        table_l, map_l, _, _, _ = emb_layouts(self.config)
+        beats = []
+        for t in range(len(self.tables)):
+            beats.append((EmbTarget.TABLE, t, table_l.const({
+                "rows": self.rows[t], "base": self.bases[t],
+                "row_shift": self.row_bytes[t].bit_length() - 1, "map_base": self.map_bases[t],
+                "mult": int(self.pool_mult[t]), "shift": int(self.pool_shift[t])})
+                .as_value().value))
+        slot = 0
+        for t, e in enumerate(self.tables):
+            pinned = self.static_rows.get(t, set())
+            for r in range(self.rows[t]):
+                if r in pinned:
+                    beats.append((EmbTarget.STATIC, slot, _pack(e[r])))
+                    entry = {"static": 1, "slot": slot}
+                    slot += 1
+                else:
+                    entry = {"static": 0, "slot": 0}
+                beats.append((EmbTarget.MAP, self.map_bases[t] + r,
+                              map_l.const(entry).as_value().value))
+        return beats
+
+    def cache_model(self) -> CacheModel:
+        cfg = self.config
+        return CacheModel(self.rows, self.row_bytes, {t: set(r) for t, r in
+                                                        self.static_rows.items()},
+                          cfg.cache_sets, cfg.cache_ways, cfg.line_bytes)
+
+    def expected(self, bags):
+        """Golden results of ``bags`` (list of ``(table, ids)``): ``(vectors, errors,
+        counters, first_error)``; a bag with an id outside its table gives zeros and an
+        error, and its ids are not looked up."""
+        cfg = self.config
+        model = self.cache_model()
+        vecs, errs, first = [], [], None
+        bad_ids = 0
+        for t, ids in bags:
+            ok = all(0 <= i < self.rows[t] for i in ids)
+            vec = np.zeros(cfg.emb_dim, np.int64)
+            for i in ids:
+                if 0 <= i < self.rows[t]:
+                    model.lookup(t, int(i))
+                else:
+                    bad_ids += 1
+                    first = first or (t, int(i))
+            if ok:
+                s = np.asarray(self.tables[t], np.int64)[list(ids)].sum(axis=0)
+                vec[:self.row_bytes[t]] = requantize(s, 0, self.pool_mult[t], self.pool_shift[t])
+            vecs.append(vec.tolist())
+            errs.append(int(not ok))
+        st = model.stats
+        counters = {"lookups": st.lookups, "static_hits": st.static_hits,
+                    "dynamic_hits": st.dynamic_hits, "misses": st.misses,
+                    "dram_bytes": st.dram_bytes, "bags": len(bags), "err_count": bad_ids}
+        return vecs, errs, counters, first
