@@ -74,7 +74,7 @@ class EmbeddingImage:
         end = self.bases[-1] + -(-self.rows[-1] * self.row_bytes[-1] // cfg.line_bytes) \
             * cfg.line_bytes
         _check(end <= 1 << cfg.axi_addr_bits, "DRAM bytes of the tables",
-               f"at most 2**axi_addr_bits", end)
+               "at most 2**axi_addr_bits", end)
         self.dram_size = end
 
     def dram(self) -> bytes:
