@@ -19,11 +19,14 @@ class PE(wiring.Component):
     while older items are still in the array. Every output is registered; ``en`` holds the
     PE (stall).
 
-    Two pipeline stages for fmax: the product ``w * x_in`` is registered (in the DSP), and
-    the sum uses the product of the item that passed one cycle earlier. ``x_out`` leaves
-    after one cycle and ``psum_out`` after two, so a partial sum still meets its item's
-    product one row further down (the whole array is one cycle later, not one per row).
+    Three pipeline stages for fmax: the multiplier's operands (the selected weight and
+    ``x_in``) are registered, then the product, then the sum, which adds the product of
+    the item that passed two cycles earlier. ``x_out`` leaves after one cycle and
+    ``psum_out`` after ``LATENCY``, so a partial sum still meets its item's product one row
+    further down (the whole array is ``LATENCY - 1`` cycles later, not that per row).
     """
+
+    LATENCY = 3
 
     x_in: In(signed(8))
     valid_in: In(1)
@@ -48,11 +51,13 @@ class PE(wiring.Component):
             m.d.comb += use.eq(shadow)
         with m.If(self.load):
             m.d.sync += shadow.eq(self.load_w)
+        x_r = Signal(signed(8))
+        w_r = Signal(signed(8))
         prod = Signal(signed(16))
         with m.If(self.en):
             m.d.sync += [self.x_out.eq(self.x_in), self.valid_out.eq(self.valid_in),
-                         self.flag_out.eq(self.flag_in), prod.eq(use * self.x_in),
-                         self.psum_out.eq(self.psum_in + prod)]
+                         self.flag_out.eq(self.flag_in), x_r.eq(self.x_in), w_r.eq(use),
+                         prod.eq(w_r * x_r), self.psum_out.eq(self.psum_in + prod)]
             with m.If(swap):
                 m.d.sync += w.eq(shadow)
         return m
@@ -122,7 +127,7 @@ class Mesh(wiring.Component):
     made active by the first item with ``swap`` set. Do not load a group's shadow weights
     again before the swapping item has left the array. Items keep their order; each
     partition stalls on its own when its output is blocked. Latency: ``array_rows + cols +
-    2`` cycles from the ``act`` transfer to ``out`` valid.
+    PE.LATENCY`` cycles from the ``act`` transfer to ``out`` valid.
 
     Members
     -------
@@ -234,10 +239,13 @@ class Mesh(wiring.Component):
             last_col = group_tiles[-1]
             prev_right = [(last_col[r // b].x_out[r % b], last_col[r // b].valid_out[r % b],
                            last_col[r // b].flag_out[r % b]) for r in range(rows)]
-            # the bottom-right partial sum leaves one cycle after its item (PE pipeline)
-            end = Signal(name=f"end{g}")
-            with m.If(en[g]):
-                m.d.sync += end.eq(last_col[-1].valid_out[b - 1])
+            # the bottom-right partial sum leaves LATENCY - 1 cycles after its item
+            end = last_col[-1].valid_out[b - 1]
+            for k in range(PE.LATENCY - 1):
+                nxt = Signal(name=f"end{g}_{k}")
+                with m.If(en[g]):
+                    m.d.sync += nxt.eq(end)
+                end = nxt
             ends.append(end)
 
         # deskew: column c of a partition is ready (pcols - 1 - c_local) cycles before the

@@ -11,41 +11,47 @@ CFG = get_config("default")  # 8 x 8 of 4 x 4 blocks, 2 column groups
 
 
 def test_pe_mac_and_weight_swap():
+    """A stream of items through one PE: psum_out = psum_in + w * x, the product of an item
+    meeting the partial sum that arrives PE.LATENCY - 1 cycles after it; the flagged item
+    computes with (and switches to) the shadow weight; en = 0 holds everything."""
     dut = PE()
+    lag = PE.LATENCY - 1
+    # (x, flag, psum arriving with it, load_w or None) per cycle; weights -7 then 3
+    items = [(5, 1, 100, 3), (-128, 0, 0, None), (1, 0, 1000, None), (9, 1, -5, None),
+             (-3, 0, 7, None)]
 
     async def tb(ctx):
         ctx.set(dut.en, 1)
         ctx.set(dut.load, 1)
         ctx.set(dut.load_w, -7)
         await ctx.tick()
-        ctx.set(dut.load, 0)
-        # an item with the flag computes with, and activates, the shadow weight; its product
-        # is registered, and the partial sum from above arrives one cycle later with it
-        ctx.set(dut.x_in, 5)
-        ctx.set(dut.valid_in, 1)
-        ctx.set(dut.flag_in, 1)
-        await ctx.tick()
-        assert ctx.get(dut.x_out) == 5
-        ctx.set(dut.psum_in, 100)
-        ctx.set(dut.load, 1)  # next tile's weight waits in the shadow
-        ctx.set(dut.load_w, 3)
-        ctx.set(dut.flag_in, 0)
-        ctx.set(dut.x_in, -128)
-        await ctx.tick()
-        assert ctx.get(dut.psum_out) == 100 - 35
-        ctx.set(dut.load, 0)
-        ctx.set(dut.psum_in, 0)
-        ctx.set(dut.x_in, 1)
-        await ctx.tick()
-        assert ctx.get(dut.psum_out) == -7 * -128
+        expected, got, w, shadow = [], [], None, -7
+        psums = [p for _, _, p, _ in items] + [0] * lag
+        xs = items + [(0, 0, 0, None)] * lag
+        for t, (x, flag, _, load_w) in enumerate(xs):
+            ctx.set(dut.x_in, x)
+            ctx.set(dut.flag_in, flag)
+            ctx.set(dut.valid_in, int(t < len(items)))
+            ctx.set(dut.load, int(load_w is not None))
+            ctx.set(dut.load_w, load_w or 0)
+            ctx.set(dut.psum_in, psums[t - lag] if t >= lag else 0)
+            if t < len(items):
+                if flag:
+                    w = shadow
+                expected.append(psums[t] + w * x)
+                if load_w is not None:
+                    shadow = load_w
+            await ctx.tick()
+            if t >= lag:
+                got.append(ctx.get(dut.psum_out))
+            if t == 0:
+                assert ctx.get(dut.x_out) == x
+        assert got[:len(items)] == expected
         ctx.set(dut.en, 0)  # stalled: nothing moves
-        ctx.set(dut.x_in, 2)
-        ctx.set(dut.psum_in, 1000)
+        before = ctx.get(dut.psum_out), ctx.get(dut.x_out)
+        ctx.set(dut.x_in, 77)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == -7 * -128 and ctx.get(dut.x_out) == 1
-        ctx.set(dut.en, 1)
-        await ctx.tick()  # the held product of x = 1 (old weight -7) meets psum 1000
-        assert ctx.get(dut.psum_out) == 1000 - 7
+        assert (ctx.get(dut.psum_out), ctx.get(dut.x_out)) == before
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
