@@ -1,0 +1,63 @@
+"""Host side of the embedding testbench: images, bag traces and golden expectations."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ..emb_program import EmbeddingImage
+from ..golden.cache import batch_trace, profile_hot_rows
+
+__all__ = ["write_job", "batch_bags", "stage_image", "run_embedding"]
+
+
+def write_job(path, image: EmbeddingImage, bags) -> Path:
+    """Pickle the load image, DRAM bytes, bags and golden results for `tb_embedding`."""
+    vecs, errs, counters, first = image.expected(bags)
+    path = Path(path)
+    with open(path, "wb") as f:
+        pickle.dump({"load": image.load_beats(), "dram": image.dram(), "bags": bags,
+                     "expect": vecs, "errors": errs, "counters": counters,
+                     "first_error": first}, f)
+    return path
+
+
+def batch_bags(batch, tables=None):
+    """Bags ``(table, ids)`` of a `Batch` in item order (every table of every item)."""
+    bags = []
+    tables = range(len(batch.indices)) if tables is None else tables
+    ends = [np.append(o[1:], len(i)) for i, o in zip(batch.indices, batch.offsets, strict=True)]
+    for item in range(batch.size):
+        for t in tables:
+            ids = batch.indices[t][batch.offsets[t][item]:ends[t][item]]
+            bags.append((t, [int(v) for v in ids]))
+    return bags
+
+
+def stage_image(config, q, profile_batch, static_bytes: int) -> EmbeddingImage:
+    """The int8 tables of a `QuantizedStage` with the rows a frequency profile of
+    ``profile_batch`` pins within ``static_bytes``."""
+    row_bytes = [int(e.shape[1]) for e in q.emb]
+    pinned = profile_hot_rows(batch_trace(profile_batch), row_bytes, static_bytes)
+    return EmbeddingImage(config, [np.asarray(e) for e in q.emb], pinned,
+                          np.asarray(q.pool_mult), np.asarray(q.pool_shift))
+
+
+def run_embedding(config, image, bags, run_dir, seed=0, idle=0.3, backpressure=0.3,
+                  dram_stall=0.3, metrics=None, job=None):
+    """Build (once per config) and run the embedding testbench; ``(tests, failures)``.
+    ``job`` runs an existing job file instead of writing one from ``image`` and ``bags``."""
+    from ..hw.embedding import EmbeddingUnit
+    from .runner import build, run
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = job or write_job(run_dir / "jobs.pkl", image, bags)
+    sb = build(EmbeddingUnit, config, "embedding")
+    params = {"jobs": str(job), "seed": seed, "idle": idle, "backpressure": backpressure,
+              "dram_stall": dram_stall}
+    if metrics:
+        params["metrics"] = str(metrics)
+    return run(sb, "rpaccel.sim.tb_embedding", run_dir, params)

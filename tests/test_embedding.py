@@ -1,0 +1,109 @@
+"""Embedding unit: host image checks, and cocotb on Verilator with cocotbext-axi's AXI RAM
+against the golden cache model and golden pooling."""
+
+import numpy as np
+import pytest
+
+from rpaccel.config import get_config
+from rpaccel.emb_program import EmbeddingImage, EmbError
+from rpaccel.golden.cache import batch_trace
+from rpaccel.sim.emb_jobs import batch_bags, run_embedding, stage_image
+
+CFG = get_config("default")
+
+
+def _random_image(rng):
+    tables = [rng.integers(-127, 128, (r, d)) for r, d in ((50, 4), (300, 16), (200, 32))]
+    return EmbeddingImage(CFG, tables, {0: {1, 2, 3}, 1: {0, 5, 7}, 2: {0}},
+                          np.array([1 << 14, 23000, 17000]), np.array([15, 16, 17]))
+
+
+def _zipf_bags(rng, image, n):
+    bags = []
+    for _ in range(n):
+        t = int(rng.integers(0, len(image.rows)))
+        ids = [int(x) for x in (rng.zipf(1.3, int(rng.integers(1, 5))) - 1) % image.rows[t]]
+        bags.append((t, ids))
+    return bags
+
+
+def test_image_refuses_tables_that_do_not_fit():
+    rng = np.random.default_rng(0)
+    with pytest.raises(EmbError, match="row bytes of table 0 must be a power of two up to "
+                                       "emb_dim 32, not 12"):
+        EmbeddingImage(CFG, [rng.integers(0, 5, (10, 12))], {}, [1], [0])
+    with pytest.raises(EmbError, match="rows of all tables must be at most emb_map_rows 4096"):
+        EmbeddingImage(CFG, [rng.integers(0, 5, (5000, 4))], {}, [1], [0])
+    with pytest.raises(EmbError, match="pinned rows must be at most static_rows 128"):
+        EmbeddingImage(CFG, [rng.integers(0, 5, (500, 4))], {0: set(range(200))}, [1], [0])
+
+
+def test_image_matches_golden_pooling(qmodels, ml):
+    q = qmodels["medium"]
+    batch = ml.batch(np.full(5, 7), np.arange(5))
+    img = stage_image(CFG, q, batch, 256)
+    vecs, errs, counters, first = img.expected(batch_bags(batch))
+    pooled = q.pooled(batch)
+    assert [v[:16] for v in vecs] == [pooled[t][i].tolist() for i in range(5)
+                                      for t in range(len(pooled))]
+    assert not any(errs) and first is None
+    assert counters["lookups"] == len(batch_trace(batch))
+
+
+def test_verilator_random_bags_with_a_bad_id(tmp_path):
+    """Zipf bags over three tables of 4, 16 and 32-byte rows: static hits, dynamic hits,
+    misses with several MSHRs busy, DRAM with random AR/R stalls, idle request gaps,
+    result backpressure. Bag 7 holds an id outside its table: zeros + error, status
+    (table, id), and every later bag is right."""
+    rng = np.random.default_rng(1)
+    img = _random_image(rng)
+    bags = _zipf_bags(rng, img, 120)
+    bags[7] = (1, [3, 300, 4])
+    tests, failed = run_embedding(CFG, img, bags, tmp_path, seed=1)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_verilator_reports_a_wrong_pooled_vector(tmp_path):
+    """The bench can fail: one expected value off by one must be reported."""
+    import pickle
+
+    from rpaccel.sim.emb_jobs import write_job
+
+    img = _random_image(np.random.default_rng(2))
+    path = write_job(tmp_path / "jobs.pkl", img, [(0, [10, 11]), (2, [5])])
+    job = pickle.loads(path.read_bytes())
+    job["expect"][1][0] += 1
+    path.write_bytes(pickle.dumps(job))
+    tests, failed = run_embedding(CFG, img, None, tmp_path, seed=2, job=path)
+    assert (tests, failed) == (1, 1)
+    assert "expected" in (tmp_path / "sim.log").read_text()
+
+
+def test_verilator_movielens_query_trace(tmp_path, qmodels, ml):
+    """Real MovieLens-100k query: the large model's six tables (32-byte rows) for 25
+    candidates of one user; rows pinned from a profile of 400 training items."""
+    q = qmodels["large"]
+    user, cands, _ = ml.queries(1000, seed=5, users=[11])[0]
+    batch = ml.batch(np.full(25, user), cands[:25])
+    rng = np.random.default_rng(3)
+    prof = ml.batch(rng.integers(0, ml.num_users, 400), rng.integers(0, ml.num_items, 400))
+    img = stage_image(CFG, q, prof, 2048)
+    tests, failed = run_embedding(CFG, img, batch_bags(batch), tmp_path, seed=3)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_verilator_criteo_shaped_zipf_trace(tmp_path):
+    """Criteo-shaped Zipf items over eight 400-row tables of 16-byte rows, bags of 2."""
+    from rpaccel.golden.data import criteo_synthetic
+
+    rows = (400,) * 8
+    rng = np.random.default_rng(4)
+    tables = [rng.integers(-127, 128, (r, 16)) for r in rows]
+    batch = criteo_synthetic(20, rows, dense_dim=4, bag_size=2, seed=4)
+    prof = criteo_synthetic(300, rows, dense_dim=4, bag_size=2, seed=5)
+    from rpaccel.golden.cache import profile_hot_rows
+
+    pinned = profile_hot_rows(batch_trace(prof), [16] * 8, 1024)
+    img = EmbeddingImage(CFG, tables, pinned, np.full(8, 20000), np.full(8, 16))
+    tests, failed = run_embedding(CFG, img, batch_bags(batch), tmp_path, seed=4)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
