@@ -13,7 +13,7 @@ from ..config import get_config
 from ..sim.runner import BUILD_ROOT, build, run
 from .synth import synthesize
 
-__all__ = ["bench_topk", "bench_cache", "bench_array", "ARRAYS"]
+__all__ = ["bench_topk", "bench_cache", "bench_array", "bench_embedding_rtl", "ARRAYS"]
 
 
 def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: bool = True,
@@ -137,6 +137,49 @@ def bench_cache(models_dir, n_queries: int = 200, criteo_items: int = 20000,
                 log(json.dumps(row))
                 rows_out.append(row)
     return rows_out
+
+
+def bench_embedding_rtl(config_name: str = "default", n: int = 256, log=print) -> list[dict]:
+    """Cycles per lookup of the embedding unit's RTL (Verilator, cocotbext-axi AXI RAM
+    without added stalls): a stream of ``n`` one-id bags that all hit the static cache,
+    all hit the dynamic cache (one line, after its first miss) or all miss (a new line
+    each), and the latency of a single bag (request accepted to result) that hits the
+    static cache or misses (a dynamic hit takes the static hit's path through the same
+    stages)."""
+    from ..emb_program import EmbeddingImage
+    from ..sim.emb_jobs import run_embedding
+
+    cfg = get_config(config_name)
+    line_rows = cfg.line_bytes // cfg.emb_dim
+    rows = cfg.static_rows + (n + 1) * line_rows
+    rng = np.random.default_rng(0)
+    tables = [rng.integers(-127, 128, (rows, cfg.emb_dim))]
+    img = EmbeddingImage(cfg, tables, {0: set(range(cfg.static_rows))}, [1 << 14], [14])
+    cases = {"static hit": [0] * n, "dynamic hit": [cfg.static_rows] * n,
+             "miss": [cfg.static_rows + line_rows * (i + 1) for i in range(n)]}
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, ids in cases.items():
+            res = {}
+            for what, trace in (("stream", ids), ("single", ids[:1])):
+                if case == "dynamic hit" and what == "single":
+                    continue
+                metrics = Path(tmp) / f"{case}-{what}.json"
+                tests, failed = run_embedding(cfg, img, [(0, [i]) for i in trace],
+                                              Path(tmp) / f"{case}-{what}".replace(" ", "-"),
+                                              idle=0, backpressure=0, dram_stall=0,
+                                              metrics=metrics)
+                if (tests, failed) != (1, 0):
+                    raise RuntimeError(f"embedding bench ({case}): RTL did not match golden")
+                res[what] = json.loads(metrics.read_text())
+            row = {"case": case, "lookups": n, "cycles": res["stream"]["cycles"],
+                   "cycles_per_lookup": round(res["stream"]["cycles"] / n, 2),
+                   "latency_cycles": res["single"]["cycles"] if "single" in res else None,
+                   "misses": res["stream"]["misses"], "line_bytes": cfg.line_bytes,
+                   "mshrs": cfg.mshrs, "axi_data_bits": cfg.axi_data_bits}
+            log(json.dumps(row))
+            out.append(row)
+    return out
 
 
 #: Arrays of the array benchmark: the default config and a 16 x 16 one (sub-batch 8 x R).

@@ -251,13 +251,13 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_array, bench_cache, bench_topk
+    from .bench import bench_array, bench_cache, bench_embedding_rtl, bench_topk
 
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     if args.what == "cache":
         out = {"bench": "cache",
                "rows": bench_cache(_models_dir(args.models), args.queries, log=log),
-               "note": "golden cache model; RTL cycles per lookup await the embedding unit"}
+               "rtl": bench_embedding_rtl(log=log)}
     elif args.what == "array":
         out = {"bench": "array",
                "rows": bench_array(tuple(args.arrays.split(",")), _models_dir(args.models),
