@@ -56,9 +56,15 @@ def _engine(config):
     return ComputeEngine(config)
 
 
+def _embedding(config):
+    from ..hw.embedding import EmbeddingUnit
+
+    return EmbeddingUnit(config)
+
+
 #: Blocks that can be generated, verified and synthesized on their own.
 BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx, "mesh": _mesh,
-          "engine": _engine}
+          "engine": _engine, "embedding": _embedding}
 
 
 def _tool(name: str) -> str:

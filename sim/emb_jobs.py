@@ -10,7 +10,7 @@ import numpy as np
 from ..emb_program import EmbeddingImage
 from ..golden.cache import batch_trace, profile_hot_rows
 
-__all__ = ["write_job", "batch_bags", "stage_image", "run_embedding"]
+__all__ = ["write_job", "batch_bags", "stage_image", "run_embedding", "random_job"]
 
 
 def write_job(path, image: EmbeddingImage, bags) -> Path:
@@ -43,6 +43,25 @@ def stage_image(config, q, profile_batch, static_bytes: int) -> EmbeddingImage:
     pinned = profile_hot_rows(batch_trace(profile_batch), row_bytes, static_bytes)
     return EmbeddingImage(config, [np.asarray(e) for e in q.emb], pinned,
                           np.asarray(q.pool_mult), np.asarray(q.pool_shift))
+
+
+def random_job(config, path, seed=0, n_bags=200) -> Path:
+    """Three tables of 4, 16 and ``emb_dim``-byte rows, a few pinned rows, Zipf bags of 1-4
+    ids, one bag with an id outside its table."""
+    rng = np.random.default_rng(seed)
+    dims = sorted({4, min(16, config.emb_dim), config.emb_dim})
+    tables = [rng.integers(-127, 128, (r, d)) for r, d in zip((50, 300, 200), dims,
+                                                              strict=False)]
+    pinned = {0: {1, 2, 3}, 1: {0, 5, 7}}
+    image = EmbeddingImage(config, tables, pinned, rng.integers(1 << 14, 1 << 15, len(tables)),
+                           rng.integers(15, 18, len(tables)))
+    bags = []
+    for _ in range(n_bags):
+        t = int(rng.integers(0, len(tables)))
+        ids = (rng.zipf(1.3, int(rng.integers(1, 5))) - 1) % image.rows[t]
+        bags.append((t, [int(v) for v in ids]))
+    bags[n_bags // 3] = (0, [1, image.rows[0] + 5])
+    return write_job(path, image, bags)
 
 
 def run_embedding(config, image, bags, run_dir, seed=0, idle=0.3, backpressure=0.3,
