@@ -48,6 +48,7 @@ test-all: data
 
 synth: setup
 	$(RPACCEL) synth --block requant --config fpga-ecp5 --target ecp5-85f
+	$(RPACCEL) synth --block mesh --config default --target ecp5-85f
 
 lint: setup
 	$(VENV)/bin/ruff check .

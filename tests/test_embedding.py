@@ -81,12 +81,14 @@ def test_verilator_reports_a_wrong_pooled_vector(tmp_path):
 
 def test_verilator_movielens_query_trace(tmp_path, qmodels, ml):
     """Real MovieLens-100k query: the large model's six tables (32-byte rows) for 25
-    candidates of one user; rows pinned from a profile of 400 training items."""
+    candidates of one user; rows pinned from a profile of 400 training samples."""
     q = qmodels["large"]
     user, cands, _ = ml.queries(1000, seed=5, users=[11])[0]
     batch = ml.batch(np.full(25, user), cands[:25])
     rng = np.random.default_rng(3)
-    prof = ml.batch(rng.integers(0, ml.num_users, 400), rng.integers(0, ml.num_items, 400))
+    users, items, _ = ml.training_samples(1, rng)  # the profile: training-set frequencies
+    pick = rng.choice(len(users), 400, replace=False)
+    prof = ml.batch(users[pick], items[pick])
     img = stage_image(CFG, q, prof, 2048)
     tests, failed = run_embedding(CFG, img, batch_bags(batch), tmp_path, seed=3)
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
@@ -106,4 +108,16 @@ def test_verilator_criteo_shaped_zipf_trace(tmp_path):
     pinned = profile_hot_rows(batch_trace(prof), [16] * 8, 1024)
     img = EmbeddingImage(CFG, tables, pinned, np.full(8, 20000), np.full(8, 16))
     tests, failed = run_embedding(CFG, img, batch_bags(batch), tmp_path, seed=4)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_verilator_other_geometry(tmp_path):
+    """128-bit AXI data, 64-byte lines (4 beats), 8 sets x 2 ways, 2 MSHRs, 64 static rows:
+    every size comes from the config."""
+    from rpaccel.sim.emb_jobs import random_job
+
+    cfg = CFG.replace(axi_data_bits=128, line_bytes=64, cache_sets=8, cache_ways=2, mshrs=2,
+                      static_rows=64)
+    job = random_job(cfg, tmp_path / "jobs.pkl", seed=6)
+    tests, failed = run_embedding(cfg, None, None, tmp_path, seed=6, job=job)
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
