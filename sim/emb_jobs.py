@@ -38,8 +38,10 @@ def batch_bags(batch, tables=None):
 
 def stage_image(config, q, profile_batch, static_bytes: int) -> EmbeddingImage:
     """The int8 tables of a `QuantizedStage` with the rows a frequency profile of
-    ``profile_batch`` pins within ``static_bytes``."""
+    ``profile_batch`` pins within ``static_bytes`` (and ``static_rows`` slots)."""
     row_bytes = [int(e.shape[1]) for e in q.emb]
+    # at most as many rows as the static cache has slots
+    static_bytes = min(static_bytes, config.static_rows * min(row_bytes))
     pinned = profile_hot_rows(batch_trace(profile_batch), row_bytes, static_bytes)
     return EmbeddingImage(config, [np.asarray(e) for e in q.emb], pinned,
                           np.asarray(q.pool_mult), np.asarray(q.pool_shift))

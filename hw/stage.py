@@ -1,0 +1,264 @@
+"""One ranking stage of the query engine: gather (dense words and embedding bags), the MLP
+engine run on a sub-batch, scores into the stage's top-k unit.
+
+`StageController` is the glue between the query stream, an `EmbeddingUnit`, one
+`MLPEngine` slot of a `ComputeEngine` and a `TopK`; `StageTop` joins them for one stage
+(the building block of the multi-stage top level).
+
+Query stream: for every item of a sub-batch, ``dense_words`` beats with ``dense = 1`` (the
+item's int8 dense features, ``lanes`` per word, as `rpaccel.program.sub_batch_beats` lays
+them out), then, for every table in order, one beat per id with ``last`` on the bag's last
+id. A ``run`` beat gives the sub-batch's item count, the query position of its first item,
+``k`` and whether it ends the query. Pooled vectors come back from the embedding unit in
+request order and are written into the engine's feature region; then the engine runs and
+every score enters the top-k unit with its query position as id.
+"""
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from ..config import RPAccelConfig
+from .embedding import EmbeddingUnit, emb_layouts
+from .mlp_engine import ComputeEngine, EngineGeometry, Region, Target, engine_layouts, slot_width
+from .topk import TopK, topk_layouts
+
+__all__ = ["StageController", "StageTop", "stage_layouts"]
+
+
+def stage_layouts(config: RPAccelConfig):
+    """``(query, run)`` payload layouts."""
+    cfg = config
+    geo = EngineGeometry(cfg)
+    query = data.StructLayout({
+        "dense": 1, "word": data.ArrayLayout(signed(8), geo.lanes),
+        "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
+    })
+    run = data.StructLayout({"items": range(cfg.sub_batch + 1),
+                             "base": unsigned(cfg.topk_id_bits), "k": unsigned(bits_for(cfg.topk_k)),
+                             "last": 1})
+    return query, run
+
+
+class StageController(wiring.Component):
+    """Gather, run and score one sub-batch at a time (see the module docstring).
+
+    Members
+    -------
+    query, run : In(stream)
+    dense_words, tables, dw : In
+        Model constants: dense words per item, embedding tables, words per feature.
+    eng_load : Out(stream of the engine's load layout)
+    eng_run : Out(stream)
+    eng_out : In(stream of the engine's out layout)
+    eng_busy : In(1)
+    emb_req : Out(stream), emb_resp : In(stream)
+    topk : Out(stream of the top-k input layout)
+    emb_errors : Out(16)
+        Bags that came back with ``error`` (out-of-range ids) since reset.
+    """
+
+    def __init__(self, config: RPAccelConfig, slot: int = 0):
+        self.config = config
+        self.slot = slot
+        self.geo = EngineGeometry(config)
+        width = slot_width(config, slot)
+        _, _, _, eload_l, eout_l = engine_layouts(config, width)
+        _, _, _, req_l, resp_l = emb_layouts(config)
+        tk_in, _ = topk_layouts(config)
+        self.query_layout, self.run_layout = stage_layouts(config)
+        super().__init__({
+            "query": In(stream.Signature(self.query_layout)),
+            "run": In(stream.Signature(self.run_layout)),
+            "dense_words": In(range(self.geo.words + 1)),
+            "tables": In(range(config.emb_tables + 1)),
+            "dw": In(range(self.geo.words + 1)),
+            "eng_load": Out(stream.Signature(eload_l)),
+            "eng_run": Out(stream.Signature(range(config.sub_batch + 1))),
+            "eng_out": In(stream.Signature(eout_l)),
+            "eng_busy": In(1),
+            "emb_req": Out(stream.Signature(req_l)),
+            "emb_resp": In(stream.Signature(resp_l)),
+            "topk": Out(stream.Signature(tk_in)),
+            "emb_errors": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, geo = self.config, self.geo
+        A = geo.lanes
+        items = Signal(range(cfg.sub_batch + 1))
+        base = Signal(cfg.topk_id_bits)
+        k = Signal.like(self.run.payload.k)
+        qlast = Signal()
+
+        # query side: item / dense word / table counters
+        qi = Signal(range(cfg.sub_batch + 1))
+        qw = Signal(range(geo.words + 1))
+        qt = Signal(range(cfg.emb_tables + 1))
+        # response side: item / table / word of the pooled vector being written
+        ri = Signal(range(cfg.sub_batch + 1))
+        rt = Signal(range(cfg.emb_tables + 1))
+        rw = Signal(range(geo.words + 1))
+        fword = Signal(range(64 * geo.words + 1))  # feature-region word of (rt + 1, rw)
+
+        q = self.query.payload
+        resp = self.emb_resp.payload
+        ld = self.eng_load.payload
+        gathering = Signal()
+        query_done = Signal()
+        resp_done = Signal()
+        m.d.comb += [query_done.eq(qi == items), resp_done.eq(ri == items)]
+
+        # the engine's load port: pooled-vector words first, dense words otherwise
+        resp_go = Signal()
+        dense_go = Signal()
+        with m.If(gathering & self.emb_resp.valid & ~resp_done):
+            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(Target.ACT),
+                         ld.addr.eq((Region.FEAT * cfg.sub_batch + ri) * geo.words + fword)]
+            for j in range(A):
+                lane = Signal(signed(8), name=f"resp_lane{j}")
+                for w in range(geo.words):
+                    with m.If(rw == w):
+                        if w * A + j < cfg.emb_dim:
+                            m.d.comb += lane.eq(resp.vec[w * A + j])
+                m.d.comb += ld.data.word_select(j, 8).eq(lane)
+            m.d.comb += resp_go.eq(self.eng_load.ready)
+        with m.Elif(gathering & self.query.valid & q.dense & ~query_done):
+            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(Target.ACT),
+                         ld.addr.eq((Region.A * cfg.sub_batch + qi) * geo.words + qw),
+                         ld.data.eq(q.word.as_value()),
+                         self.query.ready.eq(self.eng_load.ready),
+                         dense_go.eq(self.eng_load.ready)]
+        with m.If(gathering & self.query.valid & ~q.dense & ~query_done):
+            m.d.comb += [self.emb_req.valid.eq(1), self.emb_req.payload.table.eq(q.table),
+                         self.emb_req.payload.id.eq(q.id), self.emb_req.payload.last.eq(q.last),
+                         self.query.ready.eq(self.emb_req.ready)]
+
+        # the last word of a pooled vector releases it
+        m.d.comb += self.emb_resp.ready.eq(resp_go & (rw == self.dw - 1))
+        with m.If(resp_go):
+            m.d.sync += [rw.eq(rw + 1), fword.eq(fword + 1)]
+            with m.If(rw == self.dw - 1):
+                m.d.sync += [rw.eq(0), rt.eq(rt + 1)]
+                with m.If(resp.error):
+                    m.d.sync += self.emb_errors.eq(self.emb_errors + 1)
+                with m.If(rt == self.tables - 1):
+                    m.d.sync += [rt.eq(0), ri.eq(ri + 1), fword.eq(self.dw)]
+        with m.If(dense_go):
+            m.d.sync += qw.eq(qw + 1)
+            with m.If(qw == self.dense_words - 1):
+                m.d.sync += qw.eq(0)
+                with m.If(self.tables == 0):
+                    m.d.sync += qi.eq(qi + 1)
+        with m.If(self.query.valid & self.query.ready & ~q.dense & q.last):
+            m.d.sync += qt.eq(qt + 1)
+            with m.If(qt == self.tables - 1):
+                m.d.sync += [qt.eq(0), qi.eq(qi + 1)]
+
+        # scores into the top-k unit, lane 0, query positions as ids
+        sb = Signal(range(cfg.sub_batch + 1))
+        tk = self.topk.payload
+        m.d.comb += [self.topk.valid.eq(self.eng_out.valid), self.eng_out.ready.eq(self.topk.ready),
+                     tk.lanes[0].valid.eq(1), tk.lanes[0].id.eq(base + sb),
+                     tk.lanes[0].score.eq(self.eng_out.payload.acc[0]), tk.k.eq(k),
+                     tk.last.eq(qlast & self.eng_out.payload.last)]
+        with m.If(self.eng_out.valid & self.eng_out.ready):
+            m.d.sync += sb.eq(Mux(self.eng_out.payload.last, 0, sb + 1))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.run.ready.eq(1)
+                with m.If(self.run.valid & (self.run.payload.items != 0)):
+                    r = self.run.payload
+                    m.d.sync += [items.eq(r.items), base.eq(r.base), k.eq(r.k), qlast.eq(r.last),
+                                 qi.eq(0), qw.eq(0), qt.eq(0), ri.eq(0), rt.eq(0), rw.eq(0),
+                                 fword.eq(self.dw), sb.eq(0)]
+                    m.next = "GATHER"
+            with m.State("GATHER"):
+                m.d.comb += gathering.eq(1)
+                with m.If(query_done & resp_done):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += [self.eng_run.valid.eq(1), self.eng_run.payload.eq(items)]
+                with m.If(self.eng_run.ready):
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(~self.eng_busy):
+                    m.next = "IDLE"
+        return m
+
+
+class StageTop(wiring.Component):
+    """One stage end to end: `ComputeEngine` (the stage on partition ``slot``),
+    `EmbeddingUnit` (AXI4 to DRAM), `StageController`, `TopK`.
+
+    Members
+    -------
+    mode : In
+    eload, mload : In(stream)
+        Model load of the engine (program, weights) and of the embedding unit.
+    query, run : In(stream)
+    dense_words, tables, dw : In
+    result : Out(stream)
+        The top-k unit's survivors ``{id, score, last}``, best first, per query.
+    axi : Out(AXI4 read)
+    """
+
+    def __init__(self, config: RPAccelConfig, slot: int = 0):
+        self.config = config
+        self.slot = slot
+        ce = ComputeEngine(config)
+        emb = EmbeddingUnit(config)
+        ctl = StageController(config, slot)
+        _, tk_out = topk_layouts(config)
+        self._parts = (ce, emb, ctl)
+        super().__init__({
+            "mode": In(ce.signature.members["mode"].shape),
+            "eload": In(ce.signature.members[f"load_{slot}"].signature.flip()),
+            "mload": In(emb.signature.members["load"].signature.flip()),
+            "query": In(stream.Signature(ctl.query_layout)),
+            "run": In(stream.Signature(ctl.run_layout)),
+            "dense_words": In(ctl.signature.members["dense_words"].shape),
+            "tables": In(ctl.signature.members["tables"].shape),
+            "dw": In(ctl.signature.members["dw"].shape),
+            "result": Out(stream.Signature(tk_out)),
+            "axi": Out(emb.signature.members["axi"].signature),
+            "emb_errors": Out(16),
+            "cycles": Out(48), "macs": Out(48), "lookups": Out(48), "misses": Out(48),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ce, emb, ctl = self._parts
+        p = self.slot
+        m.submodules.compute = ce
+        m.submodules.embedding = emb
+        m.submodules.controller = ctl
+        m.submodules.topk = tk = TopK(self.config)
+        m.d.comb += [ce.mode.eq(self.mode), ctl.dense_words.eq(self.dense_words),
+                     ctl.tables.eq(self.tables), ctl.dw.eq(self.dw),
+                     self.emb_errors.eq(ctl.emb_errors), self.cycles.eq(getattr(ce, f"cycles_{p}")),
+                     self.macs.eq(getattr(ce, f"macs_{p}")), self.lookups.eq(emb.lookups),
+                     self.misses.eq(emb.misses), ctl.eng_busy.eq(getattr(ce, f"busy_{p}"))]
+        eload = getattr(ce, f"load_{p}")
+        # engine load: the host (model load, while no query runs) or the controller
+        with m.If(self.eload.valid):
+            m.d.comb += [eload.valid.eq(1), eload.payload.eq(self.eload.payload),
+                         self.eload.ready.eq(eload.ready)]
+        with m.Else():
+            m.d.comb += [eload.valid.eq(ctl.eng_load.valid), eload.payload.eq(ctl.eng_load.payload),
+                         ctl.eng_load.ready.eq(eload.ready)]
+        wiring.connect(m, wiring.flipped(self.mload), emb.load)
+        wiring.connect(m, wiring.flipped(self.query), ctl.query)
+        wiring.connect(m, wiring.flipped(self.run), ctl.run)
+        wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{p}"))
+        wiring.connect(m, getattr(ce, f"out_{p}"), ctl.eng_out)
+        wiring.connect(m, ctl.emb_req, emb.req)
+        wiring.connect(m, emb.resp, ctl.emb_resp)
+        wiring.connect(m, ctl.topk, tk.i)
+        wiring.connect(m, tk.o, wiring.flipped(self.result))
+        wiring.connect(m, emb.axi, wiring.flipped(self.axi))
+        m.d.comb += emb.err_clear.eq(0)
+        return m

@@ -1,0 +1,64 @@
+"""Host side of the one-stage testbench: model images, query beats, golden top-k."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ..golden.pipeline import topk
+from ..hw.mlp_engine import EngineGeometry, slot_width
+from ..program import compile_stage
+from .emb_jobs import batch_bags, stage_image
+
+__all__ = ["stage_query_job", "write_stage_job"]
+
+
+def _query_beats(geo, q, batch):
+    """Per item: dense words, then every table's bag (ids with ``last`` on the last)."""
+    A = geo.lanes
+    dense = q.quantize_dense(batch.dense)
+    bags = batch_bags(batch)
+    t_count = len(batch.indices)
+    beats = []
+    for i in range(batch.size):
+        for w in range(-(-dense.shape[1] // A)):
+            word = [int(v) for v in dense[i, w * A:(w + 1) * A]]
+            beats.append({"dense": 1, "word": word + [0] * (A - len(word)), "table": 0,
+                          "id": 0, "last": 0})
+        for t, ids in bags[i * t_count:(i + 1) * t_count]:
+            for j, v in enumerate(ids):
+                beats.append({"dense": 0, "word": [0] * A, "table": t, "id": int(v) & 0xFFFFFFFF,
+                              "last": int(j == len(ids) - 1)})
+    return beats
+
+
+def stage_query_job(config, q, profile_batch, queries, k, slot=0, mode=0, static_bytes=1024):
+    """Load images for one stage model and, per query (a `Batch` of candidates), the
+    sub-batches' query beats and run beats and the golden top-k ``[(id, score)]``."""
+    geo = EngineGeometry(config)
+    prog = compile_stage(config, slot_width(config, slot), mode, q)
+    img = stage_image(config, q, profile_batch, static_bytes)
+    out = []
+    for batch in queries:
+        n = batch.size
+        scores = q.forward(batch)
+        best = topk(scores, np.arange(n), k)
+        subs = []
+        for s0 in range(0, n, config.sub_batch):
+            s1 = min(n, s0 + config.sub_batch)
+            sub = batch.take(np.arange(s0, s1))
+            subs.append({"items": s1 - s0, "base": s0, "k": k, "last": int(s1 == n),
+                         "beats": _query_beats(geo, q, sub)})
+        out.append({"subs": subs, "expect": [(int(i), int(scores[i])) for i in best]})
+    d = q.float_model.emb_dim
+    return {"eload": prog.beats, "mload": img.load_beats(), "dram": img.dram(),
+            "mode": mode, "dense_words": -(-prog.dense_dim // geo.lanes),
+            "tables": len(q.emb), "dw": -(-d // geo.lanes), "queries": out}
+
+
+def write_stage_job(path, job) -> Path:
+    path = Path(path)
+    path.write_bytes(pickle.dumps(job))
+    return path
