@@ -36,8 +36,8 @@ def stage_layouts(config: RPAccelConfig):
         "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
     })
     run = data.StructLayout({"items": range(cfg.sub_batch + 1),
-                             "base": unsigned(cfg.topk_id_bits), "k": unsigned(bits_for(cfg.topk_k)),
-                             "last": 1})
+                             "base": unsigned(cfg.topk_id_bits),
+                             "k": unsigned(bits_for(cfg.topk_k)), "last": 1})
     return query, run
 
 
