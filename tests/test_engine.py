@@ -106,13 +106,14 @@ def test_verilator_stage_cat_and_dot_criteo_shaped(tmp_path):
 
 @pytest.mark.parametrize("mode", [0, 2])
 def test_verilator_engine_four_partitions(tmp_path, mode):
-    """8 x 16 array in 4 column groups (``three-stage``): activation words of lcm(8, 16) =
-    16 lanes; one 16-column partition, or four 4-column partitions running four different
-    MLPs at once."""
+    """4 x 8 array of 2 x 2 blocks in 4 column groups: activation words of lcm(4, 8) = 8
+    lanes, wider than a k-tile; one 8-column partition, or four 2-column partitions
+    running four different MLPs at once."""
     from rpaccel.hw.mlp_engine import ComputeEngine
     from rpaccel.sim.runner import build, run
 
-    cfg = get_config("three-stage")
+    cfg = CFG.replace(name="four-partitions", array_rows=4, array_cols=8, block=2,
+                      partitions=4)
     rng = np.random.default_rng(200 + mode)
     sb = build(ComputeEngine, cfg, "engine")
     jobs = write_jobs(tmp_path / "jobs.pkl", mode, random_slots(cfg, mode, rng))
