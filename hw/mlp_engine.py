@@ -419,19 +419,8 @@ class MLPEngine(wiring.Component):
         with m.If(lv1 & self.wload.ready & llast1):
             m.d.sync += tiles_loaded.eq(tiles_loaded + 1)
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += lstep.eq(0)
-                    m.next = "STEP"
-            with m.State("STEP"):
-                m.d.sync += [lcount.eq(0), lrow.eq(0), laddr.eq(ld_d.wbase)]
-                with m.Switch(ld_d.kind):
-                    with m.Case(Kind.END):
-                        m.next = "IDLE"
-                    with m.Case(Kind.MLP):
-                        m.next = "WAIT"
-                    with m.Default():
-                        m.d.sync += lstep.eq(lstep + 1)
+            _walk_mlp_steps(m, start, lstep, ld_d, "WAIT",
+                            [lcount.eq(0), lrow.eq(0), laddr.eq(ld_d.wbase)])
             with m.State("WAIT"):
                 # the shadow registers are free once the previous tile's first item (which
                 # switched every PE to them) has left the array
@@ -459,19 +448,8 @@ class MLPEngine(wiring.Component):
         oword = Signal(range(W + 1))
         ooff = Signal(range(A))
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += ostep.eq(0)
-                    m.next = "STEP"
-            with m.State("STEP"):
-                m.d.sync += [ob.eq(0), okt.eq(0), ont.eq(0), oword.eq(0), ooff.eq(0)]
-                with m.Switch(od.kind):
-                    with m.Case(Kind.END):
-                        m.next = "IDLE"
-                    with m.Case(Kind.MLP):
-                        m.next = "ITEMS"
-                    with m.Default():
-                        m.d.sync += ostep.eq(ostep + 1)
+            _walk_mlp_steps(m, start, ostep, od, "ITEMS",
+                            [ob.eq(0), okt.eq(0), ont.eq(0), oword.eq(0), ooff.eq(0)])
             with m.State("ITEMS"):
                 m.d.comb += in_items.eq(1)
                 with m.If(self.res.valid & self.res.ready):
@@ -624,6 +602,26 @@ class MLPEngine(wiring.Component):
             with m.If(self.act.valid & ~self.act.ready):
                 m.d.sync += self.stall_out.eq(self.stall_out + 1)
         return m
+
+
+def _walk_mlp_steps(m, start, step, desc, mlp_state, on_step):
+    """``IDLE`` and ``STEP`` states of an FSM that follows the program's MLP steps (the
+    weight loader and the output side each keep their own step pointer): from ``start``,
+    skip interaction steps, go to ``mlp_state`` on an MLP step (after ``on_step``), back to
+    ``IDLE`` at the end."""
+    with m.State("IDLE"):
+        with m.If(start):
+            m.d.sync += step.eq(0)
+            m.next = "STEP"
+    with m.State("STEP"):
+        m.d.sync += on_step
+        with m.Switch(desc.kind):
+            with m.Case(Kind.END):
+                m.next = "IDLE"
+            with m.Case(Kind.MLP):
+                m.next = mlp_state
+            with m.Default():
+                m.d.sync += step.eq(step + 1)
 
 
 def _mesh_layouts(config):

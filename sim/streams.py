@@ -14,7 +14,7 @@ from collections import deque
 
 from cocotb.triggers import FallingEdge, ReadOnly
 
-__all__ = ["StreamSource", "StreamSink", "Scoreboard", "tb_params", "tb_config"]
+__all__ = ["StreamSource", "StreamSink", "Scoreboard", "tb_params", "tb_config", "axi_ram"]
 
 
 def tb_params() -> dict:
@@ -140,3 +140,25 @@ class Scoreboard:
             self.errors += len(self.expected)
             self.log.error("%s: %d expected items never arrived", self.name, len(self.expected))
         assert self.errors == 0, f"{self.name}: {self.errors} errors ({self.matched} matched)"
+
+
+def axi_ram(dut, image: bytes, stall: float = 0.0, rng: random.Random | None = None,
+            prefix: str = "axi_"):
+    """cocotbext-axi's AXI4 RAM (read side) on the design's ``axi__*`` ports, holding
+    ``image`` from address 0; ``stall`` pauses the AR and R channels at random (a random
+    read latency and backpressure on the design's requests)."""
+    from cocotbext.axi import AxiRamRead, AxiReadBus
+
+    ram = AxiRamRead(AxiReadBus.from_prefix(dut, prefix), dut.clk, dut.rst,
+                     size=max(4096, len(image)))
+    ram.write(0, image)
+    if stall:
+        rng = rng or random.Random(0)
+
+        def pauses():
+            while True:
+                yield rng.random() < stall
+
+        ram.ar_channel.set_pause_generator(pauses())
+        ram.r_channel.set_pause_generator(pauses())
+    return ram

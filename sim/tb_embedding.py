@@ -15,18 +15,12 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from ..hw.embedding import emb_layouts
-from .streams import Scoreboard, StreamSink, StreamSource, tb_config, tb_params
+from .streams import Scoreboard, StreamSink, StreamSource, axi_ram, tb_config, tb_params
 
 COUNTERS = ("lookups", "static_hits", "dynamic_hits", "misses", "dram_bytes", "bags",
             "err_count")
-
-
-def _pauses(rng, p):
-    while True:
-        yield rng.random() < p
 
 
 @cocotb.test()
@@ -40,13 +34,7 @@ async def embedding_matches_golden(dut):
     _, _, load_l, req_l, resp_l = emb_layouts(cfg)
     seed = params.get("seed", 0)
     Clock(dut.clk, 10, unit="ns").start()
-    ram = AxiRamRead(AxiReadBus.from_prefix(dut, "axi_"), dut.clk, dut.rst,
-                     size=max(4096, len(job["dram"])))
-    ram.write(0, job["dram"])
-    rng = random.Random(seed)
-    if params.get("dram_stall", 0):
-        ram.ar_channel.set_pause_generator(_pauses(rng, params["dram_stall"]))
-        ram.r_channel.set_pause_generator(_pauses(rng, params["dram_stall"]))
+    axi_ram(dut, job["dram"], params.get("dram_stall", 0), random.Random(seed))
     dut.err_clear.value = 0
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)

@@ -15,18 +15,12 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from ..hw.embedding import emb_layouts
 from ..hw.mlp_engine import engine_layouts, slot_width
 from ..hw.stage import stage_layouts
 from ..hw.topk import topk_layouts
-from .streams import Scoreboard, StreamSink, StreamSource, tb_config, tb_params
-
-
-def _pauses(rng, p):
-    while True:
-        yield rng.random() < p
+from .streams import Scoreboard, StreamSink, StreamSource, axi_ram, tb_config, tb_params
 
 
 async def _load(dut, prefix, layout, beats):
@@ -49,14 +43,8 @@ async def stage_matches_golden(dut):
     params = tb_params()
     job = pickle.loads(open(params["jobs"], "rb").read())
     seed = params.get("seed", 0)
-    rng = random.Random(seed)
     Clock(dut.clk, 10, unit="ns").start()
-    ram = AxiRamRead(AxiReadBus.from_prefix(dut, "axi_"), dut.clk, dut.rst,
-                     size=max(4096, len(job["dram"])))
-    ram.write(0, job["dram"])
-    if params.get("dram_stall", 0):
-        ram.ar_channel.set_pause_generator(_pauses(rng, params["dram_stall"]))
-        ram.r_channel.set_pause_generator(_pauses(rng, params["dram_stall"]))
+    axi_ram(dut, job["dram"], params.get("dram_stall", 0), random.Random(seed))
     dut.mode.value = job["mode"]
     dut.dense_words.value = job["dense_words"]
     dut.tables.value = job["tables"]
