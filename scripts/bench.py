@@ -211,9 +211,8 @@ def bench_array(arrays=("default", "16x16"), models_dir=None, seed: int = 0,
     ``models_dir``) each whole stage on real MovieLens items. ``utilization = macs /
     (cycles x R x C)`` with ``macs`` counted by the RTL and ``cycles`` the engine's busy
     cycles, from the run start to the last result written."""
-    from ..hw.mlp_engine import ComputeEngine
     from ..program import layers_macs
-    from ..sim.engine_jobs import layers_job, random_layers, stage_job, write_jobs
+    from ..sim.engine_jobs import layers_job, random_layers, stage_job
 
     for arr in arrays:
         if arr not in ARRAYS:
@@ -242,26 +241,44 @@ def bench_array(arrays=("default", "16x16"), models_dir=None, seed: int = 0,
                 q = load_quantized(Path(models_dir) / f"{size}.int8.npz")
                 programs.append(stage_job(cfg, 0, 0, q, [batch], name=f"stage {size}"))
                 expect_macs[f"stage {size}#0"] = layers_macs(q.bot + q.top, items)
-        t0 = time.time()
-        sb = build(ComputeEngine, cfg, "engine")
-        with tempfile.TemporaryDirectory() as tmp:
-            jobs = write_jobs(Path(tmp) / "jobs.pkl", 0, {0: {"programs": programs}})
-            metrics = Path(tmp) / "metrics.json"
-            tests, failed = run(sb, "rpaccel.sim.tb_engine",
-                                BUILD_ROOT / "runs" / f"bench-array-{cfg.name}",
-                                {"jobs": str(jobs), "metrics": str(metrics), "seed": seed})
-            if (tests, failed) != (1, 0):
-                raise RuntimeError(f"array bench on {cfg.name}: the engine did not match "
-                                   f"golden; see build/runs/bench-array-{cfg.name}/sim.log")
-            measured = json.loads(metrics.read_text())
-        for m in measured:
-            name = m["name"]
-            row = {"array": cfg.name, "layer": name.removesuffix("#0"), "rows": r, "cols": c,
-                   "items": m["items"], "cycles": m["cycles"], "macs": m["macs"],
-                   "macs_expected": expect_macs[name],
-                   "utilization": round(m["macs"] / (m["cycles"] * r * c), 4),
-                   "stall_in": m["stall_in"], "stall_out": m["stall_out"]}
-            log(json.dumps(row))
-            rows.append(row)
-        log(f"{cfg.name}: {len(measured)} runs bit-exact, {time.time() - t0:.0f} s")
+        rows += _array_runs(cfg, programs, expect_macs, seed, log)
+        # the fixed cost of a layer run, amortized over a longer sub-batch (32 R items)
+        long = cfg.replace(name=f"{cfg.name}-sb{32 * r}", sub_batch=32 * r)
+        x = rng.integers(-128, 128, (32 * r, r))
+        name = f"one tile {r}x{c}, {32 * r} items"
+        rows += _array_runs(long, [layers_job(long, 0, 0, random_layers(rng, [r, c]), [x],
+                                              name=name)],
+                            {f"{name}#0": 32 * r * r * c}, seed, log)
+    return rows
+
+
+def _array_runs(cfg, programs, expect_macs, seed, log) -> list[dict]:
+    """Run ``programs`` one after the other on engine slot 0 (mode 0); one row per run."""
+    from ..hw.mlp_engine import ComputeEngine
+    from ..sim.engine_jobs import write_jobs
+
+    r, c = cfg.array_rows, cfg.array_cols
+    rows = []
+    t0 = time.time()
+    sb = build(ComputeEngine, cfg, "engine")
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = write_jobs(Path(tmp) / "jobs.pkl", 0, {0: {"programs": programs}})
+        metrics = Path(tmp) / "metrics.json"
+        tests, failed = run(sb, "rpaccel.sim.tb_engine",
+                            BUILD_ROOT / "runs" / f"bench-array-{cfg.name}",
+                            {"jobs": str(jobs), "metrics": str(metrics), "seed": seed})
+        if (tests, failed) != (1, 0):
+            raise RuntimeError(f"array bench on {cfg.name}: the engine did not match "
+                               f"golden; see build/runs/bench-array-{cfg.name}/sim.log")
+        measured = json.loads(metrics.read_text())
+    for m in measured:
+        name = m["name"]
+        row = {"array": cfg.name, "layer": name.removesuffix("#0"), "rows": r, "cols": c,
+               "items": m["items"], "cycles": m["cycles"], "macs": m["macs"],
+               "macs_expected": expect_macs[name],
+               "utilization": round(m["macs"] / (m["cycles"] * r * c), 4),
+               "stall_in": m["stall_in"], "stall_out": m["stall_out"]}
+        log(json.dumps(row))
+        rows.append(row)
+    log(f"{cfg.name}: {len(measured)} runs bit-exact, {time.time() - t0:.0f} s")
     return rows
