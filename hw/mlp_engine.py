@@ -73,9 +73,12 @@ class EngineGeometry:
         self.rows = config.array_rows
         self.lanes = math.lcm(config.array_rows, config.array_cols)
         self.words = -(-config.max_width // self.lanes)
-        self.act_depth = 3 * config.sub_batch * self.words
+        #: words of one bank (regions A, B, FEAT); there are two banks
+        self.bank_words = 3 * config.sub_batch * self.words
+        self.act_depth = 2 * self.bank_words
 
     def act_addr(self, region: int, item: int, word: int) -> int:
+        """Address of a load beat (the engine adds the bank)."""
         return (region * self.config.sub_batch + item) * self.words + word
 
 
@@ -116,7 +119,8 @@ class MLPEngine(wiring.Component):
         The mesh mode; the partition has ``array_cols >> mode`` columns.
     load : In(stream.Signature(load_layout))
         Model and sub-batch data: weight rows, parameter rows, program steps, pair
-        parameters and activation words (`Target`). Accepted only while not busy.
+        parameters and activation words (`Target`). Activation words are also accepted
+        while a run is busy: they go to the other bank and are read by the next run.
     run : In(stream.Signature(range(sub_batch + 1)))
         Start the program on that many items (1 to ``sub_batch``).
     out : Out(stream.Signature(out_layout))
@@ -189,14 +193,23 @@ class MLPEngine(wiring.Component):
 
         prog = _Prog()
 
+        # Two banks of regions: a run works in bank run_bank while activation beats for
+        # the next run go to the other one (load_bank), so the next sub-batch is written
+        # while this one computes.
+        run_bank = Signal()
+        load_bank = Signal()
+
         def act_addr(region, item, word):
-            return (region * SB + item) * W + word
+            return (region * SB + item) * W + word + Mux(run_bank, geo.bank_words, 0)
 
         # ---- model / data load -----------------------------------------------------------
         busy = Signal()
         ld = self.load.payload
-        m.d.comb += [self.load.ready.eq(~busy), self.busy.eq(busy)]
-        ld_go = self.load.valid & ~busy
+        act_write_free = Signal()  # no result or interaction write this cycle
+        ld_ready = Signal()
+        m.d.comb += [ld_ready.eq(~busy | ((ld.target == Target.ACT) & act_write_free)),
+                     self.load.ready.eq(ld_ready), self.busy.eq(busy)]
+        ld_go = self.load.valid & ld_ready
         m.d.comb += [
             w_wr.addr.eq(ld.addr), w_wr.data.eq(ld.data),
             w_wr.en.eq(ld_go & (ld.target == Target.WEIGHT)),
@@ -286,7 +299,8 @@ class MLPEngine(wiring.Component):
                 m.d.comb += self.run.ready.eq(1)
                 with m.If(self.run.valid & (self.run.payload != 0)):
                     m.d.comb += start.eq(1)
-                    m.d.sync += [items.eq(self.run.payload), step.eq(0), busy.eq(1)]
+                    m.d.sync += [items.eq(self.run.payload), step.eq(0), busy.eq(1),
+                                 run_bank.eq(load_bank), load_bank.eq(~load_bank)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += [b.eq(0), kt.eq(0), nt.eq(0), kword.eq(0), koff.eq(0),
@@ -584,8 +598,9 @@ class MLPEngine(wiring.Component):
                 m.d.comb += [act_wr.data.word_select(j, 8).eq(irq.o.payload[0]),
                              act_wr.en[j].eq(itag.off == j)]
         with m.Elif(ld_go & (ld.target == Target.ACT)):
-            m.d.comb += [act_wr.addr.eq(ld.addr), act_wr.data.eq(ld.data),
-                         act_wr.en.eq(Const(-1, A))]
+            m.d.comb += [act_wr.addr.eq(ld.addr + Mux(load_bank, geo.bank_words, 0)),
+                         act_wr.data.eq(ld.data), act_wr.en.eq(Const(-1, A))]
+        m.d.comb += act_write_free.eq(~rq.o.valid & ~irq.o.valid)
 
         # ---- counters (reset when a run starts) -----------------------------------------
         cyc, beats, macs = self.cycles, self.act_beats, self.macs

@@ -15,7 +15,7 @@ every score enters the top-k unit with its query position as id.
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
@@ -157,35 +157,47 @@ class StageController(wiring.Component):
             with m.If(qt == self.tables - 1):
                 m.d.sync += [qt.eq(0), qi.eq(qi + 1)]
 
-        # scores into the top-k unit, lane 0, query positions as ids
+        # scores into the top-k unit, lane 0, query positions as ids; the gather of the
+        # next sub-batch may already run, so each started run's (base, k, last) waits in a
+        # FIFO until its last score
         sb = Signal(range(cfg.sub_batch + 1))
         tk = self.topk.payload
-        m.d.comb += [self.topk.valid.eq(self.eng_out.valid), self.eng_out.ready.eq(self.topk.ready),
-                     tk.lanes[0].valid.eq(1), tk.lanes[0].id.eq(base + sb),
-                     tk.lanes[0].score.eq(self.eng_out.payload.acc[0]), tk.k.eq(k),
-                     tk.last.eq(qlast & self.eng_out.payload.last)]
+        started_l = data.StructLayout({"base": cfg.topk_id_bits, "k": len(k), "last": 1})
+        m.submodules.started = started = fifo.SyncFIFO(width=started_l.size, depth=2)
+        head = started_l(started.r_data)
+        now = Signal(started_l)
+        m.d.comb += [now.base.eq(base), now.k.eq(k), now.last.eq(qlast),
+                     started.w_data.eq(now)]
+        m.d.comb += [self.topk.valid.eq(self.eng_out.valid & started.r_rdy),
+                     self.eng_out.ready.eq(self.topk.ready & started.r_rdy),
+                     tk.lanes[0].valid.eq(1), tk.lanes[0].id.eq(head.base + sb),
+                     tk.lanes[0].score.eq(self.eng_out.payload.acc[0]), tk.k.eq(head.k),
+                     tk.last.eq(head.last & self.eng_out.payload.last)]
         with m.If(self.eng_out.valid & self.eng_out.ready):
             m.d.sync += sb.eq(Mux(self.eng_out.payload.last, 0, sb + 1))
+        m.d.comb += started.r_en.eq(self.eng_out.valid & self.eng_out.ready &
+                                    self.eng_out.payload.last)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.run.ready.eq(1)
                 with m.If(self.run.valid & (self.run.payload.items != 0)):
                     r = self.run.payload
-                    m.d.sync += [items.eq(r.items), base.eq(r.base), k.eq(r.k), qlast.eq(r.last),
-                                 qi.eq(0), qw.eq(0), qt.eq(0), ri.eq(0), rt.eq(0), rw.eq(0),
-                                 fword.eq(self.dw), sb.eq(0)]
+                    m.d.sync += [items.eq(r.items), base.eq(r.base), k.eq(r.k),
+                                 qlast.eq(r.last), qi.eq(0), qw.eq(0), qt.eq(0), ri.eq(0),
+                                 rt.eq(0), rw.eq(0), fword.eq(self.dw)]
                     m.next = "GATHER"
             with m.State("GATHER"):
                 m.d.comb += gathering.eq(1)
                 with m.If(query_done & resp_done):
                     m.next = "START"
             with m.State("START"):
-                m.d.comb += [self.eng_run.valid.eq(1), self.eng_run.payload.eq(items)]
-                with m.If(self.eng_run.ready):
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                with m.If(~self.eng_busy):
+                # the engine takes the run once the previous one is done; the next
+                # sub-batch's gather then overlaps this one's compute
+                m.d.comb += [self.eng_run.valid.eq(started.w_rdy),
+                             self.eng_run.payload.eq(items)]
+                with m.If(self.eng_run.ready & started.w_rdy):
+                    m.d.comb += started.w_en.eq(1)
                     m.next = "IDLE"
         return m
 

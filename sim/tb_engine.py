@@ -53,13 +53,15 @@ async def _slot(dut, cfg, p, job, params, metrics):
     for prog in job.get("programs", [job]):
         runs.append({"load": prog["load"]})
         runs.extend(prog["runs"])
-    for r in runs:
-        if "load" in r:  # a (new) model: wait until the engine is idle, then load it
+    queued = set()
+    for n, r in enumerate(runs):
+        if "load" in r:  # a (new) model: taken once the engine is idle
             for beat in r["load"]:
                 load.put(pack(beat))
             continue
-        for beat in r["act"]:
-            load.put(pack(beat))
+        if n not in queued:
+            for beat in r["act"]:
+                load.put(pack(beat))
         while load.queue or load.valid.value:
             await RisingEdge(dut.clk)
         for e in r["expect"]:
@@ -67,6 +69,11 @@ async def _slot(dut, cfg, p, job, params, metrics):
         run.put(r["items"])
         while run.queue or run.valid.value:
             await RisingEdge(dut.clk)
+        # the next sub-batch's activations go in while this one computes (other bank)
+        if n + 1 < len(runs) and "act" in runs[n + 1]:
+            for beat in runs[n + 1]["act"]:
+                load.put(pack(beat))
+            queued.add(n + 1)
         await RisingEdge(dut.clk)
         for _ in range(r.get("timeout", 2_000_000)):
             if not int(busy.value):
