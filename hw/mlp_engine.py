@@ -25,11 +25,15 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
-from .array import Mesh
+from .array import Mesh, mesh_layouts
 from .requant import RequantUnit
 
 __all__ = ["MLPEngine", "ComputeEngine", "EngineGeometry", "Target", "Kind", "Region",
-           "engine_layouts", "slot_width"]
+           "engine_layouts", "slot_width", "COUNTERS"]
+
+
+#: Per-engine counters (48 bits, reset by ``run``).
+COUNTERS = ("cycles", "act_beats", "macs", "stall_in", "stall_out")
 
 
 class Target:
@@ -140,11 +144,10 @@ class MLPEngine(wiring.Component):
         self.geo = EngineGeometry(config)
         self.desc_layout, self.lane_layout, self.pair_layout, self.load_layout, \
             self.out_layout = engine_layouts(config, width)
-        act_l, _, _ = _mesh_layouts(config)
+        act_l, _, _ = mesh_layouts(config)
         wl = data.StructLayout({"row": range(config.array_rows),
                                 "w": data.ArrayLayout(signed(8), width)})
-        counter = {n: Out(48) for n in ("cycles", "act_beats", "macs", "stall_in",
-                                        "stall_out")}
+        counter = {n: Out(48) for n in COUNTERS}
         super().__init__({
             "mode": In(range(exact_log2(config.partitions) + 1)),
             "load": In(stream.Signature(self.load_layout)),
@@ -200,7 +203,7 @@ class MLPEngine(wiring.Component):
         load_bank = Signal()
 
         def act_addr(region, item, word):
-            return (region * SB + item) * W + word + Mux(run_bank, geo.bank_words, 0)
+            return geo.act_addr(region, item, word) + Mux(run_bank, geo.bank_words, 0)
 
         # ---- model / data load -----------------------------------------------------------
         busy = Signal()
@@ -639,12 +642,6 @@ def _walk_mlp_steps(m, start, step, desc, mlp_state, on_step):
                 m.d.sync += step.eq(step + 1)
 
 
-def _mesh_layouts(config):
-    from .array import mesh_layouts
-
-    return mesh_layouts(config)
-
-
 class ComputeEngine(wiring.Component):
     """The `Mesh` with one `MLPEngine` per partition slot: partition ``p`` of the current
     mode is driven by engine ``p``; engines beyond the mode's partition count refuse to
@@ -668,7 +665,7 @@ class ComputeEngine(wiring.Component):
             members[f"run_{p}"] = In(stream.Signature(range(config.sub_batch + 1)))
             members[f"out_{p}"] = Out(stream.Signature(lay[4]))
             members[f"busy_{p}"] = Out(1)
-            for n in ("cycles", "act_beats", "macs", "stall_in", "stall_out"):
+            for n in COUNTERS:
                 members[f"{n}_{p}"] = Out(48)
         super().__init__(members)
 
@@ -689,7 +686,7 @@ class ComputeEngine(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"load_{p}")), e.load)
             wiring.connect(m, e.out, wiring.flipped(getattr(self, f"out_{p}")))
             m.d.comb += getattr(self, f"busy_{p}").eq(e.busy)
-            for n in ("cycles", "act_beats", "macs", "stall_in", "stall_out"):
+            for n in COUNTERS:
                 m.d.comb += getattr(self, f"{n}_{p}").eq(getattr(e, n))
             run = getattr(self, f"run_{p}")
             m.d.comb += [e.run.payload.eq(run.payload),

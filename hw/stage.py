@@ -52,7 +52,6 @@ class StageController(wiring.Component):
     eng_load : Out(stream of the engine's load layout)
     eng_run : Out(stream)
     eng_out : In(stream of the engine's out layout)
-    eng_busy : In(1)
     emb_req : Out(stream), emb_resp : In(stream)
     topk : Out(stream of the top-k input layout)
     emb_errors : Out(16)
@@ -77,7 +76,6 @@ class StageController(wiring.Component):
             "eng_load": Out(stream.Signature(eload_l)),
             "eng_run": Out(stream.Signature(range(config.sub_batch + 1))),
             "eng_out": In(stream.Signature(eout_l)),
-            "eng_busy": In(1),
             "emb_req": Out(stream.Signature(req_l)),
             "emb_resp": In(stream.Signature(resp_l)),
             "topk": Out(stream.Signature(tk_in)),
@@ -116,7 +114,7 @@ class StageController(wiring.Component):
         dense_go = Signal()
         with m.If(gathering & self.emb_resp.valid & ~resp_done):
             m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(Target.ACT),
-                         ld.addr.eq((Region.FEAT * cfg.sub_batch + ri) * geo.words + fword)]
+                         ld.addr.eq(geo.act_addr(Region.FEAT, ri, fword))]
             for j in range(A):
                 lane = Signal(signed(8), name=f"resp_lane{j}")
                 for w in range(geo.words):
@@ -127,7 +125,7 @@ class StageController(wiring.Component):
             m.d.comb += resp_go.eq(self.eng_load.ready)
         with m.Elif(gathering & self.query.valid & q.dense & ~query_done):
             m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(Target.ACT),
-                         ld.addr.eq((Region.A * cfg.sub_batch + qi) * geo.words + qw),
+                         ld.addr.eq(geo.act_addr(Region.A, qi, qw)),
                          ld.data.eq(q.word.as_value()),
                          self.query.ready.eq(self.eng_load.ready),
                          dense_go.eq(self.eng_load.ready)]
@@ -253,7 +251,7 @@ class StageTop(wiring.Component):
                      ctl.tables.eq(self.tables), ctl.dw.eq(self.dw),
                      self.emb_errors.eq(ctl.emb_errors), self.cycles.eq(getattr(ce, f"cycles_{p}")),
                      self.macs.eq(getattr(ce, f"macs_{p}")), self.lookups.eq(emb.lookups),
-                     self.misses.eq(emb.misses), ctl.eng_busy.eq(getattr(ce, f"busy_{p}"))]
+                     self.misses.eq(emb.misses)]
         eload = getattr(ce, f"load_{p}")
         # engine load: the host (model load, while no query runs) or the controller
         with m.If(self.eload.valid):

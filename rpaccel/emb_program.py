@@ -13,6 +13,7 @@ import numpy as np
 from .config import RPAccelConfig
 from .golden.cache import CacheModel, table_bases
 from .golden.numerics import requantize
+from .program import pack_lanes
 
 __all__ = ["EmbeddingImage", "EmbError"]
 
@@ -24,13 +25,6 @@ class EmbError(ValueError):
 def _check(ok, what, rule, value):
     if not ok:
         raise EmbError(f"{what} must be {rule}, not {value!r}")
-
-
-def _pack(values, bits=8):
-    out = 0
-    for j, v in enumerate(values):
-        out |= (int(v) & ((1 << bits) - 1)) << (j * bits)
-    return out
 
 
 @dataclass
@@ -102,7 +96,7 @@ class EmbeddingImage:
             pinned = self.static_rows.get(t, set())
             for r in range(self.rows[t]):
                 if r in pinned:
-                    beats.append((EmbTarget.STATIC, slot, _pack(e[r])))
+                    beats.append((EmbTarget.STATIC, slot, pack_lanes(e[r], 8)))
                     entry = {"static": 1, "slot": slot}
                     slot += 1
                 else:

@@ -16,7 +16,7 @@ import numpy as np
 from .config import RPAccelConfig
 
 __all__ = ["ProgramError", "StageProgram", "compile_layers", "compile_stage",
-           "sub_batch_beats", "layers_macs"]
+           "sub_batch_beats", "layers_macs", "pack_lanes"]
 
 
 class ProgramError(ValueError):
@@ -63,7 +63,8 @@ def _check(ok, what, rule, value):
         raise ProgramError(f"{what} must be {rule}, not {value!r}")
 
 
-def _pack_lanes(values, bits):
+def pack_lanes(values, bits: int) -> int:
+    """Pack integers into one word, lane 0 in the low bits, each ``bits`` wide."""
     out = 0
     mask = (1 << bits) - 1
     for j, v in enumerate(values):
@@ -105,7 +106,7 @@ class _Builder:
                 tile = pad[j * P:(j + 1) * P, i * R:(i + 1) * R].T  # [R, P]
                 for r in range(R):
                     row = list(tile[r]) + [0] * (self.width - P)
-                    self.prog.beats.append((self.hw.Target.WEIGHT, addr, _pack_lanes(row, 8)))
+                    self.prog.beats.append((self.hw.Target.WEIGHT, addr, pack_lanes(row, 8)))
                     addr += 1
         bias = np.zeros(nt * P, np.int64)
         bias[:n] = layer.bias
@@ -219,7 +220,7 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
         for w in range(-(-len(values) // A)):
             chunk = list(values[w * A:(w + 1) * A])
             chunk += [0] * (A - len(chunk))
-            beats.append((hw.Target.ACT, geo.act_addr(region, item, w), _pack_lanes(chunk, 8)))
+            beats.append((hw.Target.ACT, geo.act_addr(region, item, w), pack_lanes(chunk, 8)))
 
     for i in range(items):
         put(hw.Region.A, i, dense_q[i])
@@ -233,7 +234,7 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
                     word = (t + 1) * dw + w
                     chunk = vals[word * A:(word + 1) * A]
                     beats.append((hw.Target.ACT, geo.act_addr(hw.Region.FEAT, i, word),
-                                  _pack_lanes(chunk, 8)))
+                                  pack_lanes(chunk, 8)))
     return beats
 
 

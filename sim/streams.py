@@ -12,9 +12,11 @@ import os
 import random
 from collections import deque
 
-from cocotb.triggers import FallingEdge, ReadOnly
+import cocotb
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-__all__ = ["StreamSource", "StreamSink", "Scoreboard", "tb_params", "tb_config", "axi_ram"]
+__all__ = ["StreamSource", "StreamSink", "Scoreboard", "tb_params", "tb_config", "axi_ram",
+           "load_packer", "load_all"]
 
 
 def tb_params() -> dict:
@@ -162,3 +164,29 @@ def axi_ram(dut, image: bytes, stall: float = 0.0, rng: random.Random | None = N
         ram.ar_channel.set_pause_generator(pauses())
         ram.r_channel.set_pause_generator(pauses())
     return ram
+
+
+def load_packer(layout):
+    """Pack ``(target, addr, data)`` beats (as the host compilers make them) into the raw
+    bits of a ``{target, addr, data}`` load layout."""
+    off = {name: f.offset for name, f in layout}
+
+    def pack(beat):
+        target, addr, value = beat
+        return (target << off["target"]) | (addr << off["addr"]) | (value << off["data"])
+
+    return pack
+
+
+async def load_all(dut, prefix: str, layout, beats) -> None:
+    """Send every ``(target, addr, data)`` beat on the ``prefix`` load stream and return
+    once the design has taken the last one."""
+    src = StreamSource(dut, prefix, dut.clk, layout)
+    pack = load_packer(layout)
+    for beat in beats:
+        src.put(pack(beat))
+    task = cocotb.start_soon(src.run())
+    while src.queue or int(src.valid.value):
+        await RisingEdge(dut.clk)
+    task.cancel()
+    src.valid.value = 0

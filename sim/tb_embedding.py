@@ -17,7 +17,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..hw.embedding import emb_layouts
-from .streams import Scoreboard, StreamSink, StreamSource, axi_ram, tb_config, tb_params
+from .streams import (
+    Scoreboard,
+    StreamSink,
+    StreamSource,
+    axi_ram,
+    load_all,
+    tb_config,
+    tb_params,
+)
 
 COUNTERS = ("lookups", "static_hits", "dynamic_hits", "misses", "dram_bytes", "bags",
             "err_count")
@@ -39,15 +47,7 @@ async def embedding_matches_golden(dut):
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
-    off = {name: f.offset for name, f in load_l}
-    load = StreamSource(dut, "load", dut.clk, load_l)
-    for target, addr, value in job["load"]:
-        load.put((target << off["target"]) | (addr << off["addr"]) | (value << off["data"]))
-    lt = cocotb.start_soon(load.run())
-    while load.queue or int(load.valid.value):
-        await RisingEdge(dut.clk)
-    lt.cancel()
-    load.valid.value = 0
+    await load_all(dut, "load", load_l, job["load"])
 
     req = StreamSource(dut, "req", dut.clk, req_l, params.get("idle", 0.0),
                        random.Random(seed + 1))

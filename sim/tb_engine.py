@@ -19,20 +19,15 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from ..hw.mlp_engine import engine_layouts, slot_width
-from .streams import Scoreboard, StreamSink, StreamSource, tb_config, tb_params
-
-COUNTERS = ("cycles", "act_beats", "macs", "stall_in", "stall_out")
-
-
-def _packer(load_layout):
-    off = {name: f.offset for name, f in load_layout}
-
-    def pack(beat):
-        target, addr, value = beat
-        return (target << off["target"]) | (addr << off["addr"]) | (value << off["data"])
-
-    return pack
+from ..hw.mlp_engine import COUNTERS, engine_layouts, slot_width
+from .streams import (
+    Scoreboard,
+    StreamSink,
+    StreamSource,
+    load_packer,
+    tb_config,
+    tb_params,
+)
 
 
 async def _slot(dut, cfg, p, job, params, metrics):
@@ -45,7 +40,7 @@ async def _slot(dut, cfg, p, job, params, metrics):
     out = StreamSink(dut, f"out_{p}", dut.clk, out_l, bp, random.Random(seed + 2))
     tasks = [cocotb.start_soon(s.run()) for s in (load, run, out)]
     busy = getattr(dut, f"busy_{p}")
-    pack = _packer(load_l)
+    pack = load_packer(load_l)
     pcols = cfg.array_cols >> job["mode"]
     sb = Scoreboard(dut._log, f"partition {p}")
     out.callbacks.append(lambda it: sb.compare([int(it.acc[c]) for c in range(pcols)]))

@@ -20,19 +20,15 @@ from ..hw.embedding import emb_layouts
 from ..hw.mlp_engine import engine_layouts, slot_width
 from ..hw.stage import stage_layouts
 from ..hw.topk import topk_layouts
-from .streams import Scoreboard, StreamSink, StreamSource, axi_ram, tb_config, tb_params
-
-
-async def _load(dut, prefix, layout, beats):
-    off = {name: f.offset for name, f in layout}
-    src = StreamSource(dut, prefix, dut.clk, layout)
-    for target, addr, value in beats:
-        src.put((target << off["target"]) | (addr << off["addr"]) | (value << off["data"]))
-    task = cocotb.start_soon(src.run())
-    while src.queue or int(src.valid.value):
-        await RisingEdge(dut.clk)
-    task.cancel()
-    src.valid.value = 0
+from .streams import (
+    Scoreboard,
+    StreamSink,
+    StreamSource,
+    axi_ram,
+    load_all,
+    tb_config,
+    tb_params,
+)
 
 
 @cocotb.test()
@@ -54,8 +50,8 @@ async def stage_matches_golden(dut):
     dut.rst.value = 0
     _, _, _, eload_l, _ = engine_layouts(cfg, slot_width(cfg, params.get("slot", 0)))
     _, _, mload_l, _, _ = emb_layouts(cfg)
-    await _load(dut, "eload", eload_l, job["eload"])
-    await _load(dut, "mload", mload_l, job["mload"])
+    await load_all(dut, "eload", eload_l, job["eload"])
+    await load_all(dut, "mload", mload_l, job["mload"])
 
     query_l, run_l = stage_layouts(cfg)
     _, out_l = topk_layouts(cfg)
