@@ -56,6 +56,9 @@ class StageController(wiring.Component):
     topk : Out(stream of the top-k input layout)
     emb_errors : Out(16)
         Bags that came back with ``error`` (out-of-range ids) since reset.
+    qerr_valid, qerr : Out(1)
+        One pulse per query when its last sub-batch is gathered; ``qerr``: some bag of the
+        query came back with ``error``.
     """
 
     def __init__(self, config: RPAccelConfig, slot: int = 0):
@@ -80,6 +83,7 @@ class StageController(wiring.Component):
             "emb_resp": In(stream.Signature(resp_l)),
             "topk": Out(stream.Signature(tk_in)),
             "emb_errors": Out(16),
+            "qerr_valid": Out(1), "qerr": Out(1),
         })
 
     def elaborate(self, platform):
@@ -134,6 +138,10 @@ class StageController(wiring.Component):
                          self.emb_req.payload.id.eq(q.id), self.emb_req.payload.last.eq(q.last),
                          self.query.ready.eq(self.emb_req.ready)]
 
+        # error of the query being gathered (sticky until its last sub-batch is gathered)
+        qerr_acc = Signal()
+        m.d.comb += self.qerr.eq(qerr_acc)
+
         # the last word of a pooled vector releases it
         m.d.comb += self.emb_resp.ready.eq(resp_go & (rw == self.dw - 1))
         with m.If(resp_go):
@@ -141,7 +149,7 @@ class StageController(wiring.Component):
             with m.If(rw == self.dw - 1):
                 m.d.sync += [rw.eq(0), rt.eq(rt + 1)]
                 with m.If(resp.error):
-                    m.d.sync += self.emb_errors.eq(self.emb_errors + 1)
+                    m.d.sync += [self.emb_errors.eq(self.emb_errors + 1), qerr_acc.eq(1)]
                 with m.If(rt == self.tables - 1):
                     m.d.sync += [rt.eq(0), ri.eq(ri + 1), fword.eq(self.dw)]
         with m.If(dense_go):
@@ -188,6 +196,9 @@ class StageController(wiring.Component):
             with m.State("GATHER"):
                 m.d.comb += gathering.eq(1)
                 with m.If(query_done & resp_done):
+                    with m.If(qlast):
+                        m.d.comb += self.qerr_valid.eq(1)
+                        m.d.sync += qerr_acc.eq(0)
                     m.next = "START"
             with m.State("START"):
                 # the engine takes the run once the previous one is done; the next

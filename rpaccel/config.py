@@ -93,6 +93,12 @@ class RPAccelConfig:
         Miss-status registers: DRAM line reads in flight at once.
     axi_data_bits, axi_addr_bits : int
         Width of the AXI4 read port's data and address.
+    max_items : int
+        Candidates per query the top level's candidate buffer holds (a power of two, at
+        most ``2**topk_id_bits``).
+    cand_beats : int
+        Query-stream beats the candidate buffer keeps per candidate (the dense words of
+        the later stages and every sparse id); a power of two.
 
     Raises
     ------
@@ -132,6 +138,8 @@ class RPAccelConfig:
     mshrs: int = 4
     axi_data_bits: int = 64
     axi_addr_bits: int = 32
+    max_items: int = 128
+    cand_beats: int = 16
 
     def __post_init__(self):
         _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string",
@@ -187,6 +195,18 @@ class RPAccelConfig:
             _require(v & (v - 1) == 0, p, "a power of two", v)
         _require(self.line_bytes * 8 >= self.axi_data_bits, "line_bytes",
                  f"at least one AXI beat ({self.axi_data_bits // 8} bytes)", self.line_bytes)
+        for p, hi in (("max_items", 1 << 16), ("cand_beats", 256)):
+            v = getattr(self, p)
+            _require(_is_int(v) and 1 <= v <= hi and v & (v - 1) == 0, p,
+                     f"a power of two from 1 to {hi}", v)
+        _require(self.max_items <= 1 << self.topk_id_bits, "max_items",
+                 f"at most 2**topk_id_bits ({1 << self.topk_id_bits})", self.max_items)
+        _require(self.topk_k <= self.max_items, "topk_k",
+                 f"at most max_items ({self.max_items}): a stage cannot keep more items "
+                 "than a query has", self.topk_k)
+        _require(self.static_rows <= self.emb_map_rows, "static_rows",
+                 f"at most emb_map_rows ({self.emb_map_rows}): the static cache cannot be "
+                 "larger than the tables it maps", self.static_rows)
         _require(self.emb_dim <= self.line_bytes, "emb_dim",
                  f"at most line_bytes ({self.line_bytes}): a row is read from one line",
                  self.emb_dim)
@@ -229,7 +249,9 @@ CONFIGS: dict[str, RPAccelConfig] = {
                                   max_width=128, param_rows=256),
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
                               partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
-                              topk_k=256, fclk_mhz=125.0),
+                              topk_k=256, fclk_mhz=125.0, max_items=4096, cand_beats=32,
+                              static_rows=4096, emb_map_rows=1 << 20, cache_sets=1024,
+                              cache_ways=8, line_bytes=64, emb_dim=64, axi_data_bits=512),
 }
 
 

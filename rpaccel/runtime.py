@@ -1,0 +1,302 @@
+"""Host runtime of the RPAccel top level (`rpaccel.hw.top.RPAccel`).
+
+`Accelerator` turns trained int8 stage models into what the hardware is loaded with
+(engine programs and weights, embedding-unit images, one DRAM image, CSR writes), encodes
+queries into the query stream, computes the golden answers, and runs the generated
+Verilog on Verilator (or Icarus) through the cocotb testbench `rpaccel.sim.tb_top`, which
+drives the real interfaces (AXI4-Lite CSRs, query / result streams, AXI4 DRAM model).
+
+Example
+-------
+>>> acc = Accelerator.from_models(get_config("default"), models_dir)   # doctest: +SKIP
+>>> run = acc.simulate(acc.movielens_queries(ml, 10, seed=1))          # doctest: +SKIP
+>>> run.mismatches, run.cycles_per_query                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import RPAccelConfig
+from .emb_program import EmbeddingImage
+from .golden.cache import batch_trace, profile_hot_rows
+from .golden.pipeline import Pipeline, Stage, hit_rate, ndcg
+from .program import compile_stage
+
+__all__ = ["AccelError", "Accelerator", "SimRun", "DEFAULT_PIPELINES", "parse_stages"]
+
+#: Stage models and k per stage, by number of stages (the last k is the top-n).
+DEFAULT_PIPELINES = {
+    1: (("large", 10),),
+    2: (("small", 16), ("large", 10)),
+    3: (("small", 16), ("medium", 12), ("large", 10)),
+}
+
+
+class AccelError(ValueError):
+    """A model, query or argument the accelerator cannot take; the message names the
+    limit and the value."""
+
+
+def _check(ok, what, rule, value):
+    if not ok:
+        raise AccelError(f"{what} must be {rule}, not {value!r}")
+
+
+def parse_stages(spec: str) -> tuple:
+    """``"small:16,large:10"`` -> ``(("small", 16), ("large", 10))``."""
+    out = []
+    for part in spec.split(","):
+        name, _, k = part.partition(":")
+        _check(name and k.isdigit() and int(k) > 0, "a stage",
+               "written MODEL:K with K a positive integer", part)
+        out.append((name, int(k)))
+    return tuple(out)
+
+
+@dataclass
+class SimRun:
+    """What one simulation returned.
+
+    Attributes
+    ----------
+    answers : list of list of (id, score)
+        The hardware's top-n per query, best first.
+    expected : list of list of (id, score)
+        The golden int8 pipeline's.
+    errors : list of bool
+        The hardware's ``error`` flag per query.
+    latency : list of int
+        Cycles from a query's header entering to its last result beat.
+    total_cycles : int
+        Cycles from the first query beat to the last result beat (queries back to back).
+    counters : dict
+        CSR counters read at the end.
+    """
+
+    answers: list
+    expected: list
+    errors: list
+    latency: list
+    total_cycles: int
+    counters: dict = field(default_factory=dict)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(a != e for a, e in zip(self.answers, self.expected, strict=True))
+
+
+class Accelerator:
+    """Models loaded onto one `RPAccelConfig`.
+
+    Parameters
+    ----------
+    config : RPAccelConfig
+    stages : sequence of (QuantizedStage, int)
+        Stage models and the k each keeps (the last k is the answer's length); as many as
+        ``config.stages``.
+    profile : Batch, optional
+        Batch whose lookup frequencies choose the static-cache rows of every stage
+        (none pinned without it).
+    static_bytes : int
+        Static-cache budget per stage in bytes.
+
+    Raises
+    ------
+    AccelError, ProgramError, EmbError
+        When a model or k does not fit the configuration.
+    """
+
+    def __init__(self, config: RPAccelConfig, stages, profile=None, static_bytes: int = 1024):
+        from .hw.mlp_engine import EngineGeometry, slot_width
+        from .hw.top import csr_regs
+
+        cfg = config
+        self.config = cfg
+        self.stages = list(stages)
+        _check(len(self.stages) == cfg.stages, "number of stage models",
+               f"config.stages ({cfg.stages}) for config {cfg.name!r}", len(self.stages))
+        for s, (_q, k) in enumerate(self.stages):
+            _check(isinstance(k, int) and 1 <= k <= cfg.topk_k, f"k of stage {s}",
+                   f"from 1 to topk_k ({cfg.topk_k})", k)
+        tables = {len(q.emb) for q, _ in self.stages}
+        _check(len(tables) == 1, "tables per stage model",
+               "the same for every stage (a candidate's ids are buffered once)", tables)
+        self.geo = geo = EngineGeometry(cfg)
+        self.mode = cfg.partitions.bit_length() - 1
+        self.progs = [compile_stage(cfg, slot_width(cfg, s), self.mode, q)
+                      for s, (q, _) in enumerate(self.stages)]
+        align = max(4096, cfg.cache_sets * cfg.line_bytes)  # keeps golden set indices
+        self.images, base = [], 0
+        for q, _ in self.stages:
+            row_bytes = [int(e.shape[1]) for e in q.emb]
+            pinned = {}
+            if profile is not None and static_bytes:
+                budget = min(static_bytes, cfg.static_rows * min(row_bytes))
+                pinned = profile_hot_rows(batch_trace(profile), row_bytes, budget)
+            img = EmbeddingImage(cfg, [np.asarray(e) for e in q.emb], pinned,
+                                 np.asarray(q.pool_mult), np.asarray(q.pool_shift),
+                                 dram_base=base)
+            self.images.append(img)
+            base = -(-img.dram_size // align) * align
+        dram = bytearray(base)
+        for img in self.images:
+            d = img.dram()
+            dram[img.dram_base:len(d)] = d[img.dram_base:]
+        self.dram = bytes(dram)
+        regs = csr_regs(cfg)
+        self.csr_writes = []
+        for s, ((q, k), prog) in enumerate(zip(self.stages, self.progs, strict=True)):
+            for name, value in (("K", k), ("DENSE_WORDS", -(-prog.dense_dim // geo.lanes)),
+                                ("TABLES", len(q.emb)), ("DW", -(-prog.emb_dim // geo.lanes))):
+                self.csr_writes.append((regs[f"S{s}_{name}"][0], value))
+        self.regs = {n: a for n, (a, _, _) in regs.items()}
+        self.pipeline = Pipeline([Stage(q, k) for q, k in self.stages], name=cfg.name)
+
+    @classmethod
+    def from_models(cls, config: RPAccelConfig, models_dir, pipeline=None, ml=None,
+                    static_bytes: int = 1024, seed: int = 0) -> Accelerator:
+        """Trained models from ``models_dir`` (`rpaccel.golden.train.build_models`), with the
+        static caches profiled on 400 MovieLens training samples.
+
+        ``pipeline``: ``(("small", 16), ("large", 10))``-like; default
+        `DEFAULT_PIPELINES` for the config's number of stages.
+        """
+        from .golden.data import load_ml100k
+        from .golden.train import build_models
+
+        pipeline = pipeline or DEFAULT_PIPELINES[config.stages]
+        qm = build_models(Path(models_dir), log=lambda s: None)
+        for name, _ in pipeline:
+            _check(name in qm, "a stage model", f"one of {sorted(qm)}", name)
+        ml = ml or load_ml100k()
+        rng = np.random.default_rng(seed)
+        users, items, _ = ml.training_samples(1, rng)
+        pick = rng.choice(len(users), 400, replace=False)
+        prof = ml.batch(users[pick], items[pick])
+        acc = cls(config, [(qm[n], k) for n, k in pipeline], prof, static_bytes)
+        acc.ml = ml
+        acc.pipeline_spec = tuple(pipeline)
+        return acc
+
+    # ---- queries ------------------------------------------------------------------------
+    def movielens_queries(self, ml, n: int, seed: int = 0, candidates: int = 100):
+        """``n`` MovieLens users (chosen by ``seed``), each a query of ``candidates`` items:
+        ``[(batch, position of the held-out positive)]``."""
+        _check(isinstance(n, int) and n >= 1, "queries", "a positive integer", n)
+        _check(2 <= candidates <= self.config.max_items, "candidates",
+               f"from 2 to max_items ({self.config.max_items})", candidates)
+        rng = np.random.default_rng(seed)
+        users = sorted(rng.choice(ml.num_users, size=min(n, ml.num_users), replace=False))
+        out = []
+        for u, cands, pos in ml.queries(candidates, seed=seed, users=[int(x) for x in users]):
+            out.append((ml.batch(np.full(len(cands), u), cands), pos))
+        return out
+
+    def query_beats(self, batch) -> list:
+        """The query stream of one query (dicts of `rpaccel.hw.top.top_layouts` [0])."""
+        from .sim.emb_jobs import batch_bags
+
+        cfg, A = self.config, self.geo.lanes
+        n = batch.size
+        _check(1 <= n <= cfg.max_items, "candidates of a query",
+               f"from 1 to max_items ({cfg.max_items})", n)
+        zero = [0] * A
+        dense = [q.quantize_dense(batch.dense) for q, _ in self.stages]
+        bags = batch_bags(batch)
+        t_count = len(batch.indices)
+        beats = [{"head": 1, "dense": 0, "stage": 0, "word": zero, "table": 0, "id": n,
+                  "last": 0}]
+        for i in range(n):
+            kept = 0
+            for s, d in enumerate(dense):
+                for w in range(-(-d.shape[1] // A)):
+                    word = [int(v) for v in d[i, w * A:(w + 1) * A]]
+                    beats.append({"head": 0, "dense": 1, "stage": s,
+                                  "word": word + [0] * (A - len(word)), "table": 0, "id": 0,
+                                  "last": 0})
+                    kept += s > 0
+            for t, ids in bags[i * t_count:(i + 1) * t_count]:
+                _check(len(ids) >= 1, f"bag of table {t} (candidate {i})", "non-empty", ids)
+                for j, v in enumerate(ids):
+                    beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero, "table": t,
+                                  "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1)})
+                    kept += 1
+            if cfg.stages > 1:
+                _check(kept <= cfg.cand_beats, f"buffered beats of candidate {i}",
+                       f"at most cand_beats ({cfg.cand_beats})", kept)
+        return beats
+
+    def golden(self, batch) -> list:
+        """The golden int8 pipeline's answer ``[(id, score)]``, best first."""
+        pos, scores, _ = self.pipeline.rank(batch)
+        return [(int(p), int(s)) for p, s in zip(pos, scores, strict=True)]
+
+    # ---- simulation ---------------------------------------------------------------------
+    def job(self, batches, bad=None) -> dict:
+        """Everything the testbench needs. ``bad``: indices of queries that carry an
+        out-of-range id (their answers are only checked for the ``error`` flag)."""
+        bad = set(bad or ())
+        queries = []
+        for i, b in enumerate(batches):
+            beats = self.query_beats(b)
+            exp = self.golden(b)
+            if i in bad:
+                # the first id beat of the last candidate: past the end of its table
+                for beat in reversed(beats):
+                    if not beat["dense"] and not beat["head"]:
+                        beat["id"] = self.images[0].rows[beat["table"]] + 5
+                        break
+            queries.append({"beats": beats, "expect": exp, "bad": i in bad})
+        return {"csr": self.csr_writes, "eload": [p.beats for p in self.progs],
+                "mload": [img.load_beats() for img in self.images], "dram": self.dram,
+                "regs": self.regs, "queries": queries}
+
+    def simulate(self, batches, sim: str = "verilator", workdir=None, idle: float = 0.0,
+                 backpressure: float = 0.0, dram_stall: float = 0.0, seed: int = 1,
+                 bad=None, reset_mid: bool = False, progress=None, check: bool = False):
+        """Run ``batches`` (one `Batch` per query) through the generated Verilog.
+
+        Returns
+        -------
+        SimRun, (tests, failures)
+            With ``check`` the testbench itself fails on any mismatch.
+        """
+        from .hw.top import RPAccel
+        from .sim.runner import build, run
+
+        _check(sim in ("verilator", "icarus"), "sim", "'verilator' or 'icarus'", sim)
+        job = self.job(batches, bad)
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="rpaccel-sim-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        jpath = workdir / "job.pkl"
+        jpath.write_bytes(pickle.dumps(job))
+        metrics = workdir / "metrics.json"
+        if metrics.exists():
+            metrics.unlink()
+        sb = build(RPAccel, self.config, "rpaccel", sim, public="top")
+        params = {"jobs": str(jpath), "metrics": str(metrics), "idle": idle,
+                  "backpressure": backpressure, "dram_stall": dram_stall, "seed": seed,
+                  "reset_mid": reset_mid, "check": check}
+        if progress is not None:
+            params["progress"] = str(workdir / "progress")
+        result = run(sb, "rpaccel.sim.tb_top", workdir, params, seed=seed)
+        if not metrics.exists():
+            raise AccelError(f"simulation ended without metrics; log: {workdir / 'sim.log'}")
+        mt = json.loads(metrics.read_text())
+        return SimRun([[tuple(x) for x in a] for a in mt["answers"]],
+                      [q["expect"] for q in job["queries"]], mt["errors"], mt["latency"],
+                      mt["total_cycles"], mt["counters"]), result
+
+
+def quality(answers, positives, k: int = 10) -> dict:
+    """HR@k and NDCG@k of answers (lists of (id, score)) given each query's positive."""
+    rank = np.array([next((r for r, (i, _) in enumerate(a) if i == p), -1)
+                     for a, p in zip(answers, positives, strict=True)])
+    return {f"hr@{k}": round(hit_rate(rank, k), 4), f"ndcg@{k}": round(ndcg(rank, k), 4)}

@@ -1,0 +1,187 @@
+"""cocotb testbench of the RPAccel top level, driven through its real interfaces: CSRs over
+AXI4-Lite (cocotbext-axi `AxiLiteMaster`), model load streams, the query stream (random
+idle gaps), the result stream (random backpressure) and DRAM as cocotbext-axi's
+`AxiRamRead` (random AR / R pauses).
+
+The job pickle comes from `rpaccel.runtime.Accelerator.job`; the answers, cycles and CSR
+counters go to ``metrics`` (JSON) for the runtime. With ``check`` the test fails on any
+answer that differs from golden (bit for bit: ids, scores, order), on a missing error flag
+of a query with an out-of-range id, or on a wrong error status.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, Event, Timer, with_timeout
+
+from ..hw.embedding import emb_layouts
+from ..hw.mlp_engine import engine_layouts, slot_width
+from ..hw.top import ErrCause, top_layouts
+from .streams import (
+    CLOCK_NS,
+    StreamSink,
+    StreamSource,
+    axi_ram,
+    load_all,
+    sim_cycle,
+    tb_config,
+    tb_params,
+)
+
+
+async def _setup(dut, cfg, job):
+    """Reset, CSRs, model load."""
+    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+
+    dut.rst.value = 1
+    for s in range(cfg.stages):
+        getattr(dut, f"eload_{s}__valid").value = 0
+        getattr(dut, f"mload_{s}__valid").value = 0
+    dut.query__valid.value = 0
+    await ClockCycles(dut.clk, 5)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr_"), dut.clk, dut.rst)
+    csr.write_if.log.setLevel("WARNING")
+    csr.read_if.log.setLevel("WARNING")
+    assert await csr.read_dword(job["regs"]["ID"]) == 0x52504143, "CSR ID register"
+    for addr, value in job["csr"]:
+        await csr.write_dword(addr, value)
+        got = await csr.read_dword(addr)
+        assert got == value, f"CSR 0x{addr:03x}: wrote {value}, read back {got}"
+    for s in range(cfg.stages):
+        _, _, _, eload_l, _ = engine_layouts(cfg, slot_width(cfg, s))
+        _, _, mload_l, _, _ = emb_layouts(cfg)
+        await load_all(dut, f"eload_{s}", eload_l, job["eload"][s])
+        await load_all(dut, f"mload_{s}", mload_l, job["mload"][s])
+    return csr
+
+
+async def _heartbeat(dut, query, answers, every: int = 20000):
+    """Debug aid (``debug`` parameter): a line of internal state every ``every`` cycles."""
+    while True:
+        await Timer(every * CLOCK_NS, "ns")
+        names = ["front_state", "replay1_state", "replay2_state", "inflight", "cand", "j1",
+                 "jend1", "cnt1", "pend1", "rslot1", "tslot1"]
+        vals = {n: int(getattr(dut, n).value) for n in names if hasattr(dut, n)}
+        for sub in ("controller0", "controller1", "controller2"):
+            if hasattr(dut, sub):
+                c = getattr(dut, sub)
+                vals[sub] = {n: int(getattr(c, n).value) for n in
+                             ("fsm_state", "qi", "ri", "items") if hasattr(c, n)}
+        dut._log.info("cycle %d: sent %d answers %d %r", sim_cycle(), query.sent, len(answers),
+                      vals)
+
+
+@cocotb.test()
+async def top_matches_golden(dut):
+    """Queries through every stage; answers equal the golden int8 pipeline's."""
+    cfg = tb_config()
+    params = tb_params()
+    job = pickle.loads(open(params["jobs"], "rb").read())
+    seed = params.get("seed", 1)
+    check = params.get("check", False)
+    Clock(dut.clk, 10, unit="ns").start()
+    axi_ram(dut, job["dram"], params.get("dram_stall", 0.0), random.Random(seed))
+    query_l, result_l = top_layouts(cfg)
+    queries = job["queries"]
+
+    if params.get("reset_mid"):
+        # half a query in, then reset: the machine must come back clean (model reloaded)
+        await _setup(dut, cfg, job)
+        src = StreamSource(dut, "query", dut.clk, query_l)
+        beats = queries[0]["beats"]
+        for b in beats[:len(beats) // 2]:
+            src.put(b)
+        task = cocotb.start_soon(src.run())
+        await ClockCycles(dut.clk, 3000)
+        task.cancel()
+        dut._log.info("reset after %d of %d beats of query 0", src.sent, len(beats))
+
+    csr = await _setup(dut, cfg, job)
+    rng = random.Random(seed + 7)
+    query = StreamSource(dut, "query", dut.clk, query_l, params.get("idle", 0.0), rng)
+    result = StreamSink(dut, "result", dut.clk, result_l, params.get("backpressure", 0.0),
+                        random.Random(seed + 2))
+    answers, errors, current, cur_err = [], [], [], []
+    all_done = Event()
+
+    def on_result(it):
+        current.append((int(it.id), int(it.score)))
+        cur_err.append(int(it.error))
+        if int(it.last):
+            answers.append(list(current))
+            if params.get("progress"):
+                with open(params["progress"], "w") as f:
+                    f.write(str(len(answers)))
+            if len(answers) >= len(queries):
+                all_done.set()
+            errors.append(all(cur_err) if cur_err else False)
+            mixed = any(cur_err) and not all(cur_err)
+            if mixed:
+                dut._log.error("query %d: error flag on some beats only", len(answers) - 1)
+            current.clear()
+            cur_err.clear()
+
+    result.callbacks.append(on_result)
+    heads = []
+    n = 0
+    for q in queries:
+        heads.append(n)
+        for b in q["beats"]:
+            query.put(b)
+        n += len(q["beats"])
+    tasks = [cocotb.start_soon(query.run()), cocotb.start_soon(result.run())]
+    timeout_cycles = params.get("timeout_cycles", 2_000_000 * len(queries))
+    if params.get("debug"):
+        cocotb.start_soon(_heartbeat(dut, query, answers))
+    await with_timeout(all_done.wait(), timeout_cycles * CLOCK_NS, "ns")
+    await ClockCycles(dut.clk, 5)
+    for t in tasks:
+        t.cancel()
+    start = [query.accept_cycles[h] for h in heads]
+    ends = [result.receive_cycles[i] for i, it in enumerate(result.received) if int(it.last)]
+    latency = [e - s for s, e in zip(start, ends, strict=False)]
+    regs = job["regs"]
+    counters = {}
+    for name, addr in regs.items():
+        if name in ("CTRL",):
+            continue
+        counters[name.lower()] = await csr.read_dword(addr)
+    bad = [i for i, q in enumerate(queries) if q["bad"]]
+    status_ok = True
+    if bad:
+        # the first bad id is reported; clearing the status works
+        first = queries[bad[0]]
+        bad_beat = next(b for b in reversed(first["beats"]) if not b["dense"] and not b["head"])
+        status_ok = (counters["err_cause"] == ErrCause.ID_RANGE and
+                     counters["err_id"] == bad_beat["id"] and
+                     counters["err_where"] == (bad_beat["table"] << 8))
+        await csr.write_dword(regs["CTRL"], 1)
+        status_ok &= await csr.read_dword(regs["ERR_CAUSE"]) == 0
+    else:
+        status_ok = counters["err_cause"] == ErrCause.NONE
+    with open(params["metrics"], "w") as f:
+        json.dump({"answers": answers, "errors": errors, "latency": latency,
+                   "total_cycles": (ends[-1] - start[0]) if ends else 0,
+                   "counters": counters, "status_ok": status_ok}, f)
+    if check:
+        wrong = 0
+        for i, (q, a, e) in enumerate(zip(queries, answers, errors, strict=True)):
+            if q["bad"]:
+                if not e:
+                    wrong += 1
+                    dut._log.error("query %d has an out-of-range id: error flag missing", i)
+            elif e or [tuple(x) for x in q["expect"]] != a:
+                wrong += 1
+                if wrong <= 5:
+                    dut._log.error("query %d mismatch (error flag %d)\n  expected %r\n  actual"
+                                   "   %r", i, e, q["expect"], a)
+        assert len(answers) == len(queries), f"{len(answers)} of {len(queries)} answered"
+        assert status_ok, f"error status wrong: {counters}"
+        assert wrong == 0, f"{wrong} of {len(queries)} queries wrong"
