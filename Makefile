@@ -15,7 +15,7 @@ help:
 	@echo "make synth   - ECP5-85F synthesis of the requantize unit (JSON)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
-	@echo "make bench   - array, cache and top-k benchmarks (JSON in build/bench; slow: top-k synthesis)"
+	@echo "make bench   - array, cache, top level (baseline vs default) and top-k benchmarks (JSON in build/bench; slow)"
 
 setup: $(STAMP)
 
@@ -59,4 +59,5 @@ clean:
 bench: models
 	$(RPACCEL) bench array --models $(MODELS) --json --out build/bench/array.json
 	$(RPACCEL) bench cache --models $(MODELS) --json --out build/bench/cache.json
+	$(RPACCEL) bench top --models $(MODELS) --json --out build/bench/top.json
 	$(RPACCEL) bench topk --json --out build/bench/topk.json

@@ -154,9 +154,9 @@ class RPAccelConfig:
         _require(self.partitions in (1, 2, 4), "partitions", "1, 2 or 4", self.partitions)
         _require(_is_int(self.stages) and 1 <= self.stages <= 3, "stages",
                  "an integer from 1 to 3", self.stages)
-        _require(self.stages <= self.partitions or self.partitions == 1, "stages",
-                 f"at most partitions ({self.partitions}) unless the array is monolithic",
-                 self.stages)
+        _require(self.stages <= self.partitions, "stages",
+                 f"at most partitions ({self.partitions}): each stage runs on its own "
+                 "partition", self.stages)
         blocks_cols = self.array_cols // self.block
         _require(blocks_cols % self.partitions == 0, "partitions",
                  f"a divisor of the number of block columns ({blocks_cols})", self.partitions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -63,6 +64,44 @@ class SimBuild:
     config: RPAccelConfig
 
 
+_CONST_ALWAYS = re.compile(
+    r"^(\s*)always @\*\n(\s*)([^\n=]+?) = (\d+'[hdbo][0-9a-fA-F_]+);$", re.M)
+
+
+_DUMP_REG = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S+) += 0;$", re.M)
+
+
+_MEMORY = re.compile(r"^(\s*)reg (\[\d+:0\] )?(\S+) +\[(\d+):0\];$", re.M)
+
+
+def _zero_memories(text: str) -> str:
+    count = iter(range(1 << 30))
+
+    def sub(mo):
+        ind, width, name, hi = mo.group(1), mo.group(2) or "", mo.group(3), mo.group(4)
+        n = next(count)
+        return (f"{ind}reg {width}{name} [{hi}:0];\n"  # the space ends an escaped name
+                f"{ind}initial begin : rpaccel_zero_{n}\n{ind}  integer i;\n"
+                f"{ind}  for (i = 0; i <= {hi}; i = i + 1) {name} [i] = 0;\n{ind}end")
+
+    return _MEMORY.sub(sub, text)
+
+
+def icarus_constant_fix(text: str) -> str:
+    """Make Yosys' Verilog start up in Icarus as in Verilator.
+
+    Icarus never runs an ``always @*`` block whose right-hand side is a constant (it has
+    no sensitivity), so the signal stays X; an ``initial`` twin of each sets the value.
+    Yosys makes every other ``always @*`` block sensitive to a dummy register so that it
+    runs once at time 0, but a declaration initializer makes no event in Icarus: the dummy
+    register is toggled from an ``initial #0`` instead, after every block waits on it.
+    Memories start at zero, as in Verilator (the zero initial contents are not emitted,
+    see ``rpaccel.hw``)."""
+    text = _zero_memories(text)
+    text = _CONST_ALWAYS.sub(r"\1always @*\n\2\3 = \4;\n\1initial \3 = \4;", text)
+    return _DUMP_REG.sub(r"\1reg \2 = 0;\n\1initial #0 \2 = 1'b1;", text)
+
+
 def _source_digest(component_factory, config: RPAccelConfig, toplevel: str, sim: str,
                    args: list) -> str:
     """Hash of everything the generated Verilog derives from: the HDL sources, the
@@ -110,7 +149,7 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
     build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{config.digest()}-{sim}"
     build_dir.mkdir(parents=True, exist_ok=True)
     vpath = build_dir / f"{toplevel}.v"
-    args = list(VERILATOR_ARGS) if sim == "verilator" else []
+    args = list(VERILATOR_ARGS) if sim == "verilator" else ["icarus-fix-3"]
     if sim == "verilator" and public == "top":
         vlt = build_dir / "public.vlt"
         vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
@@ -121,6 +160,8 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         if stamp.exists() and stamp.read_text() == src:
             return SimBuild(toplevel, sim, build_dir, vpath, config)
         text = verilog.convert(component_factory(config), name=toplevel)
+        if sim == "icarus":
+            text = icarus_constant_fix(text)
         vpath.write_text(text)
         (build_dir / "config.json").write_text(config.to_json())
         runner = get_runner(sim)
@@ -128,8 +169,9 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         # takes the precompiled header as an input file once a model is split into
         # several files; a command-line make variable (through MAKEFLAGS) fixes it.
         os.environ["MAKEFLAGS"] = " ".join(MAKE_VARS)
+        tool_args = args if sim == "verilator" else []
         runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=args, timescale=("1ns", "1ps"), always=True,
+                     build_args=tool_args, timescale=("1ns", "1ps"), always=True,
                      log_file=build_dir / "build.log")
         stamp.write_text(src)
     return SimBuild(toplevel, sim, build_dir, vpath, config)

@@ -60,6 +60,23 @@ def test_generate_writes_verilog_and_config(tmp_path):
     assert '"requant_lanes": 4' in (tmp_path / "config.json").read_text()
 
 
+def test_generate_top_level_with_fusesoc_core_and_csr_map(tmp_path):
+    """The default block is the whole accelerator: Verilog, config, a FuseSoC CAPI2 core
+    naming the Verilog and the top module, the CSR map."""
+    import json
+
+    assert main(["generate", "--config", "baseline", "--out", str(tmp_path)]) == 0
+    assert "module rpaccel(" in (tmp_path / "rpaccel.v").read_text()
+    core = (tmp_path / "rpaccel.core").read_text()
+    assert core.startswith("CAPI=2:")
+    assert "name: rpaccel:kit:rpaccel_baseline:0.1.0" in core
+    assert "- rpaccel.v" in core and "toplevel: rpaccel" in core
+    csr = json.loads((tmp_path / "csr.json").read_text())
+    assert csr["ID"] == {"addr": 0, "access": "ro"}
+    assert csr["S0_K"] == {"addr": 0x40, "access": "rw"}
+    assert json.loads((tmp_path / "config.json").read_text())["stages"] == 1
+
+
 def test_generate_unknown_config_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["generate", "--config", "nope", "--out", str(out)]) == 2

@@ -27,10 +27,20 @@ def test_frozen():
     ({"partitions": 3}, "partitions must be 1, 2 or 4, not 3"),
     ({"partitions": 4}, "partitions must be a divisor of the number of block columns (2), not 4"),
     ({"stages": 4}, "stages must be an integer from 1 to 3, not 4"),
+    ({"stages": 2, "partitions": 1}, "stages must be at most partitions (1): each stage runs "
+                                     "on its own partition, not 2"),
+    ({"topk_k": 256}, "topk_k must be at most max_items (128): a stage cannot keep more "
+                      "items than a query has, not 256"),
+    ({"static_rows": 8192}, "static_rows must be at most emb_map_rows (4096): the static "
+                            "cache cannot be larger than the tables it maps, not 8192"),
+    ({"max_items": 100}, "max_items must be a power of two from 1 to 65536, not 100"),
+    ({"max_items": 8192}, "max_items must be at most 2**topk_id_bits (4096), not 8192"),
+    ({"cand_beats": 0}, "cand_beats must be a power of two from 1 to 256, not 0"),
     ({"sub_batch": 0}, "sub_batch must be an integer from 1 to 4096, not 0"),
     ({"max_steps": 1}, "max_steps must be an integer from 2 to 256, not 1"),
     ({"weight_rows": 2.5}, "weight_rows must be an integer from 1 to 16777216, not 2.5"),
-    ({"stages": 3}, "stages must be at most partitions (2) unless the array is monolithic, not 3"),
+    ({"stages": 3}, "stages must be at most partitions (2): each stage runs on its own "
+                    "partition, not 3"),
     ({"act_bits": 16}, "act_bits must be 8 (RPAccel is an int8 design), not 16"),
     ({"acc_bits": 40}, "acc_bits must be an integer from 17 to 32, not 40"),
     ({"mult_bits": 17}, "mult_bits must be an integer from 2 to 16, not 17"),

@@ -2,6 +2,7 @@
 through gather (AXI RAM DRAM, caches), the MLP engine and the top-k unit."""
 
 import numpy as np
+import pytest
 
 from rpaccel.config import get_config
 from rpaccel.sim.stage_jobs import stage_query_job, write_stage_job
@@ -9,6 +10,7 @@ from rpaccel.sim.stage_jobs import stage_query_job, write_stage_job
 CFG = get_config("default")
 
 
+@pytest.mark.slow  # the whole accelerator (tests/test_top.py) covers this path in CI
 def test_verilator_stage_small_model_real_queries(tmp_path, qmodels, ml):
     """Two queries of 100 candidates (two sub-batches each) with the small model, k = 10:
     every survivor id and integer score equals golden, with idle gaps, backpressure and

@@ -48,3 +48,86 @@ def test_verilator_default_real_queries(default_acc, ml, tmp_path):
     assert run.counters["queries"] == 4
     assert run.counters["s0_items"] == sum(b.size for b, _ in qs)
     assert run.counters["s1_items"] == 4 * 16
+
+
+def criteo_accelerator(cfg, seed=0, ks=None):
+    """Random Criteo-shaped stage models (13 dense features, 3 tables, bags of 2; ``cat``
+    and ``dot`` interactions alternating) quantized on synthetic data."""
+    from rpaccel.golden.data import criteo_synthetic
+    from rpaccel.golden.quantize import quantize_model
+    from rpaccel.golden.zoo import ModelSize, random_model
+
+    rows = (50, 80, 30)
+    ks = ks or {1: (10,), 2: (16, 10), 3: (16, 12, 10)}[cfg.stages]
+    stages = []
+    for s, k in enumerate(ks):
+        inter, d = (("dot", 8), ("cat", 16), ("dot", 16))[s]
+        model = random_model(ModelSize(f"c{s}", d, (16,), (24,)), 13, rows, inter,
+                             seed=seed + s)
+        calib = criteo_synthetic(500, rows, seed=seed + 10 + s, bag_size=2)
+        stages.append((quantize_model(model, calib), k))
+    prof = criteo_synthetic(300, rows, seed=seed + 20, bag_size=2)
+    acc = Accelerator(cfg, stages, prof, static_bytes=256)
+
+    def queries(sizes):
+        return [criteo_synthetic(n, rows, seed=seed + 30 + i, bag_size=2)
+                for i, n in enumerate(sizes)]
+
+    return acc, queries
+
+
+def test_verilator_default_criteo_shaped(tmp_path):
+    """Criteo-shaped synthetic queries on the default build: 40, 128 (= max_items, two full
+    sub-batches) and 70 candidates (not a multiple of the sub-batch), 9 candidates (fewer
+    than stage 0's k), back to back with idle gaps, backpressure and a stalling DRAM."""
+    acc, queries = criteo_accelerator(get_config("default"), seed=3)
+    qs = queries((40, 128, 70, 9))
+    run, (tests, failed) = acc.simulate(qs, workdir=tmp_path, idle=0.3, backpressure=0.3,
+                                        dram_stall=0.3, seed=4, check=True)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-5000:]
+    assert run.mismatches == 0
+    assert [len(a) for a in run.answers] == [10, 10, 10, 9]
+
+
+@pytest.mark.slow
+def test_verilator_three_stage_real_and_criteo(models_dir, ml, tmp_path):
+    """three-stage (8 x 16 array, four 4-column partitions): small keeps 16, medium 12,
+    large 10 on real queries; then Criteo-shaped queries; bit-exact."""
+    cfg = get_config("three-stage")
+    acc = Accelerator.from_models(cfg, models_dir, ml=ml)
+    qs = acc.movielens_queries(ml, 2, seed=7)
+    run, (tests, failed) = acc.simulate([b for b, _ in qs], workdir=tmp_path / "ml",
+                                        idle=0.2, backpressure=0.2, dram_stall=0.2,
+                                        check=True)
+    assert (tests, failed) == (1, 0), (tmp_path / "ml" / "sim.log").read_text()[-5000:]
+    acc, queries = criteo_accelerator(cfg, seed=5)
+    run, (tests, failed) = acc.simulate(queries((50, 100, 7)), workdir=tmp_path / "criteo",
+                                        idle=0.3, backpressure=0.3, dram_stall=0.3,
+                                        bad=[1], check=True)
+    assert (tests, failed) == (1, 0), (tmp_path / "criteo" / "sim.log").read_text()[-5000:]
+    assert run.errors == [False, True, False]
+
+
+def test_cli_sim_json_and_bad_arguments(models_dir, capsys):
+    """``rpaccel sim`` on one real query: JSON with the documented keys, no mismatch,
+    hardware quality equal to golden; bad arguments exit 2 with a one-line reason."""
+    import json
+
+    from rpaccel.scripts.cli import main
+
+    assert main(["sim", "--config", "default", "--queries", "1", "--seed", "2", "--json",
+                 "--models", str(models_dir)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    for key in ("queries", "mismatches", "hr@10", "ndcg@10", "golden_hr@10", "golden_ndcg@10",
+                "cycles_per_query", "counters"):
+        assert key in rep
+    assert rep["mismatches"] == 0 and rep["hr@10"] == rep["golden_hr@10"]
+    assert set(rep["cycles_per_query"]) == {"mean", "p95"}
+    assert rep["counters"]["queries"] == 1
+    assert main(["sim", "--config", "default", "--queries", "0"]) == 2
+    assert "--queries must be a positive integer, not 0" in capsys.readouterr().err
+    assert main(["sim", "--config", "default", "--pipeline", "small:99,large:10",
+                 "--models", str(models_dir)]) == 2
+    assert "k of stage 0 must be from 1 to topk_k (16), not 99" in capsys.readouterr().err
+    assert main(["sim", "--config", "nope"]) == 2
+    assert "config must be one of" in capsys.readouterr().err
