@@ -43,6 +43,11 @@ async def _setup(dut, cfg, job):
         getattr(dut, f"eload_{s}__valid").value = 0
         getattr(dut, f"mload_{s}__valid").value = 0
     dut.query__valid.value = 0
+    dut.result__ready.value = 0  # undriven inputs are X in Icarus
+    dut.query__payload.value = 0
+    for sig in ("awvalid", "wvalid", "arvalid", "bready", "rready", "awaddr", "wdata",
+                "araddr", "awprot", "arprot", "wstrb"):
+        getattr(dut, f"csr__{sig}").value = 0
     await ClockCycles(dut.clk, 5)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)
