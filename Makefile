@@ -10,7 +10,7 @@ JOBS    ?= 2
 .PHONY: help setup data models demo test test-all lint quality synth bench clean
 
 help:
-	@echo "make demo    - set up, train models, quality table, first block verified on Verilator"
+	@echo "make demo    - set up, models, quality table, blocks and the whole accelerator (baseline vs default) on Verilator"
 	@echo "make test    - the regression (pytest -n $(JOBS))"
 	@echo "make synth   - ECP5-85F synthesis of the requantize unit (JSON)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
