@@ -587,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("demo", help="the main job: quality, verified blocks, baseline vs default on Verilator")
+    s = sub.add_parser("demo", help="the main job: quality, verified blocks, baseline vs "
+                       "default on Verilator")
     s.add_argument("--models", help="model directory (default build/models)")
     s.add_argument("--queries", type=int, help="first N users only (default all 943)")
     s.add_argument("--beats", type=int, default=2000)
