@@ -27,7 +27,8 @@ def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: boo
     for p in lanes:
         for k in ks:
             cfg = get_config("default").replace(name=f"topk-p{p}-k{k}", topk_lanes=p,
-                                                topk_k=k, topk_id_bits=12)
+                                                topk_k=k, topk_id_bits=12,
+                                                max_items=4096)
             t0 = time.time()
             row = {"lanes": p, "k": k, "query_items": long_n}
             if sim:

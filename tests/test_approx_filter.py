@@ -47,7 +47,7 @@ def _queries(cfg, rng, n_queries, max_n):
 
 
 def test_amaranth_sim_matches_golden():
-    cfg = get_config("default").replace(topk_lanes=2, topk_k=8, topk_id_bits=6,
+    cfg = get_config("default").replace(topk_lanes=2, topk_k=8, topk_id_bits=6, max_items=64,
                                         score_bits=16)
     window = ApproxWindow(offset=-256, shift=5, bins=16)
     rng = np.random.default_rng(1)

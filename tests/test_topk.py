@@ -27,7 +27,7 @@ def simulate(cfg, queries):
 @pytest.mark.parametrize("lanes, cap", [(1, 1), (1, 3), (2, 2), (2, 3)])
 def test_exhaustive_small_instances(lanes, cap):
     """Every score sequence over {0, 1, 2} of length 1..4, every k up to the capacity."""
-    cfg = get_config("default").replace(topk_lanes=lanes, topk_k=cap, topk_id_bits=3,
+    cfg = get_config("default").replace(topk_lanes=lanes, topk_k=cap, topk_id_bits=3, max_items=8,
                                         score_bits=16)
     queries = []
     for n in range(1, 5):
