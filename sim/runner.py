@@ -64,8 +64,7 @@ class SimBuild:
     config: RPAccelConfig
 
 
-_CONST_ALWAYS = re.compile(
-    r"^(\s*)always @\*\n(\s*)([^\n=]+?) = (\d+'[hdbo][0-9a-fA-F_]+);$", re.M)
+_ONE_LINE_ALWAYS = re.compile(r"^(\s*)always @\*\n(\s*)([^\n=]+?) = ([^\n;]+);$", re.M)
 
 
 _DUMP_REG = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S+) += 0;$", re.M)
@@ -90,15 +89,17 @@ def _zero_memories(text: str) -> str:
 def icarus_constant_fix(text: str) -> str:
     """Make Yosys' Verilog start up in Icarus as in Verilator.
 
-    Icarus never runs an ``always @*`` block whose right-hand side is a constant (it has
-    no sensitivity), so the signal stays X; an ``initial`` twin of each sets the value.
+    Icarus runs a one-statement ``always @*`` block only when its right-hand side changes:
+    never for a constant, and not at time 0 for a register that keeps its initial value
+    (a declaration initializer makes no event), so the left-hand side stays X until then.
+    An ``initial #0`` twin of each such block sets it once all initializers have run.
     Yosys makes every other ``always @*`` block sensitive to a dummy register so that it
     runs once at time 0, but a declaration initializer makes no event in Icarus: the dummy
     register is toggled from an ``initial #0`` instead, after every block waits on it.
     Memories start at zero, as in Verilator (the zero initial contents are not emitted,
     see ``rpaccel.hw``)."""
     text = _zero_memories(text)
-    text = _CONST_ALWAYS.sub(r"\1always @*\n\2\3 = \4;\n\1initial \3 = \4;", text)
+    text = _ONE_LINE_ALWAYS.sub(r"\1always @*\n\2\3 = \4;\n\1initial #0 \3 = \4;", text)
     return _DUMP_REG.sub(r"\1reg \2 = 0;\n\1initial #0 \2 = 1'b1;", text)
 
 
@@ -149,7 +150,7 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
     build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{config.digest()}-{sim}"
     build_dir.mkdir(parents=True, exist_ok=True)
     vpath = build_dir / f"{toplevel}.v"
-    args = list(VERILATOR_ARGS) if sim == "verilator" else ["icarus-fix-3"]
+    args = list(VERILATOR_ARGS) if sim == "verilator" else ["icarus-fix-4"]
     if sim == "verilator" and public == "top":
         vlt = build_dir / "public.vlt"
         vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')

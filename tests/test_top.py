@@ -7,6 +7,7 @@ import pytest
 
 from rpaccel.config import get_config
 from rpaccel.runtime import Accelerator, AccelError, parse_stages
+from rpaccel.sim.runner import simulator_available
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,18 @@ def test_verilator_three_stage_real_and_criteo(models_dir, ml, tmp_path):
                                         bad=[1], check=True)
     assert (tests, failed) == (1, 0), (tmp_path / "criteo" / "sim.log").read_text()[-5000:]
     assert run.errors == [False, True, False]
+
+
+@pytest.mark.icarus
+@pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
+def test_icarus_default_criteo_shaped(tmp_path):
+    """The second simulator: one Criteo-shaped query of 20 candidates end to end on
+    Icarus Verilog, bit-exact."""
+    acc, queries = criteo_accelerator(get_config("default"), seed=8)
+    run, (tests, failed) = acc.simulate(queries((20,)), sim="icarus", workdir=tmp_path,
+                                        idle=0.2, backpressure=0.2, check=True)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-5000:]
+    assert run.mismatches == 0
 
 
 def test_cli_sim_json_and_bad_arguments(models_dir, capsys):
