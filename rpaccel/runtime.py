@@ -241,19 +241,20 @@ class Accelerator:
     # ---- simulation ---------------------------------------------------------------------
     def job(self, batches, bad=None) -> dict:
         """Everything the testbench needs. ``bad``: indices of queries that carry an
-        out-of-range id (their answers are only checked for the ``error`` flag)."""
+        out-of-range id (their answers are only checked for the ``error`` flag); such a
+        query's ``bad`` entry names the table and id, else it is None."""
         bad = set(bad or ())
         queries = []
         for i, b in enumerate(batches):
             beats = self.query_beats(b)
             exp = self.golden(b)
+            wrong = None
             if i in bad:
-                # the first id beat of the last candidate: past the end of its table
-                for beat in reversed(beats):
-                    if not beat["dense"] and not beat["head"]:
-                        beat["id"] = self.images[0].rows[beat["table"]] + 5
-                        break
-            queries.append({"beats": beats, "expect": exp, "bad": i in bad})
+                # the query's last id beat: past the end of its table
+                beat = next(x for x in reversed(beats) if not x["dense"] and not x["head"])
+                beat["id"] = self.images[0].rows[beat["table"]] + 5
+                wrong = {"table": beat["table"], "id": beat["id"]}
+            queries.append({"beats": beats, "expect": exp, "bad": wrong})
         return {"csr": self.csr_writes, "eload": [p.beats for p in self.progs],
                 "mload": [img.load_beats() for img in self.images], "dram": self.dram,
                 "regs": self.regs, "queries": queries}
