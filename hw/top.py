@@ -23,7 +23,7 @@ error}``; ``error`` marks every beat of a query in which some id was out of rang
 bags pooled to zero), the query's answer is then not to be used.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -31,12 +31,13 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
 from .embedding import EmbeddingUnit, axi4_read_signature
+from .loader import ModelLoader
 from .mlp_engine import ComputeEngine, EngineGeometry
 from .stage import StageController
 from .topk import TopK
 
 __all__ = ["RPAccel", "AxiReadArbiter", "CsrBank", "top_layouts", "axi4_lite_signature",
-           "CSR", "STAGE_CSR", "query_slots", "csr_regs", "ErrCause"]
+           "CSR", "STAGE_CSR", "query_slots", "csr_regs", "ErrCause", "LoadUnit"]
 
 
 def query_slots(config: RPAccelConfig) -> int:
@@ -79,12 +80,17 @@ CSR = {
     "SHAPE": (0x04, "ro"),      # stages | partitions << 4 | rows << 8 | cols << 20
     "CTRL": (0x08, "wo"),       # bit 0: clear the error status
     "STATUS": (0x0C, "ro"),     # bit 0: queries in flight; bit 1: error; 15:8 in flight
-    "ERR_CAUSE": (0x10, "ro"),  # 0 none, 1 embedding id out of range, 2 candidate too long
+    "ERR_CAUSE": (0x10, "ro"),  # ErrCause
     "ERR_WHERE": (0x14, "ro"),  # stage | table << 8
     "ERR_ID": (0x18, "ro"),
     "QUERIES": (0x1C, "ro"),    # queries answered since reset
     "CYCLES": (0x20, "ro"),     # cycles since reset
     "BUSY_CYCLES": (0x24, "ro"),  # cycles with a query in flight
+    "LOAD_ADDR": (0x28, "rw"),  # DRAM byte address of a load image (AXI-word aligned)
+    "LOAD_BEATS": (0x2C, "rw"),  # load beats in it
+    "LOAD_CTRL": (0x30, "wo"),  # write: start; bits 1:0 stage, bit 4 unit (LoadUnit)
+    "LOAD_STATUS": (0x34, "ro"),  # bit 0: a load is running
+    "LOAD_DONE": (0x38, "ro"),  # beats delivered by the current (last) load
 }
 #: Per-stage CSRs at ``0x40 + 0x40 * stage + offset``.
 STAGE_CSR = {
@@ -202,6 +208,14 @@ class ErrCause:
     ID_RANGE = 1       # an embedding id outside its table (ERR_WHERE / ERR_ID say which)
     CAND_BEATS = 2     # a candidate with more than cand_beats buffered beats
     CAND_COUNT = 3     # a header with more than max_items candidates (query dropped)
+    LOAD_REFUSED = 4   # LOAD_CTRL ignored: a load or a query running, 0 beats, no such stage
+    LOAD_BUS = 5       # DRAM answered a load's read with SLVERR / DECERR
+
+
+class LoadUnit:
+    """``LOAD_CTRL`` bit 4: which unit of the stage a load image is for."""
+    ENGINE = 0      # program, parameters and weights (the engine's load stream)
+    EMBEDDING = 1   # table descriptors, static-cache map and rows
 
 
 def csr_regs(config: RPAccelConfig) -> dict:
@@ -218,10 +232,13 @@ class RPAccel(wiring.Component):
     """The accelerator (see the module docstring for blocks and streams).
 
     Stage ``s`` runs on array partition ``s`` (the engine's mode is fixed at
-    ``log2(partitions)``); its model is loaded through ``eload_<s>`` (program, weights)
-    and ``mload_<s>`` (embedding tables' descriptors, static-cache map and rows). Model
-    constants and ``k`` per stage are CSRs (``csr``, AXI4-Lite); embedding rows are read
-    from DRAM through ``axi`` (AXI4 read, ``arid = {stage, MSHR}``).
+    ``log2(partitions)``). Its model (program and weights for the engine; tables'
+    descriptors, static-cache map and rows for the embedding unit) is loaded from DRAM by
+    the model loader (``LOAD_*`` CSRs), or streamed in through ``eload_<s>`` /
+    ``mload_<s>``, which take precedence. Model constants and ``k`` per stage are CSRs
+    (``csr``, AXI4-Lite); embedding rows and load images are read from DRAM through
+    ``axi`` (AXI4 read, ``arid = {manager, MSHR}``: manager s < stages is stage s's
+    embedding unit, manager ``stages`` the loader).
 
     Members
     -------
@@ -242,8 +259,16 @@ class RPAccel(wiring.Component):
         self.query_layout, self.result_layout = top_layouts(cfg)
         self.regs = csr_regs(cfg)
         emb_id_bits = max(1, ceil_log2(cfg.mshrs))
-        self.arb = AxiReadArbiter(cfg.stages, cfg.axi_addr_bits, cfg.axi_data_bits,
+        # managers 0 .. stages-1: the embedding units; manager `stages`: the model loader
+        self.arb = AxiReadArbiter(cfg.stages + 1, cfg.axi_addr_bits, cfg.axi_data_bits,
                                   emb_id_bits)
+        widths = []
+        for st in range(cfg.stages):
+            widths += [self.ce.signature.members[f"load_{st}"].signature.members[
+                           "payload"].shape.size,
+                       self.embs[st].signature.members["load"].signature.members[
+                           "payload"].shape.size]
+        self.loader = ModelLoader(cfg, widths, emb_id_bits)
         members = {
             "csr": In(axi4_lite_signature()),
             "query": In(stream.Signature(self.query_layout)),
@@ -268,7 +293,15 @@ class RPAccel(wiring.Component):
 
         m.submodules.compute = ce = self.ce
         m.submodules.arbiter = arb = self.arb
+        m.submodules.loader = dma = self.loader
         m.submodules.csr = csr = CsrBank(self.regs)
+        wiring.connect(m, dma.axi, getattr(arb, f"m{NS}"))
+        load_stage = csr.LOAD_CTRL_data[:2]
+        load_unit = csr.LOAD_CTRL_data[4]
+        load_ok = Signal()
+        m.d.comb += [dma.addr.eq(csr.LOAD_ADDR), dma.beats.eq(csr.LOAD_BEATS),
+                     dma.target_in.eq(Cat(load_unit, load_stage)),
+                     dma.start.eq(csr.LOAD_CTRL & load_ok)]
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         wiring.connect(m, arb.out, wiring.flipped(self.axi))
         m.d.comb += ce.mode.eq(exact_log2(cfg.partitions))
@@ -283,16 +316,26 @@ class RPAccel(wiring.Component):
             tks.append(tk)
             m.d.comb += [ctl.dense_words.eq(reg[f"S{st}_DENSE_WORDS"]),
                          ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]
+            # engine load: host stream, else the loader, else the controller (activations)
             eload = getattr(ce, f"load_{st}")
             host = getattr(self, f"eload_{st}")
             with m.If(host.valid):
                 m.d.comb += [eload.valid.eq(1), eload.payload.eq(host.payload),
                              host.ready.eq(eload.ready)]
+            with m.Elif(dma.out.valid & (dma.target == 2 * st + LoadUnit.ENGINE)):
+                m.d.comb += [eload.valid.eq(1), eload.payload.eq(dma.out.payload),
+                             dma.out.ready.eq(eload.ready)]
             with m.Else():
                 m.d.comb += [eload.valid.eq(ctl.eng_load.valid),
                              eload.payload.eq(ctl.eng_load.payload),
                              ctl.eng_load.ready.eq(eload.ready)]
-            wiring.connect(m, wiring.flipped(getattr(self, f"mload_{st}")), emb.load)
+            mload, mhost = emb.load, getattr(self, f"mload_{st}")
+            with m.If(mhost.valid):
+                m.d.comb += [mload.valid.eq(1), mload.payload.eq(mhost.payload),
+                             mhost.ready.eq(mload.ready)]
+            with m.Elif(dma.out.valid & (dma.target == 2 * st + LoadUnit.EMBEDDING)):
+                m.d.comb += [mload.valid.eq(1), mload.payload.eq(dma.out.payload),
+                             dma.out.ready.eq(mload.ready)]
             wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{st}"))
             wiring.connect(m, getattr(ce, f"out_{st}"), ctl.eng_out)
             wiring.connect(m, ctl.emb_req, emb.req)
@@ -307,10 +350,14 @@ class RPAccel(wiring.Component):
         res = self.result
         res_done = Signal()
         m.d.comb += res_done.eq(res.valid & res.ready & res.payload.last)
+        # a load overwrites what a running query uses: only when no query is in the machine
+        front_idle = Signal()
+        m.d.comb += load_ok.eq(~dma.busy & front_idle & (inflight == 0) &
+                               (csr.LOAD_BEATS != 0) & (load_stage < NS))
         front_err = Signal(2)
         err_clear = Signal()
         m.d.comb += err_clear.eq(csr.CTRL & csr.CTRL_data[0])
-        cause = Signal(2)
+        cause = Signal(3)
         where = Signal(16)
         err_id = Signal(32)
         with m.If(err_clear):
@@ -318,6 +365,10 @@ class RPAccel(wiring.Component):
         with m.Elif(cause == ErrCause.NONE):
             with m.If(front_err != 0):
                 m.d.sync += cause.eq(front_err)
+            with m.If(dma.bus_error):
+                m.d.sync += cause.eq(ErrCause.LOAD_BUS)
+            with m.If(csr.LOAD_CTRL & ~load_ok):
+                m.d.sync += cause.eq(ErrCause.LOAD_REFUSED)
             for st in reversed(range(NS)):
                 e = self.embs[st]
                 with m.If(e.err_valid):
@@ -337,7 +388,8 @@ class RPAccel(wiring.Component):
                      csr.STATUS.eq((inflight != 0) | ((cause != 0) << 1) | (inflight << 8)),
                      csr.ERR_CAUSE.eq(cause), csr.ERR_WHERE.eq(where), csr.ERR_ID.eq(err_id),
                      csr.QUERIES.eq(queries), csr.CYCLES.eq(cycles),
-                     csr.BUSY_CYCLES.eq(busy_cycles)]
+                     csr.BUSY_CYCLES.eq(busy_cycles), csr.LOAD_STATUS.eq(dma.busy),
+                     csr.LOAD_DONE.eq(dma.done)]
         for st in range(NS):
             e, tk = self.embs[st], tks[st]
             m.d.comb += e.err_clear.eq(err_clear)
@@ -376,20 +428,21 @@ class RPAccel(wiring.Component):
         bag = Signal(range(cfg.emb_tables + 1))
         bi = Signal(range(cfg.cand_beats + 1))
         wslot = Signal(max(1, slot_bits))
-        drop = Signal()
         admitted = Signal()  # a query's last candidate entered: it counts as in flight
+        qbad = Signal()      # this query lost buffered beats: its answer is flagged
+        overflow = Signal()
         to_s0 = Signal()
         m.d.comb += to_s0.eq(~q.dense | (q.stage == 0))
         sq = c0.query.payload
         m.d.comb += [sq.dense.eq(q.dense), sq.word.eq(q.word), sq.table.eq(q.table),
                      sq.id.eq(q.id), sq.last.eq(q.last)]
-        with m.FSM(name="front"):
+        with m.FSM(name="front") as front:
             with m.State("HEAD"):
-                m.d.comb += self.query.ready.eq(inflight < limit)
+                m.d.comb += self.query.ready.eq((inflight < limit) & ~dma.busy)
                 with m.If(self.query.valid & self.query.ready & q.head & (q.id != 0)):
                     big = q.id > cfg.max_items
                     m.d.sync += [n_items.eq(Mux(big, 0, q.id)), cand.eq(0), bag.eq(0),
-                                 bi.eq(0), drop.eq(big), sub_end.eq(0)]
+                                 bi.eq(0), sub_end.eq(0), qbad.eq(0)]
                     with m.If(big):
                         m.d.sync += front_err.eq(ErrCause.CAND_COUNT)
                         m.next = "DROP"
@@ -415,13 +468,21 @@ class RPAccel(wiring.Component):
                              go.eq(self.query.valid & self.query.ready)]
                 stored = Signal()
                 if NS > 1:
-                    m.d.comb += [stored.eq(go & ~(q.dense & (q.stage == 0)) &
-                                           (bi < cfg.cand_beats)),
+                    # a candidate longer than cand_beats loses ids inside its bags, never a
+                    # bag's last id: room is kept for the ends of the bags still to come,
+                    # so the replayed candidate stays well formed (and the query flagged)
+                    keep = Signal()
+                    tables_left = reg["S0_TABLES"] - bag
+                    m.d.comb += [keep.eq(~(q.dense & (q.stage == 0)) & (bi < cfg.cand_beats) &
+                                         (q.dense | q.last |
+                                          (bi + tables_left < cfg.cand_beats))),
+                                 stored.eq(go & keep),
+                                 overflow.eq(go & ~(q.dense & (q.stage == 0)) & ~keep),
                                  cb_w.addr.eq(Cat_(bi[:beat_bits], cand[:item_bits],
                                                    wslot[:slot_bits])),
                                  cb_w.data.eq(q), cb_w.en.eq(stored)]
-                    with m.If(go & ~(q.dense & (q.stage == 0)) & (bi == cfg.cand_beats)):
-                        m.d.sync += front_err.eq(ErrCause.CAND_BEATS)
+                    with m.If(overflow):
+                        m.d.sync += [front_err.eq(ErrCause.CAND_BEATS), qbad.eq(1)]
                 with m.If(stored):
                     m.d.sync += bi.eq(bi + 1)
                 with m.If(go & ~q.dense & q.last):
@@ -439,6 +500,7 @@ class RPAccel(wiring.Component):
                         with m.Elif(cand + 1 == sub_end):
                             m.next = "RUN"
         m.d.sync += inflight.eq(inflight + admitted - res_done)
+        m.d.comb += front_idle.eq(front.ongoing("HEAD"))
         with m.If(err_clear):
             m.d.sync += front_err.eq(0)
 
@@ -522,6 +584,12 @@ class RPAccel(wiring.Component):
         # ---- result: the last stage's survivors, flagged when any stage saw a bad id -------
         last = srcs[-1]
         errs = []
+        if NS > 1:
+            f = fifo.SyncFIFO(width=1, depth=limit)
+            m.submodules.qerr_front = f
+            m.d.comb += [f.w_en.eq(admitted), f.w_data.eq(qbad | overflow),
+                         f.r_en.eq(res_done)]
+            errs.append(f.r_data & f.r_rdy)
         for st in range(NS):
             f = fifo.SyncFIFO(width=1, depth=max(2, slots))
             m.submodules[f"qerr{st}"] = f
@@ -538,8 +606,6 @@ class RPAccel(wiring.Component):
 
 def Cat_(*parts):
     """``Cat`` that drops zero-width parts (a single query slot has no slot bits)."""
-    from amaranth import Cat
-
     return Cat(*[p for p in parts if len(p)])
 
 

@@ -12,16 +12,22 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "RPAccelConfig", "CONFIGS", "get_config"]
+__all__ = ["ConfigError", "RPAccelConfig", "CONFIGS", "get_config", "require"]
 
 
 class ConfigError(ValueError):
     """An invalid configuration value: the message names the parameter, rule and value."""
 
 
-def _require(ok: bool, param: str, rule: str, value) -> None:
+def require(ok: bool, param: str, rule: str, value, error: type = None) -> None:
+    """Raise ``error`` (default `ConfigError`) saying ``"<param> must be <rule>, not
+    <value>"`` unless ``ok``: the one message format of every refusal in the kit."""
     if not ok:
-        raise ConfigError(f"{param} must be {rule}, not {value!r}")
+        raise (error or ConfigError)(f"{param} must be {rule}, not {value!r}")
+
+
+def _require(ok: bool, param: str, rule: str, value) -> None:
+    require(ok, param, rule, value)
 
 
 def _is_int(v) -> bool:
@@ -119,7 +125,7 @@ class RPAccelConfig:
     score_bits: int = 32
     requant_lanes: int = 4
     topk_lanes: int = 2
-    topk_k: int = 16
+    topk_k: int = 32
     topk_id_bits: int = 12
     fclk_mhz: float = 100.0
     sub_batch: int = 64
@@ -250,7 +256,7 @@ CONFIGS: dict[str, RPAccelConfig] = {
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
                               partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
                               topk_k=256, fclk_mhz=125.0, max_items=4096, cand_beats=32,
-                              static_rows=4096, emb_map_rows=1 << 20, cache_sets=1024,
+                              static_rows=16384, emb_map_rows=1 << 20, cache_sets=64,
                               cache_ways=8, line_bytes=64, emb_dim=64, axi_data_bits=512),
 }
 

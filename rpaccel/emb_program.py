@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import RPAccelConfig
+from .config import RPAccelConfig, require
 from .golden.cache import CacheModel, table_bases
 from .golden.numerics import requantize
 from .program import pack_lanes
@@ -23,8 +23,7 @@ class EmbError(ValueError):
 
 
 def _check(ok, what, rule, value):
-    if not ok:
-        raise EmbError(f"{what} must be {rule}, not {value!r}")
+    require(ok, what, rule, value, EmbError)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import RPAccelConfig
+from .config import RPAccelConfig, require
 
 __all__ = ["ProgramError", "StageProgram", "compile_layers", "compile_stage",
            "sub_batch_beats", "layers_macs", "pack_lanes"]
@@ -59,8 +59,7 @@ class StageProgram:
 
 
 def _check(ok, what, rule, value):
-    if not ok:
-        raise ProgramError(f"{what} must be {rule}, not {value!r}")
+    require(ok, what, rule, value, ProgramError)
 
 
 def pack_lanes(values, bits: int) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RPAccelConfig
+from .config import RPAccelConfig, require
 from .emb_program import EmbeddingImage
 from .golden.cache import batch_trace, profile_hot_rows
 from .golden.pipeline import Pipeline, Stage, hit_rate, ndcg
@@ -45,8 +45,7 @@ class AccelError(ValueError):
 
 
 def _check(ok, what, rule, value):
-    if not ok:
-        raise AccelError(f"{what} must be {rule}, not {value!r}")
+    require(ok, what, rule, value, AccelError)
 
 
 def parse_stages(spec: str) -> tuple:
@@ -67,9 +66,10 @@ class SimRun:
     Attributes
     ----------
     answers : list of list of (id, score)
-        The hardware's top-n per query, best first.
+        The hardware's top-n per answered query, best first (a query dropped by the
+        hardware, see `Accelerator.job`, has none).
     expected : list of list of (id, score)
-        The golden int8 pipeline's.
+        The golden int8 pipeline's, for the same queries.
     errors : list of bool
         The hardware's ``error`` flag per query.
     latency : list of int
@@ -78,6 +78,8 @@ class SimRun:
         Cycles from the first query beat to the last result beat (queries back to back).
     counters : dict
         CSR counters read at the end.
+    load_cycles : int
+        Cycles the model load took (CSR writes and polling included for ``"dma"``).
     """
 
     answers: list
@@ -86,6 +88,7 @@ class SimRun:
     latency: list
     total_cycles: int
     counters: dict = field(default_factory=dict)
+    load_cycles: int = 0
 
     @property
     def mismatches(self) -> int:
@@ -114,8 +117,10 @@ class Accelerator:
     """
 
     def __init__(self, config: RPAccelConfig, stages, profile=None, static_bytes: int = 1024):
-        from .hw.mlp_engine import EngineGeometry, slot_width
-        from .hw.top import csr_regs
+        from .hw.embedding import emb_layouts
+        from .hw.loader import load_image
+        from .hw.mlp_engine import EngineGeometry, engine_layouts, slot_width
+        from .hw.top import LoadUnit, csr_regs
 
         cfg = config
         self.config = cfg
@@ -145,10 +150,25 @@ class Accelerator:
                                  dram_base=base)
             self.images.append(img)
             base = -(-img.dram_size // align) * align
+        # load images after the tables: stage s's engine image, then its embedding image
+        self.loads, blobs = [], []
+        mload_l = emb_layouts(cfg)[2]
+        for s, (prog, img) in enumerate(zip(self.progs, self.images, strict=True)):
+            eload_l = engine_layouts(cfg, slot_width(cfg, s))[3]
+            for unit, layout, beats in ((LoadUnit.ENGINE, eload_l, prog.beats),
+                                        (LoadUnit.EMBEDDING, mload_l, img.load_beats())):
+                blob = load_image(layout, beats, cfg.axi_data_bits)
+                self.loads.append((base, len(beats), s | unit << 4))
+                blobs.append((base, blob))
+                base = -(-(base + len(blob)) // 4096) * 4096
+        _check(base <= 1 << min(32, cfg.axi_addr_bits), "DRAM image (tables + load images)",
+               f"within the {min(32, cfg.axi_addr_bits)}-bit address space", base)
         dram = bytearray(base)
         for img in self.images:
             d = img.dram()
             dram[img.dram_base:len(d)] = d[img.dram_base:]
+        for addr, blob in blobs:
+            dram[addr:addr + len(blob)] = blob
         self.dram = bytes(dram)
         regs = csr_regs(cfg)
         self.csr_writes = []
@@ -240,29 +260,59 @@ class Accelerator:
 
     # ---- simulation ---------------------------------------------------------------------
     def job(self, batches, bad=None) -> dict:
-        """Everything the testbench needs. ``bad``: indices of queries that carry an
-        out-of-range id (their answers are only checked for the ``error`` flag); such a
-        query's ``bad`` entry names the table and id, else it is None."""
-        bad = set(bad or ())
+        """Everything the testbench needs.
+
+        ``bad``: queries to corrupt, as indices (an out-of-range id) or ``{index: fault}``
+        with fault ``"id"`` (the last id past the end of its table: the answer is flagged,
+        ``ERR_WHERE`` / ``ERR_ID`` name it), ``"beats"`` (candidate 0's first bag gets
+        ``cand_beats`` extra ids: flagged, ``ERR_CAUSE`` CAND_BEATS) or ``"count"`` (the
+        header claims ``max_items + 1`` candidates: the query is dropped, no answer,
+        CAND_COUNT). Such answers are only checked for the flag; a query's ``bad`` entry
+        is then ``{"fault", "cause", "table", "id"}``, else None.
+        """
+        from .hw.top import ErrCause
+
+        faults = bad if isinstance(bad, dict) else {i: "id" for i in (bad or ())}
+        for i, f in faults.items():
+            _check(f in ("id", "beats", "count"), f"fault of query {i}",
+                   "'id', 'beats' or 'count'", f)
+            _check(f != "beats" or self.config.stages > 1, f"fault of query {i}",
+                   "'id' or 'count' with one stage (no candidate buffer)", f)
         queries = []
         for i, b in enumerate(batches):
             beats = self.query_beats(b)
             exp = self.golden(b)
             wrong = None
-            if i in bad:
+            fault = faults.get(i)
+            if fault == "id":
                 # the query's last id beat: past the end of its table
                 beat = next(x for x in reversed(beats) if not x["dense"] and not x["head"])
                 beat["id"] = self.images[0].rows[beat["table"]] + 5
-                wrong = {"table": beat["table"], "id": beat["id"]}
+                wrong = {"table": beat["table"], "id": beat["id"], "cause": ErrCause.ID_RANGE}
+            elif fault == "beats":
+                at = next(j for j, x in enumerate(beats) if not x["dense"] and not x["head"])
+                extra = dict(beats[at], last=0, id=0)
+                beats[at:at] = [dict(extra) for _ in range(self.config.cand_beats)]
+                wrong = {"cause": ErrCause.CAND_BEATS}
+            elif fault == "count":
+                beats[0]["id"] = self.config.max_items + 1
+                wrong = {"cause": ErrCause.CAND_COUNT}
+            if wrong:
+                wrong["fault"] = fault
             queries.append({"beats": beats, "expect": exp, "bad": wrong})
         return {"csr": self.csr_writes, "eload": [p.beats for p in self.progs],
                 "mload": [img.load_beats() for img in self.images], "dram": self.dram,
-                "regs": self.regs, "queries": queries}
+                "loads": self.loads, "regs": self.regs, "queries": queries}
 
     def simulate(self, batches, sim: str = "verilator", workdir=None, idle: float = 0.0,
                  backpressure: float = 0.0, dram_stall: float = 0.0, seed: int = 1,
-                 bad=None, reset_mid: bool = False, progress=None, check: bool = False):
+                 bad=None, reset_mid: bool = False, progress=None, check: bool = False,
+                 load: str = "dma"):
         """Run ``batches`` (one `Batch` per query) through the generated Verilog.
+
+        ``load``: ``"dma"`` (the model loader reads the load images from DRAM, started by
+        CSR writes: the way a host loads a model) or ``"stream"`` (the testbench drives the
+        ``eload`` / ``mload`` streams, one beat per cycle: a faster start in simulation).
 
         Returns
         -------
@@ -273,6 +323,7 @@ class Accelerator:
         from .sim.runner import build, run
 
         _check(sim in ("verilator", "icarus"), "sim", "'verilator' or 'icarus'", sim)
+        _check(load in ("dma", "stream"), "load", "'dma' or 'stream'", load)
         job = self.job(batches, bad)
         workdir = Path(workdir or tempfile.mkdtemp(prefix="rpaccel-sim-"))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -284,16 +335,18 @@ class Accelerator:
         sb = build(RPAccel, self.config, "rpaccel", sim, public="top")
         params = {"jobs": str(jpath), "metrics": str(metrics), "idle": idle,
                   "backpressure": backpressure, "dram_stall": dram_stall, "seed": seed,
-                  "reset_mid": reset_mid, "check": check}
+                  "reset_mid": reset_mid, "check": check, "load": load}
         if progress is not None:
             params["progress"] = str(workdir / "progress")
         result = run(sb, "rpaccel.sim.tb_top", workdir, params, seed=seed)
         if not metrics.exists():
             raise AccelError(f"simulation ended without metrics; log: {workdir / 'sim.log'}")
         mt = json.loads(metrics.read_text())
+        expected = [q["expect"] for q in job["queries"]
+                    if not (q["bad"] and q["bad"]["fault"] == "count")]  # dropped: no answer
         return SimRun([[tuple(x) for x in a] for a in mt["answers"]],
-                      [q["expect"] for q in job["queries"]], mt["errors"], mt["latency"],
-                      mt["total_cycles"], mt["counters"]), result
+                      expected, mt["errors"], mt["latency"],
+                      mt["total_cycles"], mt["counters"], mt["load_cycles"]), result
 
 
 def quality(answers, positives, k: int = 10) -> dict:

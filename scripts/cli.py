@@ -312,7 +312,7 @@ def cmd_bench(args) -> int:
 def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
                candidates: int = 100, pipeline=None, sim: str = "verilator", idle: float = 0.0,
                backpressure: float = 0.0, dram_stall: float = 0.0, progress: bool = False,
-               ml=None) -> dict:
+               ml=None, load: str = "dma") -> dict:
     """Run MovieLens queries through the generated top level and compare with golden."""
     from ..runtime import Accelerator, parse_stages, quality
 
@@ -327,10 +327,10 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
     if progress:
         run, _ = _simulate_with_bar(acc, batches, f"{cfg.name}: queries on {sim}", sim=sim,
                                     idle=idle, backpressure=backpressure,
-                                    dram_stall=dram_stall, seed=seed + 1)
+                                    dram_stall=dram_stall, seed=seed + 1, load=load)
     else:
         run, _ = acc.simulate(batches, sim=sim, idle=idle, backpressure=backpressure,
-                              dram_stall=dram_stall, seed=seed + 1)
+                              dram_stall=dram_stall, seed=seed + 1, load=load)
     pos = [p for _, p in qs]
     hw_q = quality(run.answers, pos)
     gold_q = quality(run.expected, pos)
@@ -345,7 +345,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
                              "p95": round(float(np.percentile(lat, 95)), 1)},
         "first_query_cycles": int(run.latency[0]),
         "throughput_cycles_per_query": round(run.total_cycles / len(batches), 1),
-        "fclk_mhz": cfg.fclk_mhz,
+        "fclk_mhz": cfg.fclk_mhz, "model_load": load, "model_load_cycles": run.load_cycles,
         "counters": run.counters, "sim_seconds": round(time.time() - t0, 1),
     }
 
@@ -381,7 +381,8 @@ def _simulate_with_bar(acc, batches, label, **kw):
 def cmd_sim(args) -> int:
     rep = sim_report(args.config, _models_dir(args.models), args.queries, args.seed,
                      args.candidates, args.pipeline, args.sim, args.idle, args.backpressure,
-                     args.dram_stall, progress=not args.json and sys.stderr.isatty())
+                     args.dram_stall, progress=not args.json and sys.stderr.isatty(),
+                     load=args.load)
     text = json.dumps(rep, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -390,17 +391,22 @@ def cmd_sim(args) -> int:
     return 0 if rep["mismatches"] == 0 else 1
 
 
-def bench_top(models_dir, n_queries: int, configs=("baseline", "default"), log=print) -> dict:
-    """The same real queries through each config's top level on Verilator; latency and
-    throughput ratios against the first config (the baseline), quality of each."""
+#: (config, pipeline) points of `bench_top`: the baseline, the default pipeline and the
+#: iso-quality one (stage 0 keeps 32: golden HR@10 over all users within 0.001 of baseline)
+TOP_POINTS = (("baseline", None), ("default", None), ("default", "small:32,large:10"))
+
+
+def bench_top(models_dir, n_queries: int, points=TOP_POINTS, log=print) -> dict:
+    """The same real queries through each (config, pipeline) on Verilator; latency and
+    throughput ratios against the first point (the baseline), quality of each."""
     reps = []
-    for name in configs:
-        log(f"bench top: {name}, {n_queries} queries")
-        reps.append(sim_report(name, models_dir, n_queries, seed=0))
+    for name, pipeline in points:
+        log(f"bench top: {name} {pipeline or '(default pipeline)'}, {n_queries} queries")
+        reps.append(sim_report(name, models_dir, n_queries, seed=0, pipeline=pipeline))
     base = reps[0]
     ratios = {}
     for r in reps[1:]:
-        ratios[r["config"]] = {
+        ratios[f"{r['config']} {r['pipeline']}"] = {
             "latency_speedup": round(base["cycles_per_query"]["mean"]
                                      / r["cycles_per_query"]["mean"], 3),
             "unloaded_latency_speedup": round(base["first_query_cycles"]
@@ -572,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
     s.add_argument("what", help="array, topk, cache or top")
     s.add_argument("--top-queries", type=int, default=20,
-                   help="top bench: real queries per config (baseline, default)")
+                   help="top bench: real queries per point (baseline; default; default "
+                   "at iso-quality)")
     s.add_argument("--arrays", default="default,16x16", help="array bench: default, 16x16")
     s.add_argument("--models", help="model directory (cache bench; default build/models)")
     s.add_argument("--queries", type=int, default=200, help="MovieLens queries (cache)")
@@ -608,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idle", type=float, default=0.0, help="idle probability, query stream")
     s.add_argument("--backpressure", type=float, default=0.0)
     s.add_argument("--dram-stall", type=float, default=0.0)
+    s.add_argument("--load", default="dma", choices=["dma", "stream"],
+                   help="model load: from DRAM by the model loader (CSR-started), or "
+                   "streamed in by the testbench")
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_sim)

@@ -16,6 +16,8 @@ import cocotb
 from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
+from ..hw.loader import load_packer
+
 __all__ = ["StreamSource", "StreamSink", "Scoreboard", "CLOCK_NS", "sim_cycle", "tb_params",
            "tb_config", "axi_ram", "load_packer", "load_all"]
 
@@ -202,18 +204,6 @@ def axi_ram(dut, image: bytes, stall: float = 0.0, rng: random.Random | None = N
         ram.ar_channel.set_pause_generator(pauses())
         ram.r_channel.set_pause_generator(pauses())
     return ram
-
-
-def load_packer(layout):
-    """Pack ``(target, addr, data)`` beats (as the host compilers make them) into the raw
-    bits of a ``{target, addr, data}`` load layout."""
-    off = {name: f.offset for name, f in layout}
-
-    def pack(beat):
-        target, addr, value = beat
-        return (target << off["target"]) | (addr << off["addr"]) | (value << off["data"])
-
-    return pack
 
 
 async def load_all(dut, prefix: str, layout, beats) -> None:

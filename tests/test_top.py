@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rpaccel.config import get_config
+from rpaccel.hw.top import ErrCause
 from rpaccel.runtime import Accelerator, AccelError, parse_stages
 from rpaccel.sim.runner import simulator_available
 
@@ -19,8 +20,8 @@ def test_runtime_refuses_bad_input(default_acc, qmodels, ml):
     cfg = get_config("default")
     with pytest.raises(AccelError, match="number of stage models must be config.stages"):
         Accelerator(cfg, [(qmodels["large"], 10)])
-    with pytest.raises(AccelError, match=r"k of stage 0 must be from 1 to topk_k \(16\)"):
-        Accelerator(cfg, [(qmodels["small"], 17), (qmodels["large"], 10)])
+    with pytest.raises(AccelError, match=r"k of stage 0 must be from 1 to topk_k \(32\)"):
+        Accelerator(cfg, [(qmodels["small"], 33), (qmodels["large"], 10)])
     with pytest.raises(AccelError, match="candidates of a query must be from 1 to max_items"):
         default_acc.query_beats(ml.batch(np.zeros(200, int), np.arange(200)))
     with pytest.raises(AccelError, match="a stage must be written MODEL:K"):
@@ -39,7 +40,8 @@ def test_verilator_default_real_queries(default_acc, ml, tmp_path):
     """Four real queries (100 candidates: small keeps 16, large keeps 10) back to back,
     the second with an out-of-range id: its answer is flagged and the status names the
     id; all others are bit-exact, with idle gaps, result backpressure and a stalling DRAM,
-    after a reset in the middle of a query."""
+    after a reset in the middle of a query. The model is loaded from DRAM by the model
+    loader (CSR-started; a 0-beat start is refused with ERR_CAUSE = LOAD_REFUSED)."""
     qs = default_acc.movielens_queries(ml, 4, seed=5)
     run, (tests, failed) = default_acc.simulate(
         [b for b, _ in qs], workdir=tmp_path, idle=0.2, backpressure=0.3, dram_stall=0.2,
@@ -79,15 +81,23 @@ def criteo_accelerator(cfg, seed=0, ks=None):
 
 def test_verilator_default_criteo_shaped(tmp_path):
     """Criteo-shaped synthetic queries on the default build: 40, 128 (= max_items, two full
-    sub-batches) and 70 candidates (not a multiple of the sub-batch), 9 candidates (fewer
-    than stage 0's k), back to back with idle gaps, backpressure and a stalling DRAM."""
+    sub-batches) and 70 candidates (not a multiple of the sub-batch), then a query with a
+    candidate longer than the candidate buffer holds (answered, flagged, ERR_CAUSE
+    CAND_BEATS), one whose header claims max_items + 1 candidates (dropped: no answer),
+    and 9 candidates (fewer than stage 0's k) that must still be right; back to back with
+    idle gaps, backpressure and a stalling DRAM. The model goes in through the ``eload`` /
+    ``mload`` streams (the other tests load it from DRAM with the model loader)."""
     acc, queries = criteo_accelerator(get_config("default"), seed=3)
-    qs = queries((40, 128, 70, 9))
+    qs = queries((40, 128, 70, 12, 5, 9))
     run, (tests, failed) = acc.simulate(qs, workdir=tmp_path, idle=0.3, backpressure=0.3,
-                                        dram_stall=0.3, seed=4, check=True)
+                                        dram_stall=0.3, seed=4, check=True, load="stream",
+                                        bad={3: "beats", 4: "count"})
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-5000:]
-    assert run.mismatches == 0
-    assert [len(a) for a in run.answers] == [10, 10, 10, 9]
+    assert [len(a) for a in run.answers] == [10, 10, 10, 10, 9]
+    assert run.errors == [False, False, False, True, False]
+    assert [a == e for a, e in zip(run.answers, run.expected, strict=True)] == [
+        True, True, True, run.answers[3] == run.expected[3], True]
+    assert run.counters["err_cause"] == ErrCause.CAND_BEATS
 
 
 @pytest.mark.slow
@@ -116,7 +126,8 @@ def test_icarus_default_criteo_shaped(tmp_path):
     Icarus Verilog, bit-exact."""
     acc, queries = criteo_accelerator(get_config("default"), seed=8)
     run, (tests, failed) = acc.simulate(queries((20,)), sim="icarus", workdir=tmp_path,
-                                        idle=0.2, backpressure=0.2, check=True)
+                                        idle=0.2, backpressure=0.2, check=True,
+                                        load="stream")
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-5000:]
     assert run.mismatches == 0
 
@@ -137,10 +148,11 @@ def test_cli_sim_json_and_bad_arguments(models_dir, capsys):
     assert rep["mismatches"] == 0 and rep["hr@10"] == rep["golden_hr@10"]
     assert set(rep["cycles_per_query"]) == {"mean", "p95"}
     assert rep["counters"]["queries"] == 1
+    assert rep["model_load"] == "dma" and rep["model_load_cycles"] > 200_000  # 221k AXI words
     assert main(["sim", "--config", "default", "--queries", "0"]) == 2
     assert "--queries must be a positive integer, not 0" in capsys.readouterr().err
     assert main(["sim", "--config", "default", "--pipeline", "small:99,large:10",
                  "--models", str(models_dir)]) == 2
-    assert "k of stage 0 must be from 1 to topk_k (16), not 99" in capsys.readouterr().err
+    assert "k of stage 0 must be from 1 to topk_k (32), not 99" in capsys.readouterr().err
     assert main(["sim", "--config", "nope"]) == 2
     assert "config must be one of" in capsys.readouterr().err
