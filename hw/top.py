@@ -316,26 +316,14 @@ class RPAccel(wiring.Component):
             tks.append(tk)
             m.d.comb += [ctl.dense_words.eq(reg[f"S{st}_DENSE_WORDS"]),
                          ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]
-            # engine load: host stream, else the loader, else the controller (activations)
-            eload = getattr(ce, f"load_{st}")
-            host = getattr(self, f"eload_{st}")
-            with m.If(host.valid):
-                m.d.comb += [eload.valid.eq(1), eload.payload.eq(host.payload),
-                             host.ready.eq(eload.ready)]
-            with m.Elif(dma.out.valid & (dma.target == 2 * st + LoadUnit.ENGINE)):
-                m.d.comb += [eload.valid.eq(1), eload.payload.eq(dma.out.payload),
-                             dma.out.ready.eq(eload.ready)]
-            with m.Else():
-                m.d.comb += [eload.valid.eq(ctl.eng_load.valid),
-                             eload.payload.eq(ctl.eng_load.payload),
-                             ctl.eng_load.ready.eq(eload.ready)]
-            mload, mhost = emb.load, getattr(self, f"mload_{st}")
-            with m.If(mhost.valid):
-                m.d.comb += [mload.valid.eq(1), mload.payload.eq(mhost.payload),
-                             mhost.ready.eq(mload.ready)]
-            with m.Elif(dma.out.valid & (dma.target == 2 * st + LoadUnit.EMBEDDING)):
-                m.d.comb += [mload.valid.eq(1), mload.payload.eq(dma.out.payload),
-                             dma.out.ready.eq(mload.ready)]
+            # load ports: host stream, else the loader, else (engine) the controller's
+            # activation beats
+            _load_mux(m, getattr(ce, f"load_{st}"), [
+                (getattr(self, f"eload_{st}"), None),
+                (dma.out, dma.target == 2 * st + LoadUnit.ENGINE), (ctl.eng_load, None)])
+            _load_mux(m, emb.load, [
+                (getattr(self, f"mload_{st}"), None),
+                (dma.out, dma.target == 2 * st + LoadUnit.EMBEDDING)])
             wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{st}"))
             wiring.connect(m, getattr(ce, f"out_{st}"), ctl.eng_out)
             wiring.connect(m, ctl.emb_req, emb.req)
@@ -607,6 +595,22 @@ class RPAccel(wiring.Component):
 def Cat_(*parts):
     """``Cat`` that drops zero-width parts (a single query slot has no slot bits)."""
     return Cat(*[p for p in parts if len(p)])
+
+
+def _load_mux(m, port, sources):
+    """Drive the stream ``port`` from the first of ``sources`` (``(stream, condition or
+    None)``) whose ``valid`` (and condition) is up; only that source sees ``ready``. A last
+    source without a condition is the default: it sees ``ready`` whether valid or not,
+    as when connected directly."""
+    for i, (src, cond) in enumerate(sources):
+        if i == len(sources) - 1 and cond is None and i > 0:
+            ctx = m.Else()
+        else:
+            sel = src.valid if cond is None else src.valid & cond
+            ctx = m.If(sel) if i == 0 else m.Elif(sel)
+        with ctx:
+            m.d.comb += [port.valid.eq(src.valid), port.payload.eq(src.payload),
+                         src.ready.eq(port.ready)]
 
 
 def _or(bits):
