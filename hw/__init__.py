@@ -15,3 +15,16 @@ def _emit_memory_unless_zero(self, cell_idx, cell):
 
 
 _rtlil.ModuleEmitter.emit_memory = _emit_memory_unless_zero
+
+
+def to_verilog(component, config, name: str) -> str:
+    """Verilog of ``component`` as module ``name``, followed by the shared tile module when
+    ``config.tile_modules`` is set (the design instantiates it by name)."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name)
+    if config.tile_modules:
+        from .array import tile_module_verilog
+
+        text += "\n" + tile_module_verilog(config)
+    return text

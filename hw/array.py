@@ -1,13 +1,14 @@
 """Reconfigurable weight-stationary int8 systolic array: PE -> Tile -> Mesh."""
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
 
-__all__ = ["PE", "Tile", "Mesh", "mesh_layouts"]
+__all__ = ["PE", "Tile", "Mesh", "mesh_layouts", "tile_module_name", "tile_instance",
+           "tile_module_verilog"]
 
 
 class PE(wiring.Component):
@@ -103,6 +104,28 @@ class Tile(wiring.Component):
         return m
 
 
+def tile_module_name(config: RPAccelConfig) -> str:
+    """Verilog module name of the shared tile when ``config.tile_modules`` is set."""
+    return f"rpaccel_tile{config.block}x{config.block}"
+
+
+def tile_instance(config: RPAccelConfig, tile: Tile) -> Instance:
+    """An `Instance` of the shared tile module wired to ``tile``'s port signals (``tile``
+    itself is not elaborated): the tile's logic is written once, not once per tile."""
+    tile._MustUse__silence = True  # only its port signals are used
+    ports = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+    for path, member, value in tile.signature.flatten(tile):
+        ports[("i_" if member.flow == In else "o_") + "__".join(map(str, path))] = value
+    return Instance(tile_module_name(config), **ports)
+
+
+def tile_module_verilog(config: RPAccelConfig) -> str:
+    """Verilog of the shared ``block x block`` tile module (`tile_module_name`)."""
+    from amaranth.back import verilog
+
+    return verilog.convert(Tile(config.block, config.block), name=tile_module_name(config))
+
+
 def mesh_layouts(config: RPAccelConfig):
     """Payload layouts of `Mesh`: activations (one item: ``array_rows`` int8 and the
     new-tile ``swap`` flag), weight-row loads of one column group, outputs (one item:
@@ -185,7 +208,8 @@ class Mesh(wiring.Component):
         grid = [[Tile(b, b) for _ in range(rows // b)] for _ in range(cols // b)]
         for tc, tcol in enumerate(grid):
             for tr, t in enumerate(tcol):
-                m.submodules[f"tile_{tr}_{tc}"] = t
+                m.submodules[f"tile_{tr}_{tc}"] = \
+                    tile_instance(cfg, t) if cfg.tile_modules else t
 
         prev_right = None  # (x, valid, flag) per row at the right edge of the previous group
         bottoms = []  # per global column: (group, bottom psum)

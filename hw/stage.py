@@ -22,7 +22,7 @@ from amaranth.utils import bits_for
 from ..config import RPAccelConfig
 from .embedding import EmbeddingUnit, emb_layouts
 from .mlp_engine import ComputeEngine, EngineGeometry, Region, Target, engine_layouts, slot_width
-from .topk import TopK, topk_layouts
+from .topk import make_topk, topk_layouts
 
 __all__ = ["StageController", "StageTop", "stage_layouts"]
 
@@ -257,7 +257,7 @@ class StageTop(wiring.Component):
         m.submodules.compute = ce
         m.submodules.embedding = emb
         m.submodules.controller = ctl
-        m.submodules.topk = tk = TopK(self.config)
+        m.submodules.topk = tk = make_topk(self.config)
         m.d.comb += [ce.mode.eq(self.mode), ctl.dense_words.eq(self.dense_words),
                      ctl.tables.eq(self.tables), ctl.dw.eq(self.dw),
                      self.emb_errors.eq(ctl.emb_errors), self.cycles.eq(getattr(ce, f"cycles_{p}")),

@@ -34,7 +34,7 @@ from .embedding import EmbeddingUnit, axi4_read_signature
 from .loader import ModelLoader
 from .mlp_engine import ComputeEngine, EngineGeometry
 from .stage import StageController
-from .topk import TopK
+from .topk import make_topk
 
 __all__ = ["RPAccel", "AxiReadArbiter", "CsrBank", "top_layouts", "axi4_lite_signature",
            "CSR", "STAGE_CSR", "query_slots", "csr_regs", "ErrCause", "LoadUnit"]
@@ -312,7 +312,7 @@ class RPAccel(wiring.Component):
             emb, ctl = self.embs[st], self.ctls[st]
             m.submodules[f"embedding{st}"] = emb
             m.submodules[f"controller{st}"] = ctl
-            m.submodules[f"topk{st}"] = tk = TopK(cfg)
+            m.submodules[f"topk{st}"] = tk = make_topk(cfg)
             tks.append(tk)
             m.d.comb += [ctl.dense_words.eq(reg[f"S{st}_DENSE_WORDS"]),
                          ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]

@@ -9,7 +9,7 @@ from amaranth.utils import bits_for
 
 from ..config import RPAccelConfig
 
-__all__ = ["TopK", "topk_layouts"]
+__all__ = ["TopK", "TopKPorts", "make_topk", "topk_layouts"]
 
 
 def topk_layouts(config: RPAccelConfig):
@@ -53,7 +53,22 @@ def _unkey(config, key):
     return (~key[:idb])[:idb], (key[idb:] ^ sign).as_signed()
 
 
-class TopK(wiring.Component):
+class TopKPorts(wiring.Component):
+    """Ports of an exact top-k unit (`TopK`, `rpaccel.hw.topk_heap.TopKHeap`): ``i`` takes
+    `topk_layouts` input beats, ``o`` gives survivors; two banks alternate."""
+
+    BANKS = 2
+
+    def __init__(self, config: RPAccelConfig):
+        self.config = config
+        self.in_layout, self.out_layout = topk_layouts(config)
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+
+class TopK(TopKPorts):
     """Exact streaming top-k: ``lanes`` (id, score) pairs per cycle, ``k`` survivors out.
 
     Structure: each lane keeps its own sorted insertion queue of ``topk_k`` registers (a
@@ -80,16 +95,6 @@ class TopK(wiring.Component):
     i : In(stream.Signature(in_layout))
     o : Out(stream.Signature(out_layout))
     """
-
-    BANKS = 2
-
-    def __init__(self, config: RPAccelConfig):
-        self.config = config
-        self.in_layout, self.out_layout = topk_layouts(config)
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-        })
 
     def elaborate(self, platform):
         m = Module()
@@ -179,3 +184,13 @@ class TopK(wiring.Component):
                     with m.Elif(take_x):
                         m.d.sync += cell.eq(x)
         return m
+
+
+def make_topk(config: RPAccelConfig):
+    """The top-k unit ``config.topk_impl`` names: `TopK` (``"queue"``) or
+    `rpaccel.hw.topk_heap.TopKHeap` (``"heap"``); both have the same ports and results."""
+    if config.topk_impl == "heap":
+        from .topk_heap import TopKHeap
+
+        return TopKHeap(config)
+    return TopK(config)

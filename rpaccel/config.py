@@ -68,6 +68,15 @@ class RPAccelConfig:
         Capacity of a top-k unit: the largest k a stage may keep.
     topk_id_bits : int
         Width of candidate ids (positions): queries of up to ``2**topk_id_bits`` items.
+    topk_impl : str
+        Top-k structure: ``"queue"`` (register insertion queues, `rpaccel.hw.topk.TopK`,
+        k + 1 cycles after ``last``; for k up to ~64) or ``"heap"`` (pipelined heaps in
+        block RAM, `rpaccel.hw.topk_heap.TopKHeap`, ~3k cycles after ``last``; for large k).
+    tile_modules : bool
+        Write the ``block x block`` tile once as its own Verilog module
+        (``rpaccel_tile<b>x<b>``, appended to the generated file) and instantiate it,
+        instead of writing every tile's logic out (Amaranth emits every instance
+        separately): needed to generate a 128 x 128 array within the tools' memory.
     fclk_mhz : float
         Clock used to convert cycles into time in reports.
     sub_batch : int
@@ -127,6 +136,8 @@ class RPAccelConfig:
     topk_lanes: int = 2
     topk_k: int = 32
     topk_id_bits: int = 12
+    topk_impl: str = "queue"
+    tile_modules: bool = False
     fclk_mhz: float = 100.0
     sub_batch: int = 64
     max_width: int = 512
@@ -177,6 +188,10 @@ class RPAccelConfig:
                  "an integer from 16 to 32", self.score_bits)
         _require(_is_int(self.topk_lanes) and 1 <= self.topk_lanes <= 16, "topk_lanes",
                  "an integer from 1 to 16", self.topk_lanes)
+        _require(isinstance(self.tile_modules, bool), "tile_modules", "True or False",
+                 self.tile_modules)
+        _require(self.topk_impl in ("queue", "heap"), "topk_impl", "'queue' or 'heap'",
+                 self.topk_impl)
         _require(_is_int(self.topk_id_bits) and 1 <= self.topk_id_bits <= 16, "topk_id_bits",
                  "an integer from 1 to 16", self.topk_id_bits)
         _require(_is_int(self.topk_k) and 1 <= self.topk_k <= min(1024, 1 << self.topk_id_bits),
@@ -255,7 +270,8 @@ CONFIGS: dict[str, RPAccelConfig] = {
                                   max_width=128, param_rows=256),
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
                               partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
-                              topk_k=256, fclk_mhz=125.0, max_items=4096, cand_beats=32,
+                              topk_k=256, topk_impl="heap", tile_modules=True, fclk_mhz=125.0,
+                              max_items=4096, cand_beats=32,
                               static_rows=16384, emb_map_rows=1 << 20, cache_sets=64,
                               cache_ways=8, line_bytes=64, emb_dim=64, axi_data_bits=512),
 }

@@ -18,19 +18,28 @@ __all__ = ["bench_topk", "bench_cache", "bench_array", "bench_embedding_rtl", "A
 
 def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: bool = True,
                target: str = "ecp5-85f", max_place_luts: int = 40000, sim: bool = True,
-               log=print) -> list[dict]:
-    """Top-k unit: sustained items per cycle on two back-to-back queries of ``long_n`` items
-    (Verilator, no gaps), cycles from the ``last`` beat to the final survivor, and ECP5
-    resources and fmax (designs whose Yosys estimate exceeds ``max_place_luts`` LUTs get
-    the estimate only, unplaced, to bound run time)."""
+               impls=("queue", "heap"), log=print) -> list[dict]:
+    """Top-k units (``impls``: the register queue `TopK`, the block-RAM heap `TopKHeap`):
+    sustained items per cycle on two back-to-back queries of ``long_n`` items (Verilator,
+    no gaps), cycles from the ``last`` beat to the final survivor, and ECP5 resources and
+    fmax (designs whose Yosys estimate exceeds ``max_place_luts`` LUTs get the estimate
+    only, unplaced, to bound run time)."""
+    rows = []
+    for impl in impls:
+        rows += _bench_topk_impl(impl, lanes, ks, long_n, synth, target, max_place_luts, sim,
+                                 log)
+    return rows
+
+
+def _bench_topk_impl(impl, lanes, ks, long_n, synth, target, max_place_luts, sim, log):
     rows = []
     for p in lanes:
         for k in ks:
-            cfg = get_config("default").replace(name=f"topk-p{p}-k{k}", topk_lanes=p,
+            cfg = get_config("default").replace(name=f"topk-{impl}-p{p}-k{k}", topk_lanes=p,
                                                 topk_k=k, topk_id_bits=12,
-                                                max_items=4096)
+                                                max_items=4096, topk_impl=impl)
             t0 = time.time()
-            row = {"lanes": p, "k": k, "query_items": long_n}
+            row = {"impl": impl, "lanes": p, "k": k, "query_items": long_n}
             if sim:
                 row.update(_topk_rate(cfg, p, k, long_n))
                 row["sim_s"] = round(time.time() - t0, 1)
@@ -50,14 +59,14 @@ def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: boo
 
 
 def _topk_rate(cfg, p: int, k: int, long_n: int) -> dict:
-    """Items per cycle and drain latency of `TopK` from its cocotb full-rate test."""
-    from ..hw.topk import TopK
+    """Items per cycle and drain latency of a top-k unit from its cocotb full-rate test."""
+    from ..hw.topk import make_topk
 
-    sb = build(TopK, cfg, "topk", public="top")  # only ports: a faster build and run
+    sb = build(make_topk, cfg, "topk", public="top")  # only ports: a faster build and run
     with tempfile.TemporaryDirectory() as tmp:
         metrics_path = Path(tmp) / "metrics.json"
         tests, failed = run(sb, "rpaccel.sim.tb_topk",
-                            BUILD_ROOT / "runs" / f"bench-topk-p{p}-k{k}",
+                            BUILD_ROOT / "runs" / f"bench-topk-{cfg.topk_impl}-p{p}-k{k}",
                             {"long_n": long_n, "metrics_out": str(metrics_path)},
                             testcase="topk_full_rate")
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

@@ -155,17 +155,15 @@ def core_file(block: str, cfg, verilog_name: str) -> str:
 
 
 def cmd_generate(args) -> int:
-    from amaranth.back import verilog
-
     from .synth import BLOCKS
 
     cfg = get_config(args.config)  # validated before anything is written
     if args.block not in BLOCKS:
         raise ValueError(f"--block must be one of {sorted(BLOCKS)}, not {args.block!r}")
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    from .. import hw  # noqa: F401 (memory-init patch)
+    from .. import hw  # also the memory-init patch
 
-    text = verilog.convert(BLOCKS[args.block](cfg), name=args.block)
+    text = hw.to_verilog(BLOCKS[args.block](cfg), cfg, args.block)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     vname = f"{args.block}.v"
@@ -297,7 +295,8 @@ def cmd_bench(args) -> int:
         out = {"bench": "topk",
                "rows": bench_topk(_int_list(args.lanes), _int_list(args.k), args.long_n,
                                   synth=not args.no_synth, sim=not args.no_sim,
-                                  max_place_luts=args.max_place_luts, log=log)}
+                                  max_place_luts=args.max_place_luts,
+                                  impls=tuple(args.impl.split(",")), log=log)}
     elif args.what == "top":
         out = bench_top(_models_dir(args.models), args.top_queries, log=log)
     else:
@@ -586,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lanes", default="1,2,4")
     s.add_argument("--k", default="16,64,256")
     s.add_argument("--long-n", type=int, default=4096)
+    s.add_argument("--impl", default="queue,heap", help="topk bench: queue, heap or both")
     s.add_argument("--no-synth", action="store_true")
     s.add_argument("--no-sim", action="store_true")
     s.add_argument("--max-place-luts", type=int, default=40000,

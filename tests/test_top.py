@@ -119,6 +119,24 @@ def test_verilator_three_stage_real_and_criteo(models_dir, ml, tmp_path):
     assert run.errors == [False, True, False]
 
 
+@pytest.mark.slow
+def test_verilator_paper_structures_real_queries(models_dir, ml, tmp_path):
+    """``default`` built with the ``paper`` config's structures (block-RAM heap top-k,
+    shared tile module): real queries, one out-of-range id, a reset in the middle of a
+    query (the heaps clear their RAMs after reset), idle gaps, backpressure, slow DRAM."""
+    cfg = get_config("default").replace(name="default-heap-tiles", topk_impl="heap",
+                                        tile_modules=True)
+    acc = Accelerator.from_models(cfg, models_dir, ml=ml)
+    qs = acc.movielens_queries(ml, 4, seed=11)
+    run, (tests, failed) = acc.simulate(
+        [b for b, _ in qs], workdir=tmp_path, idle=0.2, backpressure=0.3, dram_stall=0.2,
+        bad=[2], reset_mid=True, check=True)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-5000:]
+    assert run.errors == [False, False, True, False]
+    assert all(a == e for a, e, err in zip(run.answers, run.expected, run.errors, strict=True)
+               if not err)
+
+
 @pytest.mark.icarus
 @pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 def test_icarus_default_criteo_shaped(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rpaccel.config import get_config
-from rpaccel.hw.topk import TopK
+from rpaccel.hw.topk import make_topk
 from rpaccel.sim.amaranth_tb import run_filter
 from rpaccel.sim.runner import build, run
 from rpaccel.sim.topk_model import expected_output, pack_query, query_patterns
@@ -16,7 +16,8 @@ from rpaccel.sim.topk_model import expected_output, pack_query, query_patterns
 def simulate(cfg, queries):
     """Run queries [(ids, scores, k, beats)] back to back; return outputs per query."""
     counts = [len(expected_output(i, s, k)) for i, s, k, _ in queries]
-    got = run_filter(TopK(cfg), [b for *_, beats in queries for b in beats], sum(counts))
+    got = run_filter(make_topk(cfg), [b for *_, beats in queries for b in beats], sum(counts),
+                     max_cycles=40 * len(queries) + 20000)
     outs = []
     for c in counts:
         outs.append(got[:c])
@@ -24,11 +25,15 @@ def simulate(cfg, queries):
     return outs
 
 
+IMPLS = ["queue", "heap"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("lanes, cap", [(1, 1), (1, 3), (2, 2), (2, 3)])
-def test_exhaustive_small_instances(lanes, cap):
+def test_exhaustive_small_instances(lanes, cap, impl):
     """Every score sequence over {0, 1, 2} of length 1..4, every k up to the capacity."""
     cfg = get_config("default").replace(topk_lanes=lanes, topk_k=cap, topk_id_bits=3, max_items=8,
-                                        score_bits=16)
+                                        score_bits=16, topk_impl=impl)
     queries = []
     for n in range(1, 5):
         for seq in itertools.product(range(3), repeat=n):
@@ -40,9 +45,10 @@ def test_exhaustive_small_instances(lanes, cap):
         assert got == expected_output(ids, s, k), (s, k)
 
 
-def test_shuffled_ids_and_holes():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_shuffled_ids_and_holes(impl):
     """Ids are positions, not arrival order (later stages); lanes may be empty."""
-    cfg = get_config("default").replace(topk_lanes=3, topk_k=5, score_bits=16)
+    cfg = get_config("default").replace(topk_lanes=3, topk_k=5, score_bits=16, topk_impl=impl)
     rng = np.random.default_rng(4)
     queries = []
     for n in (1, 4, 5, 6, 17):
@@ -55,13 +61,32 @@ def test_shuffled_ids_and_holes():
         assert got == expected_output(ids, s, k)
 
 
-@pytest.mark.parametrize("lanes, cap", [(1, 8), (2, 16), (4, 16)])
-def test_verilator_matches_golden(tmp_path, lanes, cap):
-    cfg = get_config("default").replace(topk_lanes=lanes, topk_k=cap)
-    sb = build(TopK, cfg, "topk")
+@pytest.mark.parametrize("lanes, cap, impl", [(1, 8, "queue"), (2, 16, "queue"), (4, 16, "queue"),
+                                              (2, 64, "heap")])
+def test_verilator_matches_golden(tmp_path, lanes, cap, impl):
+    cfg = get_config("default").replace(topk_lanes=lanes, topk_k=cap, topk_impl=impl)
+    sb = build(make_topk, cfg, "topk")
     tests, failed = run(sb, "rpaccel.sim.tb_topk", tmp_path,
                         {"seed": lanes * 7 + cap, "idle": 0.3, "backpressure": 0.4})
     assert (tests, failed) == (2, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_heap_with_block_ram_levels():
+    """A heap deep enough for block-RAM levels and stacks (capacity 20: a partial last
+    level), every pattern, N around k, random k, back to back."""
+    cfg = get_config("default").replace(topk_lanes=2, topk_k=20, score_bits=16,
+                                        topk_impl="heap")
+    rng = np.random.default_rng(9)
+    queries = []
+    for n in (1, 19, 20, 21, 41, 150):
+        for scores in query_patterns(n, 16, rng).values():
+            ids = rng.permutation(1 << cfg.topk_id_bits)[:n]
+            k = int(rng.integers(1, 21))
+            queries.append((ids, scores, k, pack_query(ids, scores, 2, k, hole_prob=0.2,
+                                                       rng=rng)))
+    outs = simulate(cfg, queries)
+    for (ids, s, k, _), got in zip(queries, outs):
+        assert got == expected_output(ids, s, k), (len(ids), k)
 
 
 def test_patterns_cover_the_issue_cases():
