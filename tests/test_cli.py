@@ -98,9 +98,13 @@ def test_bench_topk_reports_full_rate(tmp_path, capsys):
     out = tmp_path / "topk.json"
     assert main(["bench", "topk", "--lanes", "2", "--k", "4", "--long-n", "64", "--no-synth",
                  "--out", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["items_per_cycle"] == 2.0 and row["stall_free"]
-    assert row["last_to_final_output_cycles"] == 5  # k + 1
+    queue, heap = json.loads(out.read_text())["rows"]
+    assert (queue["impl"], heap["impl"]) == ("queue", "heap")
+    for row in (queue, heap):
+        assert row["items_per_cycle"] == 2.0 and row["stall_free"]
+    assert queue["last_to_final_output_cycles"] == 5  # k + 1
+    # 2 x k pops (one every other cycle), k merged, log2 levels, 9 of hand-over
+    assert heap["last_to_final_output_cycles"] == 2 * 4 + 4 + 3 + 9
 
 
 def test_bench_rejects_unknown_benchmark(capsys):
