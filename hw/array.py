@@ -119,11 +119,13 @@ def tile_instance(config: RPAccelConfig, tile: Tile) -> Instance:
     return Instance(tile_module_name(config), **ports)
 
 
-def tile_module_verilog(config: RPAccelConfig) -> str:
-    """Verilog of the shared ``block x block`` tile module (`tile_module_name`)."""
-    from amaranth.back import verilog
+def tile_module_verilog(config: RPAccelConfig, backend: str = "verilog") -> str:
+    """Text of the shared ``block x block`` tile module (`tile_module_name`): Verilog, or
+    RTLIL with ``backend="rtlil"`` (for Yosys)."""
+    from amaranth.back import rtlil, verilog
 
-    return verilog.convert(Tile(config.block, config.block), name=tile_module_name(config))
+    convert = {"verilog": verilog.convert, "rtlil": rtlil.convert}[backend]
+    return convert(Tile(config.block, config.block), name=tile_module_name(config))
 
 
 def mesh_layouts(config: RPAccelConfig):

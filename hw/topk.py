@@ -53,6 +53,25 @@ def _unkey(config, key):
     return (~key[:idb])[:idb], (key[idb:] ^ sign).as_signed()
 
 
+def best_of(m, values, name):
+    """Comparator tree: the largest of ``values`` (unsigned, equal widths) and its index,
+    ``log2(len(values))`` levels of ``>`` and 2:1 multiplexers (ties go to the lower
+    index)."""
+    best = [(v, Const(i, range(len(values)))) for i, v in enumerate(values)]
+    while len(best) > 1:
+        nxt = []
+        for (va, ia), (vb, ib) in zip(best[0::2], best[1::2], strict=False):
+            w = Signal(len(va), name=f"{name}{len(best)}_{len(nxt)}")
+            wi = Signal(range(len(values)), name=f"{name}i{len(best)}_{len(nxt)}")
+            a_wins = ~(vb > va)
+            m.d.comb += [w.eq(Mux(a_wins, va, vb)), wi.eq(Mux(a_wins, ia, ib))]
+            nxt.append((w, wi))
+        if len(best) % 2:
+            nxt.append(best[-1])
+        best = nxt
+    return best[0]
+
+
 class TopKPorts(wiring.Component):
     """Ports of an exact top-k unit (`TopK`, `rpaccel.hw.topk_heap.TopKHeap`): ``i`` takes
     `topk_layouts` input beats, ``o`` gives survivors; two banks alternate."""
@@ -130,23 +149,10 @@ class TopK(TopKPorts):
             m.d.sync += self.o.valid.eq(0)
         for b in range(self.BANKS):
             heads = [queues[b][q][0] for q in range(n_lanes)]
-            # comparator tree over the heads; an invalid head never wins
-            best = [(h, Const(q, range(n_lanes))) for q, h in enumerate(heads)]
-            while len(best) > 1:
-                nxt = []
-                for a, bb in zip(best[0::2], best[1::2], strict=False):
-                    (ha, ia), (hb, ib) = a, bb
-                    a_wins = ha.valid & (~hb.valid | (ha.key > hb.key))
-                    w = _Cell(cfg, f"t{b}_{len(best)}_{len(nxt)}")
-                    wi = Signal(range(n_lanes), name=f"ti{b}_{len(best)}_{len(nxt)}")
-                    m.d.comb += [w.valid.eq(Mux(a_wins, ha.valid, hb.valid)),
-                                 w.key.eq(Mux(a_wins, ha.key, hb.key)),
-                                 wi.eq(Mux(a_wins, ia, ib))]
-                    nxt.append((w, wi))
-                if len(best) % 2:
-                    nxt.append(best[-1])
-                best = nxt
-            top, top_q = best[0]
+            # {key, valid} packed: an invalid head ranks below every valid one
+            best, top_q = best_of(m, [Cat(h.key, h.valid) for h in heads], f"t{b}_")
+            top = _Cell(cfg, f"top{b}")
+            m.d.comb += [top.key.eq(best[:-1]), top.valid.eq(best[-1])]
             # after popping top_q, is anything left?
             rest = Const(0, 1)
             for q in range(n_lanes):

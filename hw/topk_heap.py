@@ -6,7 +6,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 from amaranth.utils import bits_for
 
-from .topk import TopKPorts, _key, _unkey
+from .topk import TopKPorts, _key, _unkey, best_of
 
 __all__ = ["TopKHeap"]
 
@@ -57,8 +57,10 @@ class _Heap:
     written it (no forwarding, no comparator chain between stages).
 
     Stored words are ``{value, gen}``: a word whose ``gen`` differs from the bank's
-    current ``gen`` reads as empty (0), so a drained heap (all its nodes overwritten by the
-    pops' all-ones sentinel under the old ``gen``) is empty again without a clearing pass.
+    current ``gen`` is stale and ranks below every live word (it pops as empty, 0), so a
+    drained heap (all its nodes overwritten by the pops' all-ones sentinel under the old
+    ``gen``) is empty again without a clearing pass. A stale child that moves up keeps
+    its ``gen``.
     """
 
     def __init__(self, m, name, cap, ew, gen, clearing, clr_addr):
@@ -67,14 +69,15 @@ class _Heap:
         self.pop = Signal(name=f"{name}_pop")
         self.popped = Signal(ew, name=f"{name}_popped")
         rw = ew + 1
-        top = Const((1 << ew) - 1, ew)
         n_levels = cap.bit_length()
 
-        def decode(raw):
-            return Mux(raw[ew] == gen, raw[:ew], 0)
+        def rank(raw):
+            # comparison key {live, value}: a word of another gen ranks below every live
+            # word (even an empty 0), so it needs no decoding mux on the read path
+            return Cat(raw[:ew], raw[ew] == gen)
 
         root = Signal(rw, name=f"{name}_root")
-        m.d.comb += self.popped.eq(decode(root))
+        m.d.comb += self.popped.eq(Mux(root[ew] == gen, root[:ew], 0))
         # level l (1..n_levels-1) holds 2**l nodes as 2**(l-1) sibling pairs
         levels = {l: _Ram(m, f"{name}_lv{l}", 2 * rw, 1 << (l - 1), chunks=2)
                   for l in range(1, n_levels)}
@@ -85,25 +88,34 @@ class _Heap:
 
         valid, x, j = self.op_valid, self.op_x, Const(0, 1)
         for l in range(n_levels):
-            if l + 1 < n_levels:
-                pair = levels[l + 1].rdata
-                lim = cap - (1 << (l + 1))  # children 2j + s exist while 2j + s <= lim
-                ch = []
-                for s in range(2):
-                    v = decode(pair[s * rw:(s + 1) * rw])
-                    ch.append(v if lim >= (1 << (l + 1)) - 1
-                              else Mux(Cat(Const(s, 1), j) <= lim, v, top))
-                which = Signal(name=f"{name}_which{l}")
-                cmin = Signal(ew, name=f"{name}_cmin{l}")
-                m.d.comb += [which.eq(ch[1] < ch[0]), cmin.eq(Mux(which, ch[1], ch[0]))]
+            xk = Cat(x, Const(1, 1))
             if l == 0:
                 apply = Signal(name=f"{name}_apply")
-                m.d.comb += apply.eq(valid & (self.pop | (x > self.popped)))
+                m.d.comb += apply.eq(valid & (self.pop | (xk > rank(root))))
             else:
                 apply = valid
             cont = Signal(name=f"{name}_cont{l}")
-            m.d.comb += cont.eq(apply & (x > cmin) if l + 1 < n_levels else 0)
-            w = Cat(Mux(cont, cmin, x) if l + 1 < n_levels else x, gen)
+            w = Signal(rw, name=f"{name}_w{l}")
+            if l + 1 < n_levels:
+                pair = levels[l + 1].rdata
+                lim = cap - (1 << (l + 1))  # children 2j + s exist while 2j + s <= lim
+                raw = [pair[s * rw:(s + 1) * rw] for s in range(2)]
+                key = []
+                for s in range(2):
+                    k_s = rank(raw[s])
+                    key.append(k_s if lim >= (1 << (l + 1)) - 1
+                               else Mux(Cat(Const(s, 1), j) <= lim, k_s, (1 << rw) - 1))
+                # the three comparisons in parallel: which child is smaller, and does x
+                # sink below each (a missing child ranks all-ones: x never sinks into it)
+                which = Signal(name=f"{name}_which{l}")
+                gt = [Signal(name=f"{name}_gt{l}_{s}") for s in range(2)]
+                m.d.comb += [which.eq(key[1] < key[0]), gt[0].eq(xk > key[0]),
+                             gt[1].eq(xk > key[1]),
+                             cont.eq(apply & Mux(which, gt[1], gt[0])),
+                             # the smaller child moves up with its own gen bit
+                             w.eq(Mux(cont, Mux(which, raw[1], raw[0]), Cat(x, gen)))]
+            else:
+                m.d.comb += [cont.eq(0), w.eq(Cat(x, gen))]
             if l == 0:
                 with m.If(apply):
                     m.d.sync += root.eq(w)
@@ -235,19 +247,7 @@ class TopKHeap(TopKPorts):
             return Mux(v < 0, 0, v)[:len(stacks[0].raddr)]
 
         # comparator tree over the run heads (an empty head is 0 and never wins)
-        best = [(h, Const(r, range(runs))) for r, h in enumerate(h0)]
-        while len(best) > 1:
-            nxt = []
-            for (ha, ia), (hb, ib) in zip(best[0::2], best[1::2], strict=False):
-                w = Signal(kw + 1, name=f"t{len(best)}_{len(nxt)}")
-                wi = Signal(range(runs), name=f"ti{len(best)}_{len(nxt)}")
-                a_wins = ha > hb
-                m.d.comb += [w.eq(Mux(a_wins, ha, hb)), wi.eq(Mux(a_wins, ia, ib))]
-                nxt.append((w, wi))
-            if len(best) % 2:
-                nxt.append(best[-1])
-            best = nxt
-        top, top_r = best[0]
+        top, top_r = best_of(m, h0, "t")
         rest = Const(0, 1)
         for r in range(runs):
             rest = rest | Mux(top_r == r, h1[r][kw], h0[r][kw])

@@ -153,10 +153,12 @@ class Accelerator:
         # load images after the tables: stage s's engine image, then its embedding image
         self.loads, blobs = [], []
         mload_l = emb_layouts(cfg)[2]
-        for s, (prog, img) in enumerate(zip(self.progs, self.images, strict=True)):
+        self.emb_load_beats = [img.load_beats() for img in self.images]
+        for s, (prog, mbeats) in enumerate(zip(self.progs, self.emb_load_beats,
+                                                strict=True)):
             eload_l = engine_layouts(cfg, slot_width(cfg, s))[3]
             for unit, layout, beats in ((LoadUnit.ENGINE, eload_l, prog.beats),
-                                        (LoadUnit.EMBEDDING, mload_l, img.load_beats())):
+                                        (LoadUnit.EMBEDDING, mload_l, mbeats)):
                 blob = load_image(layout, beats, cfg.axi_data_bits)
                 self.loads.append((base, len(beats), s | unit << 4))
                 blobs.append((base, blob))
@@ -299,9 +301,11 @@ class Accelerator:
                 wrong = {"cause": ErrCause.CAND_COUNT}
             if wrong:
                 wrong["fault"] = fault
-            queries.append({"beats": beats, "expect": exp, "bad": wrong})
+            # a query whose header claims too many candidates is dropped: no answer
+            queries.append({"beats": beats, "expect": exp, "bad": wrong,
+                            "dropped": fault == "count"})
         return {"csr": self.csr_writes, "eload": [p.beats for p in self.progs],
-                "mload": [img.load_beats() for img in self.images], "dram": self.dram,
+                "mload": self.emb_load_beats, "dram": self.dram,
                 "loads": self.loads, "regs": self.regs, "queries": queries}
 
     def simulate(self, batches, sim: str = "verilator", workdir=None, idle: float = 0.0,
@@ -342,8 +346,7 @@ class Accelerator:
         if not metrics.exists():
             raise AccelError(f"simulation ended without metrics; log: {workdir / 'sim.log'}")
         mt = json.loads(metrics.read_text())
-        expected = [q["expect"] for q in job["queries"]
-                    if not (q["bad"] and q["bad"]["fault"] == "count")]  # dropped: no answer
+        expected = [q["expect"] for q in job["queries"] if not q["dropped"]]
         return SimRun([[tuple(x) for x in a] for a in mt["answers"]],
                       expected, mt["errors"], mt["latency"],
                       mt["total_cycles"], mt["counters"], mt["load_cycles"]), result

