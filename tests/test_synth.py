@@ -27,3 +27,21 @@ def test_estimate_only_above_the_placement_cap(tmp_path):
     res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, max_place_luts=1)
     assert res["placed"] is False and res["fits"] is True
     assert res["lut"] > 50 and res["dsp"] >= 1 and res["fmax_mhz"] is None
+
+
+def test_placed_figures_from_a_log_stopped_while_routing():
+    """A run stopped in the router (timeout) still reports what placement measured."""
+    from rpaccel.scripts.synth import placed_from_log
+
+    log = """Info: Device utilisation:
+Info: 	              DP16KD:      16/    208     7%
+Info: 	          MULT18X18D:       0/    156     0%
+Info: 	          TRELLIS_FF:   15641/  83640    18%
+Info: 	        TRELLIS_COMB:   49292/  83640    58%
+Info: Max frequency for clock '$glbnet$clk$TRELLIS_IO_IN': 32.25 MHz (FAIL at 200.00 MHz)
+Info: Routing..
+Info:     iter=1 wires=553148 overused=44261 overuse=51509 archfail=NA
+"""
+    assert placed_from_log(log) == {"lut": 49292, "ff": 15641, "dsp": 0, "bram": 16,
+                                    "fmax_mhz": None, "fmax_placed_estimate_mhz": 32.25}
+    assert placed_from_log(log.split("Info: Max")[0]) is None  # placement unfinished
