@@ -131,8 +131,8 @@ def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) 
     def used(kind):
         return int(util.get(kind, {}).get("used", 0))
 
-    return {"fits": True, "placed": True, "routed": True, "lut": used("TRELLIS_COMB"),
-            "ff": used("TRELLIS_FF"), "dsp": used("MULT18X18D"), "bram": used("DP16KD"),
+    return {"fits": True, "placed": True, "routed": True,
+            **{key: used(bel) for key, bel in _BELS.items()},
             "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None}
 
 
