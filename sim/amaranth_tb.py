@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 __all__ = ["stream_put", "stream_get", "run_filter"]
@@ -23,16 +24,25 @@ async def stream_get(ctx, stream):
     return payload
 
 
-def run_filter(dut, beats, n_out: int, setup=None, max_cycles: int = 20000):
+def run_filter(dut, beats, n_out: int, setup=None, max_cycles: int = 20000,
+               reset_after: int | None = None):
     """Feed ``beats`` to a filter block (`TopK`, `ApproxFilter`) back to back and collect
     ``n_out`` outputs as ``(id, score, last)``; stops after ``max_cycles`` cycles so that a
-    hung block fails instead of hanging. ``setup(ctx)`` runs first (e.g. to set ports)."""
+    hung block fails instead of hanging. ``setup(ctx)`` runs first (e.g. to set ports).
+    ``reset_after``: pulse the block's reset for one cycle once that many beats are in."""
     got = []
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = dut
 
     async def producer(ctx):
         if setup:
             setup(ctx)
-        for b in beats:
+        for n, b in enumerate(beats):
+            if n == reset_after:
+                ctx.set(cd.rst, 1)
+                await ctx.tick()
+                ctx.set(cd.rst, 0)
             await stream_put(ctx, dut.i, b)
 
     async def consumer(ctx):
@@ -45,8 +55,8 @@ def run_filter(dut, beats, n_out: int, setup=None, max_cycles: int = 20000):
             if len(got) == n_out or cycles > max_cycles:
                 break
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
+    sim = Simulator(top)
+    sim.add_clock(1e-6, domain="sync")
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()

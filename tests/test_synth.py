@@ -13,6 +13,9 @@ def test_ecp5_flow_reports_resources(tmp_path, router):
     assert res["dsp"] >= 1  # the 33x16 multiplier maps to MULT18X18D
     assert res["lut"] > 50 and res["ff"] > res["harness_ff"]
     assert 10 < res["fmax_mhz"] < 500
+    # the clock is pinned to a PCLK pin by the flow's LPF; the other pins are free
+    log = (tmp_path / "nextpnr.log").read_text()
+    assert "IO 'rst' is unconstrained" in log and "IO 'clk' is unconstrained" not in log
 
 
 def test_synth_rejects_unknown_target_and_router():
