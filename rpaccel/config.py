@@ -71,7 +71,7 @@ class RPAccelConfig:
     topk_impl : str
         Top-k structure: ``"queue"`` (register insertion queues, `rpaccel.hw.topk.TopK`,
         k + 1 cycles after ``last``; for k up to ~64) or ``"heap"`` (pipelined heaps in
-        block RAM, `rpaccel.hw.topk_heap.TopKHeap`, ~3k cycles after ``last``; for large k).
+        LUT / block RAM, `rpaccel.hw.topk_heap.TopKHeap`, ~3k cycles after ``last``; for large k).
     tile_modules : bool
         Write the ``block x block`` tile once as its own Verilog module
         (``rpaccel_tile<b>x<b>``, appended to the generated file) and instantiate it,

@@ -19,7 +19,7 @@ __all__ = ["bench_topk", "bench_cache", "bench_array", "bench_embedding_rtl", "A
 def bench_topk(lanes=(1, 2, 4), ks=(16, 64, 256), long_n: int = 4096, synth: bool = True,
                target: str = "ecp5-85f", max_place_luts: int = 60000, sim: bool = True,
                impls=("queue", "heap"), log=print) -> list[dict]:
-    """Top-k units (``impls``: the register queue `TopK`, the block-RAM heap `TopKHeap`):
+    """Top-k units (``impls``: the register queue `TopK`, the RAM heap `TopKHeap`):
     sustained items per cycle on two back-to-back queries of ``long_n`` items (Verilator,
     no gaps), cycles from the ``last`` beat to the final survivor, and ECP5 resources and
     fmax (nextpnr ``router2``; designs whose Yosys estimate exceeds ``max_place_luts`` LUTs
