@@ -13,11 +13,13 @@ from rpaccel.sim.runner import build, run
 from rpaccel.sim.topk_model import expected_output, pack_query, query_patterns
 
 
-def simulate(cfg, queries):
-    """Run queries [(ids, scores, k, beats)] back to back; return outputs per query."""
+def simulate(cfg, queries, lead=(), max_cycles=None):
+    """Run queries [(ids, scores, k, beats)] back to back; return outputs per query.
+    ``lead``: beats fed first, then a one-cycle reset (an aborted query)."""
     counts = [len(expected_output(i, s, k)) for i, s, k, _ in queries]
-    got = run_filter(make_topk(cfg), [b for *_, beats in queries for b in beats], sum(counts),
-                     max_cycles=40 * len(queries) + 20000)
+    got = run_filter(make_topk(cfg), [*lead, *(b for *_, beats in queries for b in beats)],
+                     sum(counts), max_cycles=max_cycles or 40 * len(queries) + 20000,
+                     reset_after=len(lead) if lead else None)
     outs = []
     for c in counts:
         outs.append(got[:c])
@@ -103,12 +105,9 @@ def test_reset_in_the_middle_of_a_query(impl):
     for n, k in ((150, 20), (7, 5), (60, 13)):
         s = rng.integers(-50, 50, n)
         queries.append((ids[:n], s, k, pack_query(ids[:n], s, 2, k, hole_prob=0.2, rng=rng)))
-    counts = [len(expected_output(i, s, k)) for i, s, k, _ in queries]
-    got = run_filter(make_topk(cfg), aborted + [b for *_, beats in queries for b in beats],
-                     sum(counts), max_cycles=5000, reset_after=len(aborted))
-    for (i, s, k, _), c in zip(queries, counts):
-        assert got[:c] == expected_output(i, s, k), (len(i), k)
-        got = got[c:]
+    outs = simulate(cfg, queries, lead=aborted, max_cycles=5000)
+    for (i, s, k, _), got in zip(queries, outs):
+        assert got == expected_output(i, s, k), (len(i), k)
 
 
 def test_patterns_cover_the_issue_cases():
