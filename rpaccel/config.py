@@ -268,13 +268,22 @@ CONFIGS: dict[str, RPAccelConfig] = {
     "baseline": _DEFAULT.replace(name="baseline", partitions=1, stages=1),
     "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=8192,
                                   max_width=128, param_rows=256),
+    # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes
+    # (max_width 4096), 4,096 candidates, stage 0 keeping 512
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
                               partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
-                              topk_k=256, topk_impl="heap", tile_modules=True, fclk_mhz=125.0,
-                              max_items=4096, cand_beats=32,
-                              static_rows=16384, emb_map_rows=1 << 20, cache_sets=64,
-                              cache_ways=8, line_bytes=64, emb_dim=64, axi_data_bits=512),
+                              topk_k=512, topk_impl="heap", tile_modules=True, fclk_mhz=125.0,
+                              max_items=4096, cand_beats=32, max_width=4096, max_pairs=512,
+                              emb_tables=26, static_rows=16384, emb_map_rows=1 << 22,
+                              cache_sets=64, cache_ways=8, line_bytes=64, emb_dim=64,
+                              axi_data_bits=512),
 }
+
+
+#: The artifact's TPU-like baseline at the paper's size: one monolithic 128 x 128 partition,
+#: one stage, no embedding cache (one pinned row, a one-line dynamic cache).
+CONFIGS["paper-baseline"] = CONFIGS["paper"].replace(
+    name="paper-baseline", partitions=1, stages=1, static_rows=1, cache_sets=1, cache_ways=1)
 
 
 def get_config(name: str) -> RPAccelConfig:

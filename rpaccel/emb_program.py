@@ -86,6 +86,11 @@ class EmbeddingImage:
             img[base:base + len(raw)] = raw
         return bytes(img)
 
+    def load_beat_count(self) -> int:
+        """Beats of `load_beats` (without making them)."""
+        return len(self.tables) + sum(self.rows) + \
+            sum(len(r) for r in self.static_rows.values())
+
     def load_beats(self) -> list:
         """``(target, addr, data)`` beats of the unit's ``load`` stream."""
         from .hw.embedding import EmbTarget, emb_layouts

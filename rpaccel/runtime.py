@@ -19,6 +19,7 @@ import json
 import pickle
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ class Accelerator:
 
     def __init__(self, config: RPAccelConfig, stages, profile=None, static_bytes: int = 1024):
         from .hw.embedding import emb_layouts
-        from .hw.loader import load_image
+        from .hw.loader import load_words
         from .hw.mlp_engine import EngineGeometry, engine_layouts, slot_width
         from .hw.top import LoadUnit, csr_regs
 
@@ -151,27 +152,21 @@ class Accelerator:
             self.images.append(img)
             base = -(-img.dram_size // align) * align
         # load images after the tables: stage s's engine image, then its embedding image
-        self.loads, blobs = [], []
+        # (the addresses are planned here; the bytes are made on first use, `dram`)
+        self.loads, self._blobs = [], []
         mload_l = emb_layouts(cfg)[2]
-        self.emb_load_beats = [img.load_beats() for img in self.images]
-        for s, (prog, mbeats) in enumerate(zip(self.progs, self.emb_load_beats,
-                                                strict=True)):
+        for s, (prog, img) in enumerate(zip(self.progs, self.images, strict=True)):
             eload_l = engine_layouts(cfg, slot_width(cfg, s))[3]
-            for unit, layout, beats in ((LoadUnit.ENGINE, eload_l, prog.beats),
-                                        (LoadUnit.EMBEDDING, mload_l, mbeats)):
-                blob = load_image(layout, beats, cfg.axi_data_bits)
-                self.loads.append((base, len(beats), s | unit << 4))
-                blobs.append((base, blob))
-                base = -(-(base + len(blob)) // 4096) * 4096
+            for unit, layout, count in ((LoadUnit.ENGINE, eload_l, len(prog.beats)),
+                                        (LoadUnit.EMBEDDING, mload_l, img.load_beat_count())):
+                size = count * load_words(layout.size, cfg.axi_data_bits) * \
+                    cfg.axi_data_bits // 8
+                self.loads.append((base, count, s | unit << 4))
+                self._blobs.append((base, layout, s, unit))
+                base = -(-(base + size) // 4096) * 4096
         _check(base <= 1 << min(32, cfg.axi_addr_bits), "DRAM image (tables + load images)",
                f"within the {min(32, cfg.axi_addr_bits)}-bit address space", base)
-        dram = bytearray(base)
-        for img in self.images:
-            d = img.dram()
-            dram[img.dram_base:len(d)] = d[img.dram_base:]
-        for addr, blob in blobs:
-            dram[addr:addr + len(blob)] = blob
-        self.dram = bytes(dram)
+        self.dram_size = base
         regs = csr_regs(cfg)
         self.csr_writes = []
         for s, ((q, k), prog) in enumerate(zip(self.stages, self.progs, strict=True)):
@@ -180,6 +175,28 @@ class Accelerator:
                 self.csr_writes.append((regs[f"S{s}_{name}"][0], value))
         self.regs = {n: a for n, (a, _, _) in regs.items()}
         self.pipeline = Pipeline([Stage(q, k) for q, k in self.stages], name=cfg.name)
+
+    @cached_property
+    def emb_load_beats(self) -> list:
+        """Each stage's embedding-unit load beats (table descriptors, static map, rows)."""
+        return [img.load_beats() for img in self.images]
+
+    @cached_property
+    def dram(self) -> bytes:
+        """The DRAM image: every stage's tables, then the load images at `loads`."""
+        from .hw.loader import load_image
+        from .hw.top import LoadUnit
+
+        dram = bytearray(self.dram_size)
+        for img in self.images:
+            d = img.dram()
+            dram[img.dram_base:len(d)] = d[img.dram_base:]
+        for addr, layout, s, unit in self._blobs:
+            beats = (self.progs[s].beats if unit == LoadUnit.ENGINE
+                     else self.emb_load_beats[s])
+            blob = load_image(layout, beats, self.config.axi_data_bits)
+            dram[addr:addr + len(blob)] = blob
+        return bytes(dram)
 
     @classmethod
     def from_models(cls, config: RPAccelConfig, models_dir, pipeline=None, ml=None,

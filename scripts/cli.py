@@ -297,10 +297,17 @@ def cmd_bench(args) -> int:
                                   synth=not args.no_synth, sim=not args.no_sim,
                                   max_place_luts=args.max_place_luts,
                                   impls=tuple(args.impl.split(",")), log=log)}
+    elif args.what == "perf":
+        from .perf_report import bench_perf, write_plots
+
+        out = bench_perf(models_dir=_models_dir(args.models), log=log)
+        if args.plots:
+            out["plots"] = write_plots({"calibration": out["rows"]}, args.plots)
     elif args.what == "top":
         out = bench_top(_models_dir(args.models), args.top_queries, log=log)
     else:
-        raise ValueError(f"WHAT must be 'array', 'topk', 'cache' or 'top', not {args.what!r}")
+        raise ValueError(f"WHAT must be 'array', 'topk', 'cache', 'top' or 'perf', not "
+                         f"{args.what!r}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2))
@@ -444,6 +451,61 @@ def compare_table(reps):
     return t
 
 
+def perf_table(rep: dict):
+    """The ``rpaccel perf`` summary: the accelerator rows, then the measured alternatives."""
+    from rich.table import Table
+
+    t = Table(title=f"{rep['workload']}: model of the accelerator ({rep['date']}) beside "
+              "measured CPU / GPU")
+    for c in ("system", "pipeline", "latency alone", "throughput", f"QPS at p95 <= "
+              f"{rep['p95_target_ms']:g} ms", "compute limit", "bottleneck"):
+        t.add_column(c)
+    for r in rep["rows"]:
+        t.add_row(f"{r['design']} ({r['config']}, {r['fclk_mhz']:g} MHz)", r["pipeline"],
+                  f"{r['latency_us']:,.1f} us", f"{r['qps']:,.0f} QPS",
+                  f"{r['saturation_qps_p95']:,.0f}", f"{r['compute_limit_us']:,.1f} us",
+                  r["bottleneck"])
+    for a in rep["alternatives"]:
+        sat = a.get("saturation_qps_p95_batched", a.get("saturation_qps_p95", 0))
+        t.add_row(f"{a['device']} {a['mode']} {a['dtype']} (measured)", a["pipeline"],
+                  f"{a['p50_ms'] * 1000:,.1f} us p50", f"{a['best_qps'] or 0:,.0f} QPS "
+                  f"(batch {a['best_batch']})", f"{sat:,.0f}", "", "")
+    for pipe, art in rep.get("artifact", {}).items():
+        if art["model_latency_ms"]:
+            t.add_row(f"RecPipe artifact model ({art['units']})", pipe,
+                      f"{art['model_latency_ms'] * 1000:,.0f} us", "", "", "", "")
+    return t
+
+
+def cmd_perf(args) -> int:
+    from tqdm import tqdm
+
+    from ..workloads import PIPELINES
+    from .perf_report import report, write_plots
+
+    if args.workload not in PIPELINES:
+        raise ValueError(f"workload must be one of {sorted(PIPELINES)}, not {args.workload!r}")
+    get_config(args.config)
+    base = None if args.baseline == "none" else args.baseline
+    if base is not None:
+        get_config(base)
+    n_rows = len(PIPELINES[args.workload]) + (1 if base else 0)
+    with tqdm(total=n_rows, desc=f"perf {args.workload}", unit="design",
+              file=sys.stderr, disable=args.quiet) as bar:
+        rep = report(args.workload, args.config, base, args.queries, _models_dir(args.models),
+                     rows=args.rows, target_ms=args.p95_target, candidates=args.candidates,
+                     progress=lambda r: (bar.set_postfix_str(f"{r['design']} "
+                                                             f"{r['pipeline']}"),
+                                         bar.update()))
+    if args.plots:
+        rep["plots"] = write_plots(rep, args.plots)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rep, indent=2))
+    _emit(rep, args.json, perf_table(rep))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from ..sim.runner import simulator_available
 
@@ -577,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
-    s.add_argument("what", help="array, topk, cache or top")
+    s.add_argument("what", help="array, topk, cache, top or perf")
+    s.add_argument("--plots", help="perf bench: write the calibration plot here")
     s.add_argument("--top-queries", type=int, default=20,
                    help="top bench: real queries per point (baseline; default; default "
                    "at iso-quality)")
@@ -595,6 +658,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("perf", help="cycle model of the accelerator at the paper's scale "
+                       "beside measured CPU / GPU and RecPipe's artifact")
+    s.add_argument("--config", default="paper", help="the accelerator design (paper)")
+    s.add_argument("--baseline", default="paper-baseline",
+                   help="the prior-art design beside it (paper-baseline, or none)")
+    s.add_argument("--workload", default="recpipe-criteo", help="recpipe-criteo or ml100k")
+    s.add_argument("--queries", type=int, default=2, help="queries modelled per pipeline")
+    s.add_argument("--rows", type=int, help="Criteo table rows (default 100,000)")
+    s.add_argument("--candidates", type=int,
+                   help="candidates per query (default: 4096 Criteo, 1000 MovieLens)")
+    s.add_argument("--models", help="model directory for ml100k (default build/models)")
+    s.add_argument("--p95-target", type=float, default=10.0,
+                   help="p95 latency target (ms) of the saturation throughput")
+    s.add_argument("--plots", help="write the PNG figures into this folder")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--out", help="also write the JSON here")
+    s.set_defaults(func=cmd_perf)
 
     s = sub.add_parser("demo", help="the main job: quality, verified blocks, baseline vs "
                        "default on Verilator")

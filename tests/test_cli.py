@@ -109,7 +109,8 @@ def test_bench_topk_reports_full_rate(tmp_path, capsys):
 
 def test_bench_rejects_unknown_benchmark(capsys):
     assert main(["bench", "nope"]) == 2
-    assert "WHAT must be 'array', 'topk', 'cache' or 'top', not 'nope'" in capsys.readouterr().err
+    assert ("WHAT must be 'array', 'topk', 'cache', 'top' or 'perf', not 'nope'"
+            in capsys.readouterr().err)
 
 
 def test_bench_array_rejects_unknown_array(capsys):

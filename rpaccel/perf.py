@@ -1,0 +1,660 @@
+"""Cycle model of the RPAccel top level (`rpaccel.hw.top.RPAccel`).
+
+The model reads what the RTL reads: the `RPAccelConfig`, the compiled engine programs
+(`rpaccel.program.StageProgram.steps`), the embedding images (static rows, table layout,
+cache geometry) and the query beats of an `rpaccel.runtime.Accelerator`; it has no second
+description of the design. It replays a sequence of queries through the units of the
+top level as events, one sub-batch (and, in the embedding unit, one lookup) at a time:
+
+- the query front end (one query-stream beat per cycle; a header only while fewer than
+  ``max(2, slots)`` queries are in flight; a sub-batch's run beat waits for the stage-0
+  controller to be idle),
+- per stage the controller's gather (dense words and pooled vectors share the engine's
+  load port, one word per cycle, pooled vectors first), the embedding unit (one lookup
+  classified per cycle, the golden `CacheModel` deciding static hit / dynamic hit / miss,
+  misses through ``mshrs`` line reads in flight over one AXI read channel of one beat
+  per cycle, results in request order, one pooled vector per bag),
+- the MLP engine (`EngineTiming`: exact cycles of a run from its program; the gather of
+  sub-batch i + 1 overlaps the run of sub-batch i),
+- the top-k unit's drain, the replay unit in front of every later stage (collect the
+  survivors, then replay their buffered beats, one per cycle), and the result stream.
+
+Calibrated against Verilator: ``rpaccel bench perf`` prints model and RTL cycles side by
+side (``docs/performance.md``). The engine is cycle-exact on every measured program; the
+rest is a transaction-level approximation whose constants (``_LAT``) come from the RTL's
+pipelines.
+
+Example
+-------
+>>> pred = predict(acc, batches)                       # doctest: +SKIP
+>>> pred.queries[0].latency, pred.cycles_per_query     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import RPAccelConfig
+
+__all__ = ["EngineTiming", "QueryTiming", "Prediction", "predict", "stage_service",
+           "stage_latency", "queueing", "batch_queueing"]
+
+#: Fixed latencies of the RTL's pipelines (cycles), named after what they span.
+_LAT = {
+    "emb_classify": 1,   # request accepted -> classified (static map read)
+    "emb_pop": 2,        # classified -> queue head popped (buffered FIFO)
+    "emb_resp": 7,       # bag's last lookup popped -> pooled vector valid (requant unit)
+    "emb_queue": 16,     # classified lookups waiting for the data side
+    "miss_ar": 1,        # classified -> AR valid
+    "dram": 2,           # AR accepted -> first R beat (cocotbext-axi AxiRam, no stalls)
+    "arb": 1,            # the top level's AXI arbiter
+    "score": 2,          # last score into the top-k unit -> engine idle
+    "topk_first": 2,     # top-k `last` beat -> first survivor out
+}
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """Cycles of one `MLPEngine` run, from its program and the sub-batch size.
+
+    A run streams every item through every weight tile (output tiles outer, input tiles
+    inner). The next tile's weights are loaded into the shadow registers only after the
+    current tile's first item has left the array, so consecutive tiles start
+    ``max(n, reload)`` cycles apart; the first tile of a layer also waits until the
+    previous layer's results are written (``n + drain``). An interaction step takes
+    ``d + pairs * dw`` (``dot``) or ``feats * d`` (``cat``) cycles per item plus a fixed
+    drain. Exact against Verilator for every program measured (`rpaccel bench perf`).
+
+    Parameters
+    ----------
+    rows : int
+        Array rows R.
+    cols : int
+        Columns P of the partition the engine drives (``array_cols >> mode``).
+    """
+
+    rows: int
+    cols: int
+
+    @property
+    def reload(self) -> int:
+        """Start-to-start cycles of two tiles when the weight load is the limit."""
+        return 2 * self.rows + self.cols + 7
+
+    @property
+    def first(self) -> int:
+        """Run start to the first tile's last item issued, less the sub-batch."""
+        return 2 * self.rows + self.cols + 8
+
+    @property
+    def layer_drain(self) -> int:
+        """Extra cycles between two layers: the last result of one written."""
+        return self.rows + self.cols + 10
+
+    @property
+    def inter_fixed(self) -> int:
+        """Fixed cycles of an interaction step (drain before and after)."""
+        return self.rows + self.cols + 21
+
+    @staticmethod
+    def interaction_per_item(step: dict) -> int:
+        from .hw.mlp_engine import Kind
+
+        if step["kind"] == Kind.DOT:
+            f = step["feats"]
+            return step["d"] + f * (f - 1) // 2 * step["dw"]
+        return step["feats"] * step["d"]
+
+    def run(self, steps, n: int) -> dict:
+        """Cycles of a run of ``n`` items: ``{"cycles", "mlp", "interaction", "fixed",
+        "tiles", "blocked"}`` (``mlp``: tile cycles; ``interaction``: the interaction
+        steps' per-item cycles; ``fixed``: the rest; ``blocked``: ``(start, end)`` cycles
+        after the run starts during which the engine writes results into its activation
+        buffer, which holds off the gather's writes for the next sub-batch)."""
+        from .hw.mlp_engine import Kind
+
+        R, P = self.rows, self.cols
+        issue0 = R + 3            # run accepted -> first item issued (first tile's weights)
+        out_lat = R + P + 10      # item issued -> its requantized result written
+        t = self.first
+        mlp = inter = tiles = 0
+        first = True
+        pending = None
+        blocked = []
+        issue = issue0
+        for st in steps:
+            if st["kind"] == Kind.MLP:
+                kt, count = st["ktiles"], st["ktiles"] * st["ntiles"]
+                tiles += count
+                for i in range(count):
+                    if first:
+                        first = False
+                    else:
+                        if pending is not None:
+                            gap = n + pending
+                            pending = None
+                        elif i == 0:
+                            gap = max(n + self.layer_drain, self.reload)
+                        else:
+                            gap = max(n, self.reload)
+                        t += gap
+                        issue += gap
+                        mlp += min(gap, n)
+                    if not st["final"] and i % kt == kt - 1:
+                        blocked.append((issue + out_lat, issue + out_lat + n))
+            elif st["kind"] in (Kind.DOT, Kind.CAT):
+                per = self.interaction_per_item(st) * n
+                inter += per
+                begin = issue + n + self.layer_drain + 9
+                blocked.append((begin, begin + per))
+                pending = per + self.inter_fixed
+        cycles = t + n
+        mlp += n
+        return {"cycles": cycles, "mlp": mlp, "interaction": inter,
+                "fixed": cycles - mlp - inter, "tiles": tiles, "blocked": _merge(blocked)}
+
+
+def _merge(intervals):
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+class _Port:
+    """The engine's load port as the controller sees it: one word per cycle, none while
+    the engine writes results (``blocked``, absolute cycles, sorted)."""
+
+    def __init__(self, free: int, blocked):
+        self.free = free
+        self.blocked = blocked
+        self.i = 0
+
+    def take(self, t: int) -> int:
+        """The cycle a word offered at ``t`` is written."""
+        t = max(t, self.free)
+        bl = self.blocked
+        while self.i < len(bl) and bl[self.i][1] <= t:
+            self.i += 1
+        if self.i < len(bl) and bl[self.i][0] <= t:
+            t = bl[self.i][1]
+        self.free = t + 1
+        return t
+
+
+class _Embedding:
+    """Lookup-level timing of one `EmbeddingUnit` (state kept across queries)."""
+
+    def __init__(self, cfg: RPAccelConfig, image, axi: _Axi):
+        self.cfg = cfg
+        self.rows = image.rows
+        self.cache = image.cache_model()
+        self.axi = axi
+        self.beats = max(1, cfg.line_bytes * 8 // cfg.axi_data_bits)
+        self.mshr = [0] * cfg.mshrs          # cycle each MSHR is free again
+        heapq.heapify(self.mshr)
+        self.classified = -1                  # last classification cycle
+        self.popped = -1                      # last pop cycle
+        self.pops = []                        # pop cycles of the last emb_queue lookups
+        self.counts = {"lookups": 0, "static": 0, "dynamic": 0, "misses": 0, "bad": 0,
+                       "dram_bytes": 0, "miss_wait": 0}
+
+    def lookup(self, t: int, table: int, row: int, arrive: int) -> tuple[int, int]:
+        """One lookup presented at ``arrive``: ``(accepted, popped)`` cycles."""
+        lat = _LAT
+        accept = max(arrive, self.classified)
+        if len(self.pops) >= lat["emb_queue"]:
+            accept = max(accept, self.pops[-lat["emb_queue"]] - lat["emb_classify"])
+        cls = accept + lat["emb_classify"]
+        ready = cls + lat["emb_pop"]
+        c = self.counts
+        miss = False
+        if not 0 <= row < self.rows[table]:
+            c["bad"] += 1
+        else:
+            c["lookups"] += 1
+            kind = self.cache.lookup(table, row)
+            miss = kind == "miss"
+            if miss:
+                c["misses"] += 1
+                c["dram_bytes"] += self.cfg.line_bytes
+                free = heapq.heappop(self.mshr)
+                if free > cls:
+                    c["miss_wait"] += free - cls
+                    cls = free
+                    accept = cls - lat["emb_classify"]
+                full = self.axi.read(cls + lat["miss_ar"], self.beats)
+                ready = max(cls + lat["emb_pop"], full + 1)
+            else:
+                c["static" if kind == "static" else "dynamic"] += 1
+        self.classified = cls
+        pop = max(ready, self.popped + 1)
+        if miss:
+            heapq.heappush(self.mshr, pop + 1)
+        self.popped = pop
+        self.pops.append(pop)
+        if len(self.pops) > 64:
+            del self.pops[:32]
+        return accept, pop
+
+
+class _Axi:
+    """An AXI4 read channel: one R beat per cycle."""
+
+    def __init__(self):
+        self.r_free = 0
+        self.busy = 0
+
+    def read(self, ar: int, beats: int) -> int:
+        """A line read whose AR is valid at ``ar``: the cycle its last beat arrives."""
+        first = max(ar + _LAT["arb"] + _LAT["dram"], self.r_free)
+        self.r_free = first + beats
+        self.busy += beats
+        return first + beats - 1
+
+
+@dataclass
+class QueryTiming:
+    """Model timing of one query.
+
+    Attributes
+    ----------
+    start, end : int
+        Cycle the header is accepted and cycle of the last result beat.
+    latency : int
+        ``end - start``.
+    stages : list of dict
+        Per stage: ``items``, ``sub_batches``, ``gather`` (cycles the controller gathered),
+        ``engine`` (engine run cycles, with ``mlp`` / ``interaction`` / ``fixed``),
+        ``emb`` (lookup counts), ``topk_drain``, ``feed`` (front end or replay beats).
+    """
+
+    start: int
+    end: int
+    stages: list = field(default_factory=list)
+
+    @property
+    def latency(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class Prediction:
+    """What `predict` returns.
+
+    Attributes
+    ----------
+    queries : list of QueryTiming
+        Back to back (each header offered as soon as the front end takes it).
+    alone : list of int
+        Each query's latency with the machine otherwise idle (caches as the sequence left
+        them), when asked for.
+    total_cycles : int
+        First header to last result beat, back to back.
+    busy : dict
+        Cycles each unit was busy over the sequence (``fe``, ``engine<s>``,
+        ``gather<s>``, ``replay<s>``, ``axi``).
+    alone_timing : list of QueryTiming
+        The queries of ``alone``, each on an idle machine.
+    limit : int
+        Queries the front end lets in flight at once.
+    engine_parts : list of dict
+        Per stage, the engine's busy cycles split into ``mlp`` (array tiles),
+        ``interaction`` and ``fixed``.
+    """
+
+    config: RPAccelConfig
+    queries: list
+    alone: list
+    total_cycles: int
+    busy: dict
+    alone_timing: list = field(default_factory=list)
+    limit: int = 2
+    engine_parts: list = field(default_factory=list)
+
+    @property
+    def cycles_per_query(self) -> float:
+        return self.total_cycles / len(self.queries)
+
+    @property
+    def bottleneck(self) -> str:
+        """The unit busy the most cycles per query (back to back); for an engine, the part
+        of it that takes most of its cycles (``"engine0: interaction 92%"``)."""
+        unit = max(self.busy, key=self.busy.get)
+        if unit.startswith("engine") and self.engine_parts:
+            p = self.engine_parts[int(unit[6:])]
+            names = {"mlp": "array tiles", "interaction": "interaction", "fixed": "fixed"}
+            part = max(names, key=p.get)
+            return f"{unit}: {names[part]} {p[part] / max(1, p['cycles']):.0%}"
+        return unit
+
+    def utilization(self) -> dict:
+        """Busy fraction of every unit over the back-to-back sequence."""
+        return {k: round(v / max(1, self.total_cycles), 4) for k, v in self.busy.items()}
+
+
+class _Machine:
+    """Event state of the whole top level."""
+
+    def __init__(self, acc):
+        from .hw.top import query_slots
+
+        cfg = acc.config
+        self.acc = acc
+        self.cfg = cfg
+        self.ns = cfg.stages
+        self.limit = max(2, query_slots(cfg))
+        mode = cfg.partitions.bit_length() - 1
+        self.eng = EngineTiming(cfg.array_rows, cfg.array_cols >> mode)
+        # one R channel per embedding unit: events are replayed stage by stage, not in
+        # time order, so the shared port's load is checked as a total (``busy["axi"]``)
+        self.axis = [_Axi() for _ in acc.images]
+        self.emb = [_Embedding(cfg, img, axi) for img, axi in zip(acc.images, self.axis,
+                                                                  strict=True)]
+        self.fe_free = 0
+        self.ctl_idle = [0] * self.ns      # controller back in IDLE
+        self.eng_free = [0] * self.ns      # engine takes the next run
+        self.rp_free = [0] * self.ns       # replay unit back in COLLECT
+        self.tk_free = [0] * self.ns       # top-k bank free for the next query
+        self.blocked = [[] for _ in range(self.ns)]  # engine writes of the last run
+        self.ends = []                     # result end of every admitted query
+        self.busy = {"fe": 0, "axi": 0}
+        for s in range(self.ns):
+            self.busy[f"gather{s}"] = 0
+            self.busy[f"engine{s}"] = 0
+            if s:
+                self.busy[f"replay{s}"] = 0
+        self.parts = [{"cycles": 0, "mlp": 0, "interaction": 0, "fixed": 0}
+                      for _ in range(self.ns)]
+        self.run_cache = {}
+
+    def engine_run(self, s: int, n: int) -> dict:
+        key = (s, n)
+        if key not in self.run_cache:
+            self.run_cache[key] = self.eng.run(self.acc.progs[s].steps, n)
+        return self.run_cache[key]
+
+    def gather(self, s: int, beats, t0: int, st: dict) -> tuple[int, int]:
+        """Stream ``beats`` (the sub-batch's beats as the feeder presents them, one per
+        cycle from ``t0``) into stage ``s``: returns the cycles the feeder's last beat is
+        taken and the gather is done."""
+        emb = self.emb[s]
+        dw = max(1, -(-self.acc.progs[s].emb_dim // self.acc.geo.lanes))
+        port = _Port(t0, self.blocked[s])
+        t = t0             # feeder's next beat
+        resp = t0          # the last pooled vector's last word written
+        pending = []       # pop cycles of finished bags
+        bag_pop = 0
+        for b in beats:
+            if b[0] == "dense":
+                if b[1] != s:
+                    t += 1  # not for this stage: a feeder cycle only
+                    continue
+                # pooled vectors ready by now take the port first
+                while pending and pending[0] + _LAT["emb_resp"] <= t:
+                    resp = self._resp(port, pending.pop(0), resp, dw)
+                t = port.take(t) + 1
+            else:
+                _, table, row, last = b
+                accept, pop = emb.lookup(t, table, row, t)
+                bag_pop = max(bag_pop, pop)
+                if last:
+                    pending.append(bag_pop)
+                    bag_pop = 0
+                t = accept + 1
+        while pending:
+            resp = self._resp(port, pending.pop(0), resp, dw)
+        st["feed_beats"] += len(beats)
+        return t, max(t, port.free, resp)
+
+    @staticmethod
+    def _resp(port: _Port, pop: int, resp: int, dw: int) -> int:
+        """Write a pooled vector valid at ``pop + emb_resp`` (after the previous one)."""
+        t = max(pop + _LAT["emb_resp"], resp)
+        for _ in range(dw):
+            t = port.take(t) + 1
+        return t
+
+    def stage_run(self, s, sub_batches, feed_start, st):
+        """Run stage ``s`` over its sub-batches; ``feed_start`` is when the feeder (front
+        end or replay) can present the first run beat. Returns (feed end, last score)."""
+        t = feed_start
+        last_score = t
+        for n, beats in sub_batches:
+            # run beat: the feeder waits for the controller to be idle
+            t = max(t, self.ctl_idle[s]) + 1
+            g0 = t + 1
+            feed_end, g_end = self.gather(s, beats, g0, st)
+            self.busy[f"gather{s}"] += g_end - g0
+            st["gather"] += g_end - g0
+            start = max(g_end + 1, self.eng_free[s])
+            r = self.engine_run(s, n)
+            self.blocked[s] = [(start + a, start + b) for a, b in r["blocked"]]
+            self.eng_free[s] = start + r["cycles"] + 1
+            self.ctl_idle[s] = start + 1
+            last_score = start + r["cycles"] - _LAT["score"]
+            self.busy[f"engine{s}"] += r["cycles"]
+            for k in ("cycles", "mlp", "interaction", "fixed"):
+                st["engine"][k] += r[k]
+                self.parts[s][k] += r[k]
+            st["sub_batches"] += 1
+            st["items"] += n
+            t = feed_end  # the feeder's next run beat follows the sub-batch's last beat
+        return t, last_score
+
+    def topk_drain(self, kk: int) -> int:
+        cfg = self.cfg
+        if cfg.topk_impl == "heap":
+            return 2 * cfg.topk_k + kk + max(1, (cfg.topk_k).bit_length()) + 9
+        return kk + 1
+
+    def query(self, beats_by_stage, n_items: int, offered: int) -> QueryTiming:
+        S = self.cfg.sub_batch
+        # header: only while fewer than `limit` queries are in flight
+        head = max(offered, self.fe_free)
+        if len(self.ends) >= self.limit:
+            head = max(head, self.ends[-self.limit] + 1)
+        q = QueryTiming(start=head, end=head)
+        sts = [{"items": 0, "sub_batches": 0, "gather": 0, "feed_beats": 0, "emb": None,
+                "engine": {"cycles": 0, "mlp": 0, "interaction": 0, "fixed": 0},
+                "topk_drain": 0} for _ in range(self.ns)]
+        emb0 = [dict(e.counts) for e in self.emb]
+        subs = [(min(S, n_items - i), beats_by_stage[0][i:i + S])
+                for i in range(0, n_items, S)]
+        fe_end, last_score = self.stage_run(0, [(n, [b for item in bb for b in item])
+                                                for n, bb in subs], head + 1, sts[0])
+        self.busy["fe"] += fe_end - head
+        self.fe_free = fe_end
+        n_prev = n_items
+        for s in range(1, self.ns):
+            kk = min(self.acc.stages[s - 1][1], n_prev)
+            drain = self.topk_drain(kk)
+            sts[s - 1]["topk_drain"] = drain
+            out_first = max(last_score + _LAT["topk_first"], self.tk_free[s - 1])
+            collect_end = max(out_first + kk, self.rp_free[s] + kk)
+            self.tk_free[s - 1] = collect_end
+            sts[s - 1]["done"] = collect_end
+            order = beats_by_stage[s][:kk]
+            subs = [(min(S, kk - i), [b for item in order[i:i + S] for b in item])
+                    for i in range(0, kk, S)]
+            rp_end, last_score = self.stage_run(s, subs, collect_end + 1, sts[s])
+            # the replay spends one cycle per buffered beat and two per sub-batch
+            self.rp_free[s] = rp_end + 2 * len(subs)
+            self.busy[f"replay{s}"] += rp_end - collect_end
+            n_prev = kk
+        kk = min(self.acc.stages[-1][1], n_prev)
+        drain = self.topk_drain(kk)
+        sts[-1]["topk_drain"] = drain
+        end = max(last_score + _LAT["topk_first"], self.tk_free[-1]) + kk
+        self.tk_free[-1] = end
+        sts[-1]["done"] = end
+        q.end = end
+        self.ends.append(end)
+        for s, st in enumerate(sts):
+            st["emb"] = {k: v - emb0[s][k] for k, v in self.emb[s].counts.items()}
+        q.stages = sts
+        return q
+
+
+def _stage_beats(acc, batch, s: int, order=None):
+    """Per item, the beats stage ``s``'s feeder presents: ``("dense", stage)`` or
+    ``("id", table, row, last)``; for s >= 1 (replay) only the buffered ones, items in
+    the order ``order`` (the survivors, best first)."""
+    beats = acc.query_beats(batch)[1:]
+    items, cur = [], []
+    for b in beats:
+        if b["dense"]:
+            if s and b["stage"] == 0:
+                continue
+            cur.append(("dense", b["stage"]))
+        else:
+            cur.append(("id", b["table"], b["id"], b["last"]))
+            if b["last"] and b["table"] == len(batch.indices) - 1:
+                items.append(cur)
+                cur = []
+    if order is not None:
+        items = [items[i] for i in order]
+    return items
+
+
+def _survivors(acc, batch):
+    """Positions kept by every stage (golden, best first)."""
+    from .golden.pipeline import topk
+
+    keep = np.arange(batch.size)
+    out = []
+    for q, k in acc.stages:
+        scores = q.forward(batch.take(keep), check=False)
+        sel = topk(scores, keep, k)
+        keep = np.asarray(sel)
+        out.append(keep)
+    return out
+
+
+def predict(acc, batches, alone: bool = True) -> Prediction:
+    """Model timing of ``batches`` (one `Batch` per query) on ``acc``.
+
+    Parameters
+    ----------
+    acc : rpaccel.runtime.Accelerator
+        Config, compiled programs, embedding images and stage models.
+    batches : sequence of Batch
+        The queries, offered back to back.
+    alone : bool
+        Also model each query on an idle machine (``Prediction.alone``).
+
+    Returns
+    -------
+    Prediction
+    """
+    batches = list(batches)
+    m = _Machine(acc)
+    beats = []
+    for b in batches:
+        surv = _survivors(acc, b)
+        per = [_stage_beats(acc, b, 0)]
+        for s in range(1, acc.config.stages):
+            per.append(_stage_beats(acc, b, s, surv[s - 1]))
+        beats.append(per)
+    queries = [m.query(per, b.size, 0) for per, b in zip(beats, batches, strict=True)]
+    m.busy["axi"] = sum(a.busy for a in m.axis)
+    total = queries[-1].end - queries[0].start if queries else 0
+    lone = []
+    if alone:
+        solo = _Machine(acc)
+        for per, b in zip(beats, batches, strict=True):
+            idle = max([solo.fe_free, *solo.ends, *solo.eng_free, *solo.rp_free]) + 1
+            lone.append(solo.query(per, b.size, idle))
+    return Prediction(acc.config, queries, [q.latency for q in lone], total, m.busy,
+                      lone, limit=m.limit, engine_parts=m.parts)
+
+
+def stage_service(pred: Prediction) -> list[float]:
+    """Mean cycles per query each stage's engine is busy (its service time)."""
+    n = len(pred.queries)
+    return [pred.busy[f"engine{s}"] / n for s in range(pred.config.stages)]
+
+
+def stage_latency(pred: Prediction) -> list[float]:
+    """Mean cycles each stage adds to a query alone (from its start, or the previous
+    stage's survivors, to its own survivors out): the shares of ``Prediction.alone``."""
+    shares = np.array([[q.stages[s]["done"] - (q.stages[s - 1]["done"] if s else q.start)
+                        for s in range(pred.config.stages)] for q in pred.alone_timing])
+    return shares.mean(axis=0).tolist()
+
+
+_SATURATED = {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None,
+              "saturated": True}
+
+
+def _percentiles(lat_cycles, fclk_mhz: float) -> dict:
+    ms = np.asarray(lat_cycles, float) / fclk_mhz / 1000.0
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p95_ms": round(float(np.percentile(ms, 95)), 4),
+            "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "mean_ms": round(float(ms.mean()), 4)}
+
+
+def queueing(service, latency, limit: int, qps: float, fclk_mhz: float, n: int = 4000,
+             seed: int = 0, warmup: float = 0.1, max_backlog_s: float = 1.0) -> dict:
+    """Tail latency of the accelerator under Poisson arrivals, as a tandem of stages.
+
+    Each query waits for a free slot (at most ``limit`` in flight, the front end's rule),
+    then for stage s to be free; stage s is then busy ``service[s]`` cycles (its engine's
+    share per query, `stage_service`) and hands the survivors on after ``latency[s]``
+    cycles (`stage_latency`). Host-side queueing counts in the latency.
+
+    Returns ``{"p50_ms", "p95_ms", "p99_ms", "mean_ms", "saturated"}`` over the queries
+    after the first ``warmup`` fraction; ``saturated`` (and ``None`` percentiles) when the
+    load is not sustained: a stage serves slower than queries arrive, or the backlog
+    grows past ``max_backlog_s`` seconds.
+    """
+    rng = np.random.default_rng(seed)
+    gap = fclk_mhz * 1e6 / qps
+    if max(service) >= gap:  # offered faster than the slowest stage serves: unstable
+        return dict(_SATURATED)
+    arrivals = np.cumsum(rng.exponential(gap, n))
+    free = [0.0] * len(service)
+    ends = []
+    lat = []
+    for i, a in enumerate(arrivals):
+        t = a if i < limit else max(a, ends[i - limit])
+        for s, (sv, ls) in enumerate(zip(service, latency, strict=True)):
+            start = max(t, free[s])
+            free[s] = start + sv
+            t = start + ls
+        ends.append(t)
+        lat.append(t - a)
+        if t - a > max_backlog_s * fclk_mhz * 1e6:
+            return dict(_SATURATED)
+    return {**_percentiles(lat[int(warmup * n):], fclk_mhz), "saturated": False}
+
+
+def batch_queueing(latency_of_batch, max_batch: int, qps: float, n: int = 4000,
+                   seed: int = 0, warmup: float = 0.1, max_backlog_s: float = 1.0) -> dict:
+    """Tail latency of one server that runs every waiting query (up to ``max_batch``) as
+    one batch, taking ``latency_of_batch(b)`` seconds (a CPU or GPU running the pipeline
+    in PyTorch: measured service times, `rpaccel.scripts.perf_report`)."""
+    if latency_of_batch(max_batch) >= max_batch / qps:  # more than the largest batches serve
+        return dict(_SATURATED)
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1.0 / qps, n))
+    lat = np.empty(n)
+    i, t = 0, 0.0
+    while i < n:
+        t = max(t, arrivals[i])
+        j = i + 1
+        while j < n and j - i < max_batch and arrivals[j] <= t:
+            j += 1
+        t += latency_of_batch(j - i)
+        lat[i:j] = t - arrivals[i:j]
+        if t - arrivals[j - 1] > max_backlog_s:
+            return dict(_SATURATED)
+        i = j
+    return {**_percentiles(lat[int(warmup * n):] * 1e6, 1.0), "saturated": False}

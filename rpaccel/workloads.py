@@ -1,0 +1,111 @@
+"""Workloads of the performance report: RecPipe's Criteo pipelines at the paper's scale and
+MovieLens-100k's quality-table queries, as `rpaccel.runtime.Accelerator` objects and query
+batches.
+
+RecPipe's models (ANCHORS.md, the artifact's ``configs/model_configs``): 13 dense
+features, 26 tables, ``dot`` interaction of 27 features (351 pairs); RM-small (dim 4,
+bottom 13-64-4, top 355-64-1), RM-med (dim 16, 13-64-16, 367-64-1), RM-large (dim 32,
+13-512-256-128-64-32, 383-96-1). Weights are random (timing does not depend on their
+values), quantized to int8 on synthetic Criteo-shaped data; ids are Zipf-distributed
+(`rpaccel.golden.data.criteo_synthetic`), the static caches pinned from a profile of
+other items of the same distribution.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .config import RPAccelConfig, get_config
+
+__all__ = ["WORKLOADS", "PIPELINES", "design_config", "workload_accelerator",
+           "workload_queries", "DESIGNS"]
+
+#: Stage model and k per stage of each pipeline, per workload (the last k is the answer).
+PIPELINES = {
+    "recpipe-criteo": {
+        "1-stage large": (("large", 64),),
+        "2-stage small->large": (("small", 512), ("large", 64)),
+        "3-stage small->med->large": (("small", 512), ("medium", 128), ("large", 64)),
+    },
+    "ml100k": {
+        "1-stage large": (("large", 10),),
+        "2-stage small->large": (("small", 100), ("large", 10)),
+        "3-stage small->med->large": (("small", 300), ("medium", 100), ("large", 10)),
+    },
+}
+
+#: Candidates per query and the embedding-table rows of each workload.
+WORKLOADS = {
+    "recpipe-criteo": {"candidates": 4096, "rows": 100_000, "tables": 26},
+    "ml100k": {"candidates": 1000},
+}
+
+#: Designs the report compares: the accelerator and the artifact's TPU-like baseline.
+DESIGNS = ("paper", "paper-baseline")
+
+
+def design_config(design: str, stages: int) -> RPAccelConfig:
+    """The config a design runs an ``stages``-stage pipeline on: ``paper`` with one array
+    partition per stage (the partition count rounded up to 1, 2 or 4), or
+    ``paper-baseline`` (one stage only)."""
+    cfg = get_config(design)
+    if design == "paper-baseline":
+        if stages != 1:
+            raise ValueError(f"stages must be 1 on paper-baseline, not {stages!r}")
+        return cfg
+    parts = 1 if stages == 1 else (2 if stages == 2 else 4)
+    return cfg.replace(name=f"{cfg.name}-{stages}stage", stages=stages, partitions=parts)
+
+
+@lru_cache(maxsize=4)
+def _criteo_models(rows: int, tables: int, seed: int = 0):
+    from .golden.data import criteo_synthetic
+    from .golden.quantize import quantize_model
+    from .golden.zoo import SIZES, random_model
+
+    table_rows = [rows] * tables
+    calib = criteo_synthetic(2000, table_rows, seed=seed + 1, hot_seed=7)
+    out = {}
+    for i, name in enumerate(("small", "medium", "large")):
+        model = random_model(SIZES[name], 13, table_rows, "dot", seed=seed + 10 + i)
+        out[name] = quantize_model(model, calib)
+    profile = criteo_synthetic(20_000, table_rows, seed=seed + 2, hot_seed=7)
+    return out, profile
+
+
+def workload_accelerator(workload: str, design: str, pipeline: str, models_dir=None,
+                         rows: int | None = None):
+    """An `Accelerator` of ``design`` loaded with ``pipeline`` of ``workload``.
+
+    ``rows`` overrides the Criteo table rows (tests use small tables). The static caches
+    get the whole ``static_rows`` budget, except on ``paper-baseline`` (no embedding
+    cache: nothing pinned, a one-line dynamic cache).
+    """
+    from .runtime import Accelerator
+
+    spec = PIPELINES[workload][pipeline]
+    cfg = design_config(design, len(spec))
+    static_bytes = 0 if design == "paper-baseline" else cfg.static_rows * cfg.emb_dim
+    if workload == "recpipe-criteo":
+        w = WORKLOADS[workload]
+        models, profile = _criteo_models(rows or w["rows"], w["tables"])
+        return Accelerator(cfg, [(models[m], k) for m, k in spec], profile, static_bytes)
+    if models_dir is None:
+        raise ValueError("models_dir is needed for the ml100k workload (make models)")
+    return Accelerator.from_models(cfg, models_dir, pipeline=spec, static_bytes=static_bytes)
+
+
+def workload_queries(workload: str, acc, n: int, seed: int = 0, rows: int | None = None,
+                     candidates: int | None = None):
+    """``n`` query batches of ``workload`` for ``acc`` (``candidates`` per query, default
+    the workload's)."""
+    from .golden.data import criteo_synthetic, load_ml100k
+
+    if workload == "recpipe-criteo":
+        w = WORKLOADS[workload]
+        table_rows = [rows or w["rows"]] * w["tables"]
+        return [criteo_synthetic(candidates or w["candidates"], table_rows, seed=100 + seed + i,
+                                 hot_seed=7) for i in range(n)]
+    ml = getattr(acc, "ml", None) or load_ml100k()
+    return [b for b, _ in acc.movielens_queries(
+        ml, n, seed=seed, candidates=candidates or WORKLOADS[workload]["candidates"])]

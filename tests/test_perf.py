@@ -1,0 +1,153 @@
+"""The performance model (`rpaccel.perf`): engine cycles exact against the RTL, whole
+queries within 5% of Verilator on a case it was never tuned on, queueing behaviour, the
+``rpaccel perf`` report."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rpaccel import perf
+from rpaccel.config import get_config
+from rpaccel.hw.mlp_engine import ComputeEngine, Kind, slot_width
+from rpaccel.program import compile_layers
+from rpaccel.scripts.perf_report import (
+    CALIBRATION,
+    TOLERANCE,
+    CalCase,
+    case_accelerator,
+    compare,
+)
+from rpaccel.sim.engine_jobs import layers_job, random_layers, stage_job, write_jobs
+from rpaccel.sim.runner import build, run
+
+CFG = get_config("default")
+
+
+def test_engine_timing_by_hand():
+    """One 8x4 tile of 64 items: the first tile costs 2R + P + 8 on top of the items; a
+    second output tile follows after max(n, 2R + P + 7); a second layer adds its drain."""
+    eng = perf.EngineTiming(8, 4)
+    one = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
+                                                                    [8, 4])).steps
+    assert eng.run(one, 64)["cycles"] == 64 + 28
+    two = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
+                                                                    [8, 8])).steps
+    assert eng.run(two, 64)["cycles"] == 2 * 64 + 28
+    assert eng.run(two, 5)["cycles"] == 27 + 5 + 28      # weight reload bound
+    deep = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
+                                                                     [8, 4, 4])).steps
+    assert eng.run(deep, 64)["cycles"] == 2 * 64 + 28 + 22
+    dot = {"kind": Kind.DOT, "feats": 4, "d": 8, "dw": 1}
+    assert perf.EngineTiming.interaction_per_item(dot) == 8 + 6
+    cat = {"kind": Kind.CAT, "feats": 4, "d": 8, "dw": 1}
+    assert perf.EngineTiming.interaction_per_item(cat) == 32
+
+
+def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
+    """Random MLPs (1-3 layers, several tiles, 1 to 64 items) and the trained small and
+    large stage models on both partitions of the default engine: the model's cycles equal
+    the RTL's busy-cycle counter on every run."""
+    rng = np.random.default_rng(11)
+    mode = 1
+    progs, steps = {0: [], 1: []}, {}
+    for p in (0, 1):
+        for j in range(3):
+            dims = [int(v) for v in rng.choice([3, 8, 13, 21, 33], size=int(rng.integers(2, 5)))]
+            xs = [rng.integers(-128, 128, (int(n), dims[0])) for n in rng.integers(1, 65, 3)]
+            name = f"p{p} mlp{j} {dims}"
+            layers = random_layers(rng, dims)
+            progs[p].append(layers_job(CFG, p, mode, layers, xs, name=name))
+            steps[name] = compile_layers(CFG, slot_width(CFG, p), mode, layers).steps
+    user, cands, _ = ml.queries(1000, seed=0, users=[3])[0]
+    from rpaccel.program import compile_stage
+
+    for p, size in ((0, "small"), (1, "large")):
+        bs = [ml.batch(np.full(n, user), cands[:n]) for n in (5, 40)]
+        progs[p].append(stage_job(CFG, p, mode, qmodels[size], bs, name=f"p{p} {size}"))
+        steps[f"p{p} {size}"] = compile_stage(CFG, slot_width(CFG, p), mode,
+                                              qmodels[size]).steps
+    sb = build(ComputeEngine, CFG, "engine")
+    jobs = write_jobs(tmp_path / "jobs.pkl", mode, {p: {"programs": v} for p, v in progs.items()})
+    metrics = tmp_path / "metrics.json"
+    tests, failed = run(sb, "rpaccel.sim.tb_engine", tmp_path / "run",
+                        {"jobs": str(jobs), "metrics": str(metrics), "seed": 3})
+    assert (tests, failed) == (1, 0)
+    measured = json.loads(metrics.read_text())
+    assert len(measured) == 22
+    eng = perf.EngineTiming(CFG.array_rows, CFG.array_cols >> mode)
+    wrong = [(m["name"], m["items"], m["cycles"], eng.run(steps[m["name"].split("#")[0]],
+                                                         m["items"])["cycles"])
+             for m in measured
+             if eng.run(steps[m["name"].split("#")[0]], m["items"])["cycles"] != m["cycles"]]
+    assert not wrong, f"(run, items, rtl, model): {wrong}"
+
+
+def test_model_within_tolerance_of_verilator_on_an_unseen_case(tmp_path):
+    """A case the model was not tuned on (7 tables, ``cat`` then ``dot``, k 12 / 5, odd
+    query sizes): latency of the first query and cycles per query back to back within 5%
+    of Verilator, and the model's embedding counters equal the RTL's."""
+    case = CalCase("default", "criteo", tables=7, inter="cat,dot", bag=1, sizes=(57, 111, 33),
+                   ks=(12, 5), seed=4)
+    assert all(case.name != c.name or case.config != c.config for c in CALIBRATION)
+    acc, batches = case_accelerator(case)
+    pred = perf.predict(acc, batches)
+    sim_run, (tests, failed) = acc.simulate(batches, workdir=tmp_path, load="stream")
+    assert (tests, failed) == (1, 0) and sim_run.mismatches == 0
+    rows = compare(case.name, case.config, pred, sim_run)
+    assert [r["metric"] for r in rows] == ["latency", "throughput"]
+    for r in rows:
+        assert abs(r["error"]) <= TOLERANCE, r
+    for s in range(2):
+        assert sum(q.stages[s]["emb"]["lookups"] for q in pred.queries) == \
+            sim_run.counters[f"s{s}_lookups"]
+        assert sum(q.stages[s]["emb"]["misses"] for q in pred.queries) == \
+            sim_run.counters[f"s{s}_misses"]
+        assert sum(q.stages[s]["engine"]["cycles"] for q in pred.queries) == \
+            sim_run.counters[f"s{s}_engine_cycles"]
+    assert pred.alone[0] == pred.queries[0].latency
+
+
+def test_queueing_low_load_and_saturation():
+    """At a trickle the tail is the latency alone; past the slowest stage's rate the load
+    is refused as saturated; more load never lowers the p95."""
+    service, latency = [1000.0, 4000.0], [3000.0, 6000.0]
+    low = perf.queueing(service, latency, 2, qps=10, fclk_mhz=100.0, n=500)
+    assert low["p50_ms"] == pytest.approx(0.09, rel=1e-6)
+    assert not low["saturated"]
+    assert perf.queueing(service, latency, 2, qps=26_000, fclk_mhz=100.0)["saturated"]
+    p95 = [perf.queueing(service, latency, 2, q, 100.0, n=2000)["p95_ms"]
+           for q in (1000, 10_000, 20_000)]
+    assert p95 == sorted(p95) and p95[-1] > p95[0]
+    one = perf.batch_queueing(lambda b: 0.001 * b ** 0.5, 16, qps=5, n=300)
+    assert one["p50_ms"] == pytest.approx(1.0, rel=1e-6)
+    assert perf.batch_queueing(lambda b: 0.001 * b ** 0.5, 16, qps=5000)["saturated"]
+
+
+def test_perf_cli_paper_scale_json(capsys):
+    """``rpaccel perf`` on the paper config (small tables and queries to keep it short):
+    rows per design and pipeline with the fields the report promises, the measured
+    CPU / GPU beside them, the paper's loads, plots written."""
+    from rpaccel.scripts.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert main(["perf", "--config", "paper", "--workload", "recpipe-criteo", "--rows",
+                     "3000", "--candidates", "640", "--queries", "1", "--quiet", "--json",
+                     "--plots", tmp]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert sorted(Path(p).name for p in rep["plots"]) == [
+            "perf-breakdown-recpipe-criteo.png", "perf-load-recpipe-criteo.png"]
+    rows = rep["rows"]
+    assert [(r["design"], r["pipeline"]) for r in rows] == [
+        ("paper", "1-stage large"), ("paper", "2-stage small->large"),
+        ("paper", "3-stage small->med->large"), ("paper-baseline", "1-stage large")]
+    for r in rows:
+        assert r["latency_us"] > r["compute_limit_us"] > 0 and r["qps"] > 0
+        assert r["bottleneck"].startswith(("engine", "gather", "fe", "replay", "axi"))
+        assert r["stages"][0]["items"] == 640
+    assert rows[1]["stages"][1]["items"] == 512
+    assert {a["device"] for a in rep["alternatives"]} == {"cpu", "cuda"}
+    assert {p["system"] for p in rep["paper_loads_p95_ms"]} >= {"paper: 2-stage small->large"}
+    assert main(["perf", "--workload", "nope"]) == 2
