@@ -7,15 +7,16 @@ STAMP   := $(VENV)/.installed
 MODELS  ?= build/models
 JOBS    ?= 2
 
-.PHONY: help setup data models demo test test-all lint quality synth bench clean
+.PHONY: help setup data models demo test test-all lint quality synth bench perf clean
 
 help:
-	@echo "make demo    - set up, models, quality table, blocks and the whole accelerator (baseline vs default) on Verilator"
+	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
 	@echo "make test    - the regression (pytest -n $(JOBS))"
 	@echo "make synth   - ECP5-85F synthesis of the requantize unit (JSON)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
-	@echo "make bench   - array, cache, top level (baseline vs default) and top-k benchmarks (JSON in build/bench; slow)"
+	@echo "make perf    - the cycle model at the paper's scale: rpaccel perf, JSON and plots in build/perf"
+	@echo "make bench   - array, cache, model calibration, top level (baseline vs default) and top-k benchmarks (JSON in build/bench; slow)"
 
 setup: $(STAMP)
 
@@ -56,7 +57,12 @@ lint: setup
 clean:
 	rm -rf build
 
+perf: models
+	$(RPACCEL) perf --workload recpipe-criteo --json --out build/perf/recpipe-criteo.json --plots build/perf
+	$(RPACCEL) perf --workload ml100k --models $(MODELS) --json --out build/perf/ml100k.json --plots build/perf
+
 bench: models
+	$(RPACCEL) bench perf --models $(MODELS) --json --out build/bench/perf.json --plots build/bench
 	$(RPACCEL) bench array --models $(MODELS) --json --out build/bench/array.json
 	$(RPACCEL) bench cache --models $(MODELS) --json --out build/bench/cache.json
 	$(RPACCEL) bench top --models $(MODELS) --json --out build/bench/top.json

@@ -109,9 +109,11 @@ class EngineTiming:
         return step["feats"] * step["d"]
 
     def run(self, steps, n: int) -> dict:
-        """Cycles of a run of ``n`` items: ``{"cycles", "mlp", "interaction", "fixed",
-        "tiles", "blocked"}`` (``mlp``: tile cycles; ``interaction``: the interaction
-        steps' per-item cycles; ``fixed``: the rest; ``blocked``: ``(start, end)`` cycles
+        """Cycles of a run of ``n`` items: ``{"cycles", "mlp", "interaction", "reload",
+        "fixed", "tiles", "blocked"}`` (``mlp``: cycles items stream through tiles;
+        ``interaction``: the interaction steps' per-item cycles; ``reload``: tiles waiting
+        for their weights, a sub-batch shorter than the reload; ``fixed``: the rest, layer
+        drains and the run's start and end; ``blocked``: ``(start, end)`` cycles
         after the run starts during which the engine writes results into its activation
         buffer, which holds off the gather's writes for the next sub-batch)."""
         from .hw.mlp_engine import Kind
@@ -120,7 +122,7 @@ class EngineTiming:
         issue0 = R + 3            # run accepted -> first item issued (first tile's weights)
         out_lat = R + P + 10      # item issued -> its requantized result written
         t = self.first
-        mlp = inter = tiles = 0
+        mlp = inter = tiles = reload = 0
         first = True
         pending = None
         blocked = []
@@ -138,8 +140,10 @@ class EngineTiming:
                             pending = None
                         elif i == 0:
                             gap = max(n + self.layer_drain, self.reload)
+                            reload += gap - n - min(gap - n, self.layer_drain)
                         else:
                             gap = max(n, self.reload)
+                            reload += gap - n
                         t += gap
                         issue += gap
                         mlp += min(gap, n)
@@ -153,8 +157,9 @@ class EngineTiming:
                 pending = per + self.inter_fixed
         cycles = t + n
         mlp += n
-        return {"cycles": cycles, "mlp": mlp, "interaction": inter,
-                "fixed": cycles - mlp - inter, "tiles": tiles, "blocked": _merge(blocked)}
+        return {"cycles": cycles, "mlp": mlp, "interaction": inter, "reload": reload,
+                "fixed": cycles - mlp - inter - reload, "tiles": tiles,
+                "blocked": _merge(blocked)}
 
 
 def _merge(intervals):
@@ -186,6 +191,10 @@ class _Port:
             t = bl[self.i][1]
         self.free = t + 1
         return t
+
+
+#: The parts of an engine run's cycles (`EngineTiming.run`).
+_PARTS = ("cycles", "mlp", "interaction", "reload", "fixed")
 
 
 class _Embedding:
@@ -320,16 +329,33 @@ class Prediction:
 
     @property
     def cycles_per_query(self) -> float:
+        """First header to last result beat over the queries (RTL's definition: includes
+        the pipeline's fill)."""
         return self.total_cycles / len(self.queries)
+
+    @property
+    def interval(self) -> float:
+        """Cycles between results in the steady state: the mean gap between the last
+        result beats of consecutive queries (one query: its latency)."""
+        ends = [q.end for q in self.queries]
+        return (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else ends[0] - \
+            self.queries[0].start
 
     @property
     def bottleneck(self) -> str:
         """The unit busy the most cycles per query (back to back); for an engine, the part
         of it that takes most of its cycles (``"engine0: interaction 92%"``)."""
         unit = max(self.busy, key=self.busy.get)
+        # a feeder or gather held up by a stage's engine is as busy as that engine: name
+        # the engine unless the other unit really is slower
+        engines = [u for u in self.busy if u.startswith("engine")]
+        close = [u for u in engines if self.busy[u] >= 0.95 * self.busy[unit]]
+        if close:
+            unit = max(close, key=self.busy.get)
         if unit.startswith("engine") and self.engine_parts:
             p = self.engine_parts[int(unit[6:])]
-            names = {"mlp": "array tiles", "interaction": "interaction", "fixed": "fixed"}
+            names = {"mlp": "array tiles", "interaction": "interaction",
+                     "reload": "weight reload", "fixed": "fixed"}
             part = max(names, key=p.get)
             return f"{unit}: {names[part]} {p[part] / max(1, p['cycles']):.0%}"
         return unit
@@ -370,8 +396,7 @@ class _Machine:
             self.busy[f"engine{s}"] = 0
             if s:
                 self.busy[f"replay{s}"] = 0
-        self.parts = [{"cycles": 0, "mlp": 0, "interaction": 0, "fixed": 0}
-                      for _ in range(self.ns)]
+        self.parts = [dict.fromkeys(_PARTS, 0) for _ in range(self.ns)]
         self.run_cache = {}
 
     def engine_run(self, s: int, n: int) -> dict:
@@ -440,7 +465,7 @@ class _Machine:
             self.ctl_idle[s] = start + 1
             last_score = start + r["cycles"] - _LAT["score"]
             self.busy[f"engine{s}"] += r["cycles"]
-            for k in ("cycles", "mlp", "interaction", "fixed"):
+            for k in _PARTS:
                 st["engine"][k] += r[k]
                 self.parts[s][k] += r[k]
             st["sub_batches"] += 1
@@ -462,7 +487,7 @@ class _Machine:
             head = max(head, self.ends[-self.limit] + 1)
         q = QueryTiming(start=head, end=head)
         sts = [{"items": 0, "sub_batches": 0, "gather": 0, "feed_beats": 0, "emb": None,
-                "engine": {"cycles": 0, "mlp": 0, "interaction": 0, "fixed": 0},
+                "engine": dict.fromkeys(_PARTS, 0),
                 "topk_drain": 0} for _ in range(self.ns)]
         emb0 = [dict(e.counts) for e in self.emb]
         subs = [(min(S, n_items - i), beats_by_stage[0][i:i + S])
@@ -576,9 +601,12 @@ def predict(acc, batches, alone: bool = True) -> Prediction:
 
 
 def stage_service(pred: Prediction) -> list[float]:
-    """Mean cycles per query each stage's engine is busy (its service time)."""
+    """Mean cycles per query each stage is occupied (its service time under load): the
+    busiest of its feeder (front end or replay unit), its gather and its engine."""
     n = len(pred.queries)
-    return [pred.busy[f"engine{s}"] / n for s in range(pred.config.stages)]
+    b = pred.busy
+    return [max(b["fe" if s == 0 else f"replay{s}"], b[f"gather{s}"], b[f"engine{s}"]) / n
+            for s in range(pred.config.stages)]
 
 
 def stage_latency(pred: Prediction) -> list[float]:

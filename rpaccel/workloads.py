@@ -44,11 +44,14 @@ WORKLOADS = {
 DESIGNS = ("paper", "paper-baseline")
 
 
-def design_config(design: str, stages: int) -> RPAccelConfig:
+def design_config(design: str, stages: int, overrides=None) -> RPAccelConfig:
     """The config a design runs an ``stages``-stage pipeline on: ``paper`` with one array
     partition per stage (the partition count rounded up to 1, 2 or 4), or
-    ``paper-baseline`` (one stage only)."""
+    ``paper-baseline`` (one stage only); ``overrides`` (field -> value) change the named
+    config first (validated like any config)."""
     cfg = get_config(design)
+    if overrides:
+        cfg = cfg.replace(**overrides)
     if design == "paper-baseline":
         if stages != 1:
             raise ValueError(f"stages must be 1 on paper-baseline, not {stages!r}")
@@ -74,7 +77,7 @@ def _criteo_models(rows: int, tables: int, seed: int = 0):
 
 
 def workload_accelerator(workload: str, design: str, pipeline: str, models_dir=None,
-                         rows: int | None = None):
+                         rows: int | None = None, overrides=None):
     """An `Accelerator` of ``design`` loaded with ``pipeline`` of ``workload``.
 
     ``rows`` overrides the Criteo table rows (tests use small tables). The static caches
@@ -84,7 +87,7 @@ def workload_accelerator(workload: str, design: str, pipeline: str, models_dir=N
     from .runtime import Accelerator
 
     spec = PIPELINES[workload][pipeline]
-    cfg = design_config(design, len(spec))
+    cfg = design_config(design, len(spec), overrides)
     static_bytes = 0 if design == "paper-baseline" else cfg.static_rows * cfg.emb_dim
     if workload == "recpipe-criteo":
         w = WORKLOADS[workload]

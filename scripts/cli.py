@@ -87,9 +87,11 @@ def cmd_quantize(args) -> int:
 
 
 def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
-                 candidates: int = 1000, seed: int = 0, log=None, approx: bool = False):
+                 candidates: int = 1000, seed: int = 0, log=None, approx: bool = False,
+                 progress=None):
     """Evaluate pipelines on MovieLens-100k queries in float and int8 (and, with
-    ``approx``, int8 with the approximate histogram filter between stages)."""
+    ``approx``, int8 with the approximate histogram filter between stages); ``progress``
+    is called after each evaluation."""
     from ..golden.data import load_ml100k
     from ..golden.pipeline import Pipeline, Stage, calibrate_window, evaluate, parse_pipeline
     from ..golden.train import build_models, calibration_batch
@@ -107,6 +109,8 @@ def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
     for spec in pipelines:
         for models in (fmodels, qmodels):
             rows.append(evaluate(parse_pipeline(spec, models), ml, queries))
+            if progress:
+                progress(rows[-1])
         exact = parse_pipeline(spec, qmodels)
         if approx and len(exact.stages) > 1:
             stages = [Stage(st.model, st.keep, windows[st.model.name]) for st in exact.stages]
@@ -337,6 +341,17 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
     else:
         run, _ = acc.simulate(batches, sim=sim, idle=idle, backpressure=backpressure,
                               dram_stall=dram_stall, seed=seed + 1, load=load)
+    model = {}
+    if idle == 0 and backpressure == 0 and dram_stall == 0:
+        from .. import perf
+
+        pred = perf.predict(acc, batches, alone=False)
+        model = {"first_query_cycles": pred.queries[0].latency,
+                 "throughput_cycles_per_query": round(pred.cycles_per_query, 1),
+                 "bottleneck": pred.bottleneck}
+        model["error"] = {k: round(model[k] / v - 1, 4) for k, v in (
+            ("first_query_cycles", run.latency[0]),
+            ("throughput_cycles_per_query", run.total_cycles / len(batches)))}
     pos = [p for _, p in qs]
     hw_q = quality(run.answers, pos)
     gold_q = quality(run.expected, pos)
@@ -353,6 +368,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
         "throughput_cycles_per_query": round(run.total_cycles / len(batches), 1),
         "fclk_mhz": cfg.fclk_mhz, "model_load": load, "model_load_cycles": run.load_cycles,
         "counters": run.counters, "sim_seconds": round(time.time() - t0, 1),
+        "model": model,
     }
 
 
@@ -448,6 +464,15 @@ def compare_table(reps):
     t.add_row("first query alone, cycles", *[f"{r['first_query_cycles']:,}" for r in reps])
     t.add_row("throughput cycles/query", *[f"{r['throughput_cycles_per_query']:,.0f}"
                                            for r in reps])
+    if all(r.get("model") for r in reps):
+        t.add_row("model: first query alone (error)",
+                  *[f"{r['model']['first_query_cycles']:,} "
+                    f"({r['model']['error']['first_query_cycles']:+.1%})" for r in reps])
+        t.add_row("model: throughput cycles/query (error)",
+                  *[f"{r['model']['throughput_cycles_per_query']:,.0f} "
+                    f"({r['model']['error']['throughput_cycles_per_query']:+.1%})"
+                    for r in reps])
+        t.add_row("model: bottleneck", *[r["model"]["bottleneck"] for r in reps])
     return t
 
 
@@ -477,6 +502,26 @@ def perf_table(rep: dict):
     return t
 
 
+def _overrides(items) -> dict:
+    """``["sub_batch=512", "fclk_mhz=200"]`` -> ``{"sub_batch": 512, "fclk_mhz": 200.0}``,
+    each value of its field's type."""
+    from ..config import RPAccelConfig
+
+    types = {f: type(v) for f, v in RPAccelConfig().to_dict().items()}
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or key not in types or key == "name":
+            raise ValueError(f"--set must be FIELD=VALUE with FIELD a config field, not "
+                             f"{item!r}")
+        kind = types[key]
+        try:
+            out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"--set {key} must be a {kind.__name__}, not {value!r}") from None
+    return out
+
+
 def cmd_perf(args) -> int:
     from tqdm import tqdm
 
@@ -494,6 +539,7 @@ def cmd_perf(args) -> int:
               file=sys.stderr, disable=args.quiet) as bar:
         rep = report(args.workload, args.config, base, args.queries, _models_dir(args.models),
                      rows=args.rows, target_ms=args.p95_target, candidates=args.candidates,
+                     overrides=_overrides(args.set),
                      progress=lambda r: (bar.set_postfix_str(f"{r['design']} "
                                                              f"{r['pipeline']}"),
                                          bar.update()))
@@ -507,19 +553,70 @@ def cmd_perf(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..sim.runner import simulator_available
+    from tqdm import tqdm
 
     con = _console()
+    t_start = time.time()
     con.rule("RPAccel kit demo")
-    con.print("1. golden pipelines on MovieLens-100k (float and bit-exact int8)")
-    rows = quality_rows(_models_dir(args.models), n_queries=args.queries)
+    con.print("1. golden pipelines on MovieLens-100k (float and bit-exact int8): quality")
+    with tqdm(total=2 * len(DEFAULT_PIPELINES), desc="   quality (943 users x 1000 "
+              "candidates)", unit="eval", file=sys.stderr) as bar:
+        rows = quality_rows(_models_dir(args.models), n_queries=args.queries,
+                            progress=lambda r: bar.update())
     con.print(quality_table(rows))
     base = next(r for r in rows if r["pipeline"] == "large:10" and r["precision"] == "int8")
     two = next(r for r in rows if r["pipeline"] == DEFAULT_PIPELINES[3]
                and r["precision"] == "int8")
-    con.print(f"2-stage small->large vs 1-stage large (int8): HR@10 {two['hr@10']:.4f} vs "
+    con.print(f"   2-stage small->large vs 1-stage large (int8): HR@10 {two['hr@10']:.4f} vs "
               f"{base['hr@10']:.4f} at {two['macs_per_query'] / base['macs_per_query']:.1%} "
               f"of the MACs")
+    ok = True
+    step = 2
+    if args.blocks:
+        ok &= _demo_blocks(con, args)
+        step = 4
+    con.print(f"{step}. the whole accelerator (generated Verilog, Verilator): "
+              f"{args.sim_queries} real queries of 100 candidates, default (2 stages: small "
+              "keeps 16 on partition 0, large keeps 10 on partition 1) vs baseline (1 stage: "
+              "large on the monolithic array); the cycle model (rpaccel.perf) beside the RTL")
+    reps = [sim_report(name, _models_dir(args.models), args.sim_queries, seed=0,
+                       progress=True) for name in ("baseline", "default")]
+    con.print(compare_table(reps))
+    b, d = reps
+    lat1 = b["first_query_cycles"] / d["first_query_cycles"]
+    thr = b["throughput_cycles_per_query"] / d["throughput_cycles_per_query"]
+    con.print(f"   default vs baseline: {lat1:.2f}x lower latency for a query alone, {thr:.2f}x "
+              f"the throughput, HR@10 {d['hr@10']:.4f} vs {b['hr@10']:.4f} on these queries "
+              "(paper, RPAccel vs baseline: 3x latency, 6x throughput at iso-quality)")
+    good = all(r["mismatches"] == 0 for r in reps)
+    ok &= good
+    con.print(f"   mismatches: {', '.join(str(r['mismatches']) for r in reps)} "
+              f"[{'PASS' if good else 'FAIL'}]")
+    step += 1
+    con.print(f"{step}. at the paper's scale (model calibrated against Verilator, "
+              "docs/performance.md): RecPipe's Criteo pipelines, 4096 candidates, 26 tables, "
+              "128x128 array at 125 MHz, beside PyTorch measured on a CPU and an H200 GPU")
+    from .perf_report import report, write_plots
+
+    with tqdm(total=4, desc="   perf model, paper scale", unit="design",
+              file=sys.stderr) as bar:
+        rep = report("recpipe-criteo", "paper", "paper-baseline", n_queries=args.perf_queries,
+                     progress=lambda r: bar.update())
+    plots = write_plots(rep, Path(args.out) / "plots")
+    Path(args.out, "perf-recpipe-criteo.json").write_text(json.dumps(rep, indent=2))
+    con.print(perf_table(rep))
+    worst = max(rep["rows"], key=lambda r: r["latency_us"] / r["compute_limit_us"])
+    con.print(f"   the model names the bottleneck: {worst['pipeline']} on {worst['design']} "
+              f"takes {worst['latency_us'] / worst['compute_limit_us']:.0f}x its compute limit "
+              f"({worst['bottleneck']}); plots: {', '.join(plots)}")
+    con.print(f"demo done in {time.time() - t_start:.0f} s [{'PASS' if ok else 'FAIL'}]")
+    return 0 if ok else 1
+
+
+def _demo_blocks(con, args) -> bool:
+    """The blocks one by one through their cocotb testbenches (``demo --blocks``)."""
+    from ..sim.runner import simulator_available
+
     con.print("2. blocks through the flow: generated Verilog vs golden, random stimulus, "
               "30% idle input, 30% output backpressure")
     sims = ["verilator"] + (["icarus"] if simulator_available("icarus") else [])
@@ -527,10 +624,10 @@ def cmd_demo(args) -> int:
     what = {"requant": "random beats x 4 lanes (every field over its range)",
             "topk": "queries: random/equal/sorted/tied scores, N around k, back to back",
             "approx_filter": "queries through the histogram filter",
-            "mesh": "8x8 array as 1 and 2 partitions, weight tiles swapped in flight"}
-    what["engine"] = "random MLPs (K/N tiling) on both partitions at once"
-    what["embedding"] = ("Zipf bags, static + dynamic cache, AXI RAM (cocotbext-axi) with "
-                         "random stalls, a bad id; counters == golden cache model")
+            "mesh": "8x8 array as 1 and 2 partitions, weight tiles swapped in flight",
+            "engine": "random MLPs (K/N tiling) on both partitions at once",
+            "embedding": "Zipf bags, static + dynamic cache, AXI RAM (cocotbext-axi) with "
+                         "random stalls, a bad id; counters == golden cache model"}
     for block in ("requant", "topk", "approx_filter", "mesh", "engine", "embedding"):
         for sim in sims if block == "requant" else sims[:1]:
             params = {"beats": args.beats} if block == "requant" else {}
@@ -551,26 +648,7 @@ def cmd_demo(args) -> int:
         con.print(f"   {part['model']:6s}: {res['items']} items bit-exact in "
                   f"{part['cycles']:,} cycles ({part['macs']:,} MACs) "
                   f"[{'PASS' if good else 'FAIL'}]")
-    con.print(f"4. the whole accelerator (generated Verilog, Verilator): {args.sim_queries} real "
-              "queries of 100 candidates, default (2 stages: small keeps 16 on partition 0, "
-              "large keeps 10 on partition 1) vs baseline (1 stage: large on the monolithic "
-              "array)")
-    reps = [sim_report(name, _models_dir(args.models), args.sim_queries, seed=0,
-                       progress=True) for name in ("baseline", "default")]
-    con.print(compare_table(reps))
-    b, d = reps
-    lat = b["cycles_per_query"]["mean"] / d["cycles_per_query"]["mean"]
-    lat1 = b["first_query_cycles"] / d["first_query_cycles"]
-    thr = b["throughput_cycles_per_query"] / d["throughput_cycles_per_query"]
-    con.print(f"   default vs baseline: latency {lat:.2f}x back to back, {lat1:.2f}x for a query "
-              f"alone, throughput {thr:.2f}x, HR@10 "
-              f"{d['hr@10']:.4f} vs {b['hr@10']:.4f} (paper, RPAccel vs baseline: 3x latency, "
-              "6x throughput at iso-quality)")
-    good = all(r["mismatches"] == 0 for r in reps)
-    ok &= good
-    con.print(f"   mismatches: {', '.join(str(r['mismatches']) for r in reps)} "
-              f"[{'PASS' if good else 'FAIL'}]")
-    return 0 if ok else 1
+    return ok
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -665,11 +743,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", default="paper-baseline",
                    help="the prior-art design beside it (paper-baseline, or none)")
     s.add_argument("--workload", default="recpipe-criteo", help="recpipe-criteo or ml100k")
-    s.add_argument("--queries", type=int, default=2, help="queries modelled per pipeline")
+    s.add_argument("--queries", type=int, default=4,
+                   help="queries modelled back to back per pipeline")
     s.add_argument("--rows", type=int, help="Criteo table rows (default 100,000)")
     s.add_argument("--candidates", type=int,
                    help="candidates per query (default: 4096 Criteo, 1000 MovieLens)")
     s.add_argument("--models", help="model directory for ml100k (default build/models)")
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="change a config field of the designs (repeatable), e.g. "
+                   "--set sub_batch=512")
     s.add_argument("--p95-target", type=float, default=10.0,
                    help="p95 latency target (ms) of the saturation throughput")
     s.add_argument("--plots", help="write the PNG figures into this folder")
@@ -683,8 +765,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", help="model directory (default build/models)")
     s.add_argument("--queries", type=int, help="first N users only (default all 943)")
     s.add_argument("--beats", type=int, default=2000)
-    s.add_argument("--sim-queries", type=int, default=24,
+    s.add_argument("--sim-queries", type=int, default=4,
                    help="queries through the top level per config")
+    s.add_argument("--perf-queries", type=int, default=2,
+                   help="queries the paper-scale model runs per pipeline")
+    s.add_argument("--blocks", action="store_true",
+                   help="also run every block's testbench (make test does; +10 min)")
+    s.add_argument("--out", default=str(Path("build") / "demo"),
+                   help="folder of the demo's JSON and plots")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("sim", help="real queries through the generated top level vs golden")

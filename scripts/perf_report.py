@@ -177,9 +177,9 @@ def _macs(acc, pred: perf.Prediction) -> float:
     return total / len(pred.queries)
 
 
-def perf_rows(workload: str, designs=None, n_queries: int = 2, models_dir=None,
-              rows: int | None = None, progress=None, candidates: int | None = None
-              ) -> list[dict]:
+def perf_rows(workload: str, designs=None, n_queries: int = 4, models_dir=None,
+              rows: int | None = None, progress=None, candidates: int | None = None,
+              overrides=None) -> list[dict]:
     """Model figures of every pipeline of ``workload`` on every design: latency of a
     query alone, throughput back to back, the compute limit (MACs / (R x C) cycles),
     the bottleneck and the per-unit breakdown."""
@@ -190,7 +190,8 @@ def perf_rows(workload: str, designs=None, n_queries: int = 2, models_dir=None,
         for pipe, spec in PIPELINES[workload].items():
             if design == "paper-baseline" and len(spec) != 1:
                 continue
-            acc = workload_accelerator(workload, design, pipe, models_dir, rows=rows)
+            acc = workload_accelerator(workload, design, pipe, models_dir, rows=rows,
+                                       overrides=overrides)
             batches = workload_queries(workload, acc, n_queries, rows=rows,
                                        candidates=candidates)
             pred = perf.predict(acc, batches)
@@ -210,7 +211,7 @@ def _row(workload, design, pipe, acc, pred) -> dict:
     for s, (m, k) in enumerate(acc.stages):
         per = [q.stages[s] for q in pred.queries]
         eng = {f"engine_{k_}": float(np.mean([p["engine"][k_] for p in per]))
-               for k_ in ("cycles", "mlp", "interaction", "fixed")}
+               for k_ in ("cycles", "mlp", "interaction", "reload", "fixed")}
         emb = {k_: float(np.mean([p["emb"][k_] for p in per])) for k_ in per[0]["emb"]}
         stages.append({"stage": s, "model": m.name, "keep": k,
                        "items": float(np.mean([p["items"] for p in per])),
@@ -222,8 +223,8 @@ def _row(workload, design, pipe, acc, pred) -> dict:
     return {"workload": workload, "design": design, "config": cfg.name, "pipeline": pipe,
             "queries": n, "fclk_mhz": f,
             "latency_cycles": alone, "latency_us": round(alone / f, 2),
-            "cycles_per_query": pred.cycles_per_query,
-            "qps": round(f * 1e6 / pred.cycles_per_query, 1),
+            "cycles_per_query": pred.cycles_per_query, "interval_cycles": pred.interval,
+            "qps": round(f * 1e6 / pred.interval, 1),
             "macs_per_query": macs,
             "compute_limit_us": round(macs / (cfg.array_rows * cfg.array_cols) / f, 2),
             "bottleneck": pred.bottleneck, "utilization": util, "stages": stages,
@@ -257,21 +258,22 @@ def write_plots(report: dict, out_dir) -> list[str]:
     rows = report.get("rows", [])
     if rows:
         fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6))
-        parts = ("engine_mlp", "engine_interaction", "engine_fixed", "gather_cycles")
-        labels = ("array (MLP tiles)", "interaction unit", "engine fixed", "gather (overlapped)")
-        colors = ("#4c72b0", "#dd8452", "#8c8c8c", "#55a868")
+        parts = ("engine_mlp", "engine_interaction", "engine_reload", "engine_fixed")
+        labels = ("array (MLP tiles)", "interaction unit", "weight reload",
+                  "fixed (drains, start)")
+        colors = ("#4c72b0", "#dd8452", "#c44e52", "#8c8c8c")
         names = [f"{r['design']}: {r['pipeline']}" for r in rows]
         for i, r in enumerate(rows):
             left = 0.0
             for s in r["stages"]:
-                for p, c in zip(parts[:3], colors[:3], strict=True):
+                for p, c in zip(parts, colors, strict=True):
                     w = s[p] / r["fclk_mhz"]
                     ax.barh(i, w, left=left, color=c, edgecolor="white", linewidth=0.5)
                     left += w
             ax.plot([r["compute_limit_us"]], [i], "k|", markersize=14)
-        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors[:3]]
+        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]
         ax.legend(handles + [plt.Line2D([], [], color="k", marker="|", ls="", ms=12)],
-                  list(labels[:3]) + ["compute limit"], loc="lower right", fontsize=8)
+                  list(labels) + ["compute limit"], loc="lower right", fontsize=8)
         ax.set_yticks(range(len(rows)), names, fontsize=8)
         ax.set_xlabel("engine time per query, all stages (us at the config's clock)")
         ax.set_title(f"{report.get('workload', '')}: where a query's time goes (model)")
@@ -412,9 +414,9 @@ def _load_grid(max_qps: float) -> list[float]:
 
 
 def report(workload: str = "recpipe-criteo", design: str = "paper",
-           baseline: str | None = "paper-baseline", n_queries: int = 2, models_dir=None,
+           baseline: str | None = "paper-baseline", n_queries: int = 4, models_dir=None,
            rows: int | None = None, target_ms: float = 10.0, n_load: int = 3000,
-           progress=None, candidates: int | None = None) -> dict:
+           progress=None, candidates: int | None = None, overrides=None) -> dict:
     """Everything ``rpaccel perf`` prints: model rows per design and pipeline, the CPU /
     GPU measurements and the artifact's figures beside them, p50 / p95 / p99 under Poisson
     load per design and pipeline (the paper's three loads and a sweep), the saturation
@@ -423,7 +425,8 @@ def report(workload: str = "recpipe-criteo", design: str = "paper",
     import platform
 
     designs = [design] + ([baseline] if baseline else [])
-    acc_rows = perf_rows(workload, designs, n_queries, models_dir, rows, progress, candidates)
+    acc_rows = perf_rows(workload, designs, n_queries, models_dir, rows, progress, candidates,
+                         overrides)
     alts = alternatives() if workload == "recpipe-criteo" else []
     curves, paper_loads = [], []
     top = max([r["qps"] for r in acc_rows] + [a["best_qps"] or 0 for a in alts]) * 3
@@ -467,7 +470,8 @@ def report(workload: str = "recpipe-criteo", design: str = "paper",
             "host": platform.node(), "python": platform.python_version(),
             "model": "rpaccel.perf event model, calibrated against Verilator "
                      "(rpaccel bench perf)",
-            "p95_target_ms": target_ms, "rows": acc_rows, "alternatives": alts,
+            "p95_target_ms": target_ms, "overrides": overrides or {}, "rows": acc_rows,
+            "alternatives": alts,
             "artifact": ARTIFACT if workload == "recpipe-criteo" else {},
             "paper_loads_qps": PAPER_LOADS, "paper_loads_p95_ms": paper_loads,
             "load": curves}

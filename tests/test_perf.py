@@ -37,6 +37,7 @@ def test_engine_timing_by_hand():
                                                                     [8, 8])).steps
     assert eng.run(two, 64)["cycles"] == 2 * 64 + 28
     assert eng.run(two, 5)["cycles"] == 27 + 5 + 28      # weight reload bound
+    assert eng.run(two, 5)["reload"] == 27 - 5 and eng.run(two, 64)["reload"] == 0
     deep = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
                                                                      [8, 4, 4])).steps
     assert eng.run(deep, 64)["cycles"] == 2 * 64 + 28 + 22
