@@ -26,6 +26,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
 from .array import Mesh, mesh_layouts
+from .interaction import InteractionUnit, pair_layout
 from .requant import RequantUnit
 
 __all__ = ["MLPEngine", "ComputeEngine", "EngineGeometry", "Target", "Kind", "Region",
@@ -99,7 +100,7 @@ def engine_layouts(config: RPAccelConfig, width: int):
     })
     lane = data.StructLayout({"bias": signed(cfg.acc_bits), "mult": unsigned(cfg.mult_bits),
                               "shift": unsigned(cfg.shift_bits)})
-    pair = data.StructLayout({"mult": unsigned(cfg.mult_bits), "shift": unsigned(cfg.shift_bits)})
+    pair = pair_layout(cfg)
     geo = EngineGeometry(cfg)
     data_bits = max(geo.lanes * 8, width * 8, width * lane.size, desc.size, pair.size)
     depth = max(cfg.weight_rows, cfg.param_rows, cfg.max_steps, cfg.max_pairs, geo.act_depth)
@@ -176,8 +177,8 @@ class MLPEngine(wiring.Component):
                                             init=[])
         param_l = data.ArrayLayout(self.lane_layout, width)
         m.submodules.p_mem = p_mem = Memory(shape=param_l, depth=cfg.param_rows, init=[])
-        m.submodules.pair_mem = pair_mem = Memory(shape=self.pair_layout, depth=cfg.max_pairs,
-                                                  init=[])
+        m.submodules.pair_mem = pair_mem = Memory(
+            shape=self.pair_layout, depth=-(-cfg.max_pairs // cfg.inter_pairs), init=[])
         m.submodules.psum_mem = psum_mem = Memory(
             shape=data.ArrayLayout(signed(32), width), depth=SB, init=[])
         act_wr = act_mem.write_port(granularity=8)
@@ -231,11 +232,8 @@ class MLPEngine(wiring.Component):
         dec_a = Signal()
         dec_b = Signal()
         m.d.sync += inflight.eq(inflight + inc - dec_a - dec_b)
-        ipending = Signal(16)  # interaction results not yet written
-        ipend_inc, ipend_dec = Signal(), Signal()
-        m.d.sync += ipending.eq(ipending + ipend_inc - ipend_dec)
         drained = Signal()
-        m.d.comb += drained.eq((inflight == 0) & (ipending == 0))
+        m.d.comb += drained.eq(inflight == 0)
         tiles_loaded = Signal(32)
         tiles_started = Signal(32)
         tiles_exited = Signal(32)
@@ -260,34 +258,9 @@ class MLPEngine(wiring.Component):
         koff1 = Signal(range(A))
         m.d.comb += adv.eq(~v1 | self.act.ready)
 
-        # the interaction unit's sequencer state (feature copy, then pair dot products)
-        i_b = Signal(range(SB + 1))
-        i_copy = Signal()
-        i_f = Signal(range(65))
-        i_fbase = Signal(range(64 * W + 1))
-        i_e = Signal(range(cfg.max_width + 1))
-        i_ew = Signal(range(W + 1))
-        i_el = Signal(range(A))
-        i_i = Signal(range(65))
-        i_j = Signal(range(65))
-        i_ibase = Signal(range(64 * W + 1))
-        i_jbase = Signal(range(64 * W + 1))
-        i_w = Signal(range(W + 1))
-        i_rem = Signal(range(cfg.max_width + 1))
-        i_p = Signal(range(cfg.max_pairs + 1))
-        i_ow = Signal(range(W + 1))
-        i_ol = Signal(range(A))
-        i_op = Signal()  # an interaction op issues this cycle
-
-        def out_pos_next():
-            with m.If(i_ol == A - 1):
-                m.d.sync += [i_ol.eq(0), i_ow.eq(i_ow + 1)]
-            with m.Else():
-                m.d.sync += i_ol.eq(i_ol + 1)
-
-        def begin_interaction_item():
-            m.d.sync += [i_copy.eq(1), i_f.eq(0), i_fbase.eq(0), i_e.eq(0), i_ew.eq(0),
-                         i_el.eq(0), i_ow.eq(0), i_ol.eq(0)]
+        m.submodules.interaction = iu = InteractionUnit(cfg, A, W)
+        m.d.comb += [iu.items.eq(items), iu.cat.eq(d.kind == Kind.CAT), iu.feats.eq(d.feats),
+                     iu.d.eq(d.d), iu.dw.eq(d.dw)]
 
         rows_valid = Mux(krem > R, R, krem)
         cols_valid = Mux(nrem > pcols, pcols, nrem)
@@ -314,8 +287,6 @@ class MLPEngine(wiring.Component):
                     with m.Case(Kind.MLP):
                         m.next = "TILE"
                     with m.Default():
-                        m.d.sync += [i_b.eq(0)]
-                        begin_interaction_item()
                         m.next = "IWAIT"
             with m.State("TILE"):
                 # a tile issues once its weights are in the shadow registers and, for a
@@ -347,49 +318,11 @@ class MLPEngine(wiring.Component):
                                 m.next = "TILE"
             with m.State("IWAIT"):
                 with m.If(drained):
+                    m.d.comb += iu.go.eq(1)
                     m.next = "INTER"
             with m.State("INTER"):
-                m.d.comb += i_op.eq(1)
-                item_done = Signal()
-                with m.If(i_copy):
-                    with m.If(i_el == A - 1):
-                        m.d.sync += [i_el.eq(0), i_ew.eq(i_ew + 1)]
-                    with m.Else():
-                        m.d.sync += i_el.eq(i_el + 1)
-                    m.d.sync += i_e.eq(i_e + 1)
-                    out_pos_next()
-                    with m.If(i_e == d.d - 1):
-                        m.d.sync += [i_e.eq(0), i_ew.eq(0), i_el.eq(0), i_f.eq(i_f + 1),
-                                     i_fbase.eq(i_fbase + d.dw)]
-                        last_f = Mux(d.kind == Kind.CAT, i_f == d.feats - 1, 1)
-                        with m.If(last_f):
-                            with m.If(d.kind == Kind.CAT):
-                                m.d.comb += item_done.eq(1)
-                            with m.Else():
-                                m.d.sync += [i_copy.eq(0), i_i.eq(1), i_j.eq(0),
-                                             i_ibase.eq(d.dw), i_jbase.eq(0), i_w.eq(0),
-                                             i_rem.eq(d.d), i_p.eq(0)]
-                with m.Else():
-                    with m.If(i_w == d.dw - 1):
-                        m.d.sync += [i_w.eq(0), i_rem.eq(d.d), i_p.eq(i_p + 1)]
-                        out_pos_next()
-                        with m.If(i_j == i_i - 1):
-                            with m.If(i_i == d.feats - 1):
-                                m.d.comb += item_done.eq(1)
-                            m.d.sync += [i_i.eq(i_i + 1), i_ibase.eq(i_ibase + d.dw),
-                                         i_j.eq(0), i_jbase.eq(0)]
-                        with m.Else():
-                            m.d.sync += [i_j.eq(i_j + 1), i_jbase.eq(i_jbase + d.dw)]
-                    with m.Else():
-                        m.d.sync += [i_w.eq(i_w + 1), i_rem.eq(i_rem - A)]
-                with m.If(item_done):
-                    m.d.sync += i_b.eq(i_b + 1)
-                    begin_interaction_item()
-                    with m.If(i_b == items - 1):
-                        m.d.sync += step.eq(step + 1)
-                        m.next = "IDRAIN"
-            with m.State("IDRAIN"):
-                with m.If(drained):
+                with m.If(~iu.busy):
+                    m.d.sync += step.eq(step + 1)
                     m.next = "FETCH"
             with m.State("FINISH"):
                 with m.If(drained & ~self.out.valid):
@@ -399,13 +332,13 @@ class MLPEngine(wiring.Component):
         # act read port A: the issue side, or the interaction's first operand
         rd_word = Signal(8 * A)
         m.d.comb += rd_word.eq(act_ra.data)
-        with m.If(i_op):
-            m.d.comb += [act_ra.en.eq(1),
-                         act_ra.addr.eq(act_addr(Region.FEAT, i_b,
-                                                 Mux(i_copy, i_fbase + i_ew, i_ibase + i_w))),
-                         act_rb.addr.eq(act_addr(Region.FEAT, i_b, i_jbase + i_w))]
+        with m.If(iu.rd_en):
+            m.d.comb += [act_ra.en.eq(1), act_rb.en.eq(1),
+                         act_ra.addr.eq(act_addr(Region.FEAT, iu.rd_item, iu.rd_word)),
+                         act_rb.addr.eq(act_addr(Region.FEAT, iu.rd_item, iu.rd_word + 1))]
         with m.Else():
             m.d.comb += [act_ra.en.eq(adv), act_ra.addr.eq(act_addr(d.src, b, kword))]
+        m.d.comb += [iu.rd_a.eq(act_ra.data), iu.rd_b.eq(act_rb.data)]
         macs1 = Signal.like(tile_macs)
         with m.If(adv):
             m.d.sync += [v1.eq(valid0), swap1.eq(b == 0), koff1.eq(koff), macs1.eq(tile_macs)]
@@ -529,63 +462,10 @@ class MLPEngine(wiring.Component):
             line.append(nxt)
         otag = line[-1]
 
-        # ---- interaction unit -----------------------------------------------------------
-        # stage 1: operands read; stage 2: running sum; then the 1-lane requant unit
-        s1 = data.StructLayout({"copy": 1, "lane": range(A), "rem": range(cfg.max_width + 1),
-                                "first": 1, "emit": 1, "pair": range(cfg.max_pairs + 1),
-                                "item": range(SB), "word": range(W + 1), "off": range(A),
-                                "dst": 2})
-        op1 = Signal(s1)
-        v_op1 = Signal()
-        emit_now = Mux(i_copy, 1, i_w == d.dw - 1)
-        m.d.sync += [v_op1.eq(i_op),
-                     op1.copy.eq(i_copy), op1.lane.eq(i_el), op1.rem.eq(i_rem),
-                     op1.first.eq(i_copy | (i_w == 0)), op1.emit.eq(emit_now), op1.pair.eq(i_p),
-                     op1.item.eq(i_b), op1.word.eq(i_ow), op1.off.eq(i_ol), op1.dst.eq(d.dst)]
-        m.d.comb += [ipend_inc.eq(i_op & emit_now)]
-        a_word, b_word = act_ra.data, act_rb.data
-        m.d.comb += act_rb.en.eq(1)
-        partial = Signal(signed(32))
-        prods = []
-        for lane in range(A):
-            x = a_word.word_select(lane, 8).as_signed()
-            y = b_word.word_select(lane, 8).as_signed()
-            prods.append(Mux(lane < op1.rem, x * y, 0))
-        dot_sum = prods[0]
-        for p_ in prods[1:]:
-            dot_sum = dot_sum + p_
-        copy_val = Signal(signed(8))
-        for lane in range(A):
-            with m.If(op1.lane == lane):
-                m.d.comb += copy_val.eq(a_word.word_select(lane, 8).as_signed())
-        m.d.comb += partial.eq(Mux(op1.copy, copy_val, dot_sum))
-        iacc = Signal(signed(32))
-        v2 = Signal()
-        op2 = Signal(s1)
-        m.d.sync += [v2.eq(v_op1 & op1.emit), op2.eq(op1)]
-        with m.If(v_op1):
-            m.d.sync += iacc.eq(Mux(op1.first, partial, iacc + partial))
-        irq = RequantUnit(cfg, lanes=1)
-        m.submodules.irequant = irq
-        m.d.comb += [pair_rd.addr.eq(op2.pair), irq.o.ready.eq(1), irq.i.valid.eq(v2),
-                     irq.i.payload.relu.eq(0), irq.i.payload.lanes[0].acc.eq(iacc),
-                     irq.i.payload.lanes[0].bias.eq(0)]
-        # a copied value passes unchanged: x * 2**14 >> 14
-        with m.If(op2.copy):
-            m.d.comb += [irq.i.payload.lanes[0].mult.eq(1 << 14),
-                         irq.i.payload.lanes[0].shift.eq(14)]
-        with m.Else():
-            m.d.comb += [irq.i.payload.lanes[0].mult.eq(pair_rd.data.mult),
-                         irq.i.payload.lanes[0].shift.eq(pair_rd.data.shift)]
-        iline = [op2]
-        for k in range(RequantUnit.LATENCY):
-            nxt = Signal(s1, name=f"irq_tag{k}")
-            m.d.sync += nxt.eq(iline[-1])
-            iline.append(nxt)
-        itag = iline[-1]
+        m.d.comb += [pair_rd.addr.eq(iu.pair_row), iu.pair_data.eq(pair_rd.data)]
 
         # ---- activation buffer write port: load beats, MLP results, interaction -------
-        m.d.comb += [dec_b.eq(rq.o.valid), ipend_dec.eq(irq.o.valid)]
+        m.d.comb += dec_b.eq(rq.o.valid)
         with m.If(rq.o.valid):
             m.d.comb += act_wr.addr.eq(act_addr(otag.dst, otag.item, otag.word))
             for off in range(0, A, gcols):
@@ -595,15 +475,13 @@ class MLPEngine(wiring.Component):
                             m.d.comb += act_wr.data.word_select(j, 8).eq(rq.o.payload[j - off])
             for j in range(A):
                 m.d.comb += act_wr.en[j].eq((j >= otag.off) & (j < otag.off + pcols))
-        with m.Elif(irq.o.valid):
-            m.d.comb += act_wr.addr.eq(act_addr(itag.dst, itag.item, itag.word))
-            for j in range(A):
-                m.d.comb += [act_wr.data.word_select(j, 8).eq(irq.o.payload[0]),
-                             act_wr.en[j].eq(itag.off == j)]
+        with m.Elif(iu.wr_en != 0):
+            m.d.comb += [act_wr.addr.eq(act_addr(d.dst, iu.wr_item, iu.wr_word)),
+                         act_wr.data.eq(iu.wr_data), act_wr.en.eq(iu.wr_en)]
         with m.Elif(ld_go & (ld.target == Target.ACT)):
             m.d.comb += [act_wr.addr.eq(ld.addr + Mux(load_bank, geo.bank_words, 0)),
                          act_wr.data.eq(ld.data), act_wr.en.eq(Const(-1, A))]
-        m.d.comb += act_write_free.eq(~rq.o.valid & ~irq.o.valid)
+        m.d.comb += act_write_free.eq(~rq.o.valid & (iu.wr_en == 0))
 
         # ---- counters (reset when a run starts) -----------------------------------------
         cyc, beats, macs = self.cycles, self.act_beats, self.macs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 __all__ = ["ConfigError", "RPAccelConfig", "CONFIGS", "get_config", "require"]
@@ -94,6 +95,9 @@ class RPAccelConfig:
         Length of the MLP engine's program (layers plus the interaction step).
     max_pairs : int
         Largest number of feature pairs of a ``dot`` interaction.
+    inter_pairs : int
+        ``dot`` pairs the interaction unit computes per cycle (each an int8 dot product of
+        ``lcm(array_rows, array_cols)`` lanes per cycle); at most that many lanes.
     emb_tables : int
         Embedding tables the embedding unit serves.
     emb_dim : int
@@ -145,6 +149,7 @@ class RPAccelConfig:
     param_rows: int = 1024
     max_steps: int = 16
     max_pairs: int = 64
+    inter_pairs: int = 1
     emb_tables: int = 8
     emb_dim: int = 32
     emb_map_rows: int = 4096
@@ -204,6 +209,10 @@ class RPAccelConfig:
                           ("max_steps", 2, 256), ("max_pairs", 1, 4096)):
             v = getattr(self, p)
             _require(_is_int(v) and lo <= v <= hi, p, f"an integer from {lo} to {hi}", v)
+        lanes = math.lcm(self.array_rows, self.array_cols)
+        _require(_is_int(self.inter_pairs) and 1 <= self.inter_pairs <= min(64, lanes),
+                 "inter_pairs", f"an integer from 1 to {min(64, lanes)} (at most the "
+                 "activation word's lanes, lcm(array_rows, array_cols))", self.inter_pairs)
         for p, lo, hi in (("emb_tables", 1, 64), ("emb_dim", 1, 256),
                           ("emb_map_rows", 1, 1 << 24), ("static_rows", 1, 1 << 20),
                           ("cache_sets", 1, 1 << 16), ("cache_ways", 1, 8),
@@ -274,6 +283,7 @@ CONFIGS: dict[str, RPAccelConfig] = {
                               partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
                               topk_k=512, topk_impl="heap", tile_modules=True, fclk_mhz=125.0,
                               max_items=4096, cand_beats=32, max_width=4096, max_pairs=512,
+                              inter_pairs=16,
                               emb_tables=26, static_rows=16384, emb_map_rows=1 << 22,
                               cache_sets=64, cache_ways=8, line_bytes=64, emb_dim=64,
                               axi_data_bits=512),

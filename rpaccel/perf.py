@@ -74,10 +74,16 @@ class EngineTiming:
         Array rows R.
     cols : int
         Columns P of the partition the engine drives (``array_cols >> mode``).
+    pairs_per_cycle : int
+        The interaction unit's ``dot`` pairs per cycle (``inter_pairs``).
+    lanes : int
+        int8 values per activation word (for the interaction's output writes).
     """
 
     rows: int
     cols: int
+    pairs_per_cycle: int = 1
+    lanes: int = 0
 
     @property
     def reload(self) -> int:
@@ -96,17 +102,27 @@ class EngineTiming:
 
     @property
     def inter_fixed(self) -> int:
-        """Fixed cycles of an interaction step (drain before and after)."""
-        return self.rows + self.cols + 21
+        """Fixed cycles of an interaction step: the previous layer's drain before it, the
+        interaction unit's tail after it."""
+        return self.rows + self.cols + 12 + self.INTER_UNIT_TAIL
+
+    #: Cycles of the interaction unit after its last item: its requant pipeline and the
+    #: packer's last write.
+    INTER_UNIT_TAIL = 10
 
     @staticmethod
-    def interaction_per_item(step: dict) -> int:
+    def interaction_per_item(step: dict, pairs_per_cycle: int = 1) -> int:
+        """Cycles of the interaction unit per item (`rpaccel.hw.interaction`): the item's
+        feature words read two per cycle, its copies a word per cycle, then the pairs
+        ``pairs_per_cycle`` at a time over their ``dw`` words."""
         from .hw.mlp_engine import Kind
 
-        if step["kind"] == Kind.DOT:
-            f = step["feats"]
-            return step["d"] + f * (f - 1) // 2 * step["dw"]
-        return step["feats"] * step["d"]
+        f, dw = step["feats"], step["dw"]
+        fill = -(-f * dw // 2) + 1
+        if step["kind"] == Kind.CAT:
+            return fill + f * dw + 1
+        pairs = f * (f - 1) // 2
+        return fill + dw + -(-pairs // pairs_per_cycle) * dw + 1
 
     def run(self, steps, n: int) -> dict:
         """Cycles of a run of ``n`` items: ``{"cycles", "mlp", "interaction", "reload",
@@ -150,10 +166,16 @@ class EngineTiming:
                     if not st["final"] and i % kt == kt - 1:
                         blocked.append((issue + out_lat, issue + out_lat + n))
             elif st["kind"] in (Kind.DOT, Kind.CAT):
-                per = self.interaction_per_item(st) * n
+                item = self.interaction_per_item(st, self.pairs_per_cycle)
+                per = item * n
                 inter += per
-                begin = issue + n + self.layer_drain + 9
-                blocked.append((begin, begin + per))
+                # the unit writes an item's output words at the end of its period
+                f = st["feats"]
+                out = f * st["d"] if st["kind"] == Kind.CAT else st["d"] + f * (f - 1) // 2
+                words = -(-out // self.lanes) if self.lanes else 1
+                begin = issue + n + self.layer_drain + 2
+                blocked += [(begin + (k + 1) * item - words, begin + (k + 1) * item + 1)
+                            for k in range(n)]
                 pending = per + self.inter_fixed
         cycles = t + n
         mlp += n
@@ -377,7 +399,8 @@ class _Machine:
         self.ns = cfg.stages
         self.limit = max(2, query_slots(cfg))
         mode = cfg.partitions.bit_length() - 1
-        self.eng = EngineTiming(cfg.array_rows, cfg.array_cols >> mode)
+        self.eng = EngineTiming(cfg.array_rows, cfg.array_cols >> mode, cfg.inter_pairs,
+                                acc.geo.lanes)
         # one R channel per embedding unit: events are replayed stage by stage, not in
         # time order, so the shared port's load is checked as a total (``busy["axi"]``)
         self.axis = [_Axi() for _ in acc.images]

@@ -184,9 +184,13 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
         pairs = feats * (feats - 1) // 2
         _check(pairs <= config.max_pairs, "interaction pairs",
                f"at most max_pairs {config.max_pairs}", pairs)
-        for p in range(pairs):
-            b.prog.beats.append((b.hw.Target.PAIR, p, b.pair_l.const(
-                {"mult": int(q.pair_mult[p]), "shift": int(q.pair_shift[p])}).as_value().value))
+        per = config.inter_pairs  # pair parameters are stored a row of inter_pairs each
+        for row in range(-(-pairs // per)):
+            lanes = [{"mult": int(q.pair_mult[p]), "shift": int(q.pair_shift[p])}
+                     if p < pairs else {"mult": 0, "shift": 0}
+                     for p in range(row * per, (row + 1) * per)]
+            b.prog.beats.append((b.hw.Target.PAIR, row,
+                                 b.pair_l.const(lanes).as_value().value))
         b.step(kind=kind.DOT, feats=feats, d=d, dw=dw, dst=reg.A)
     else:
         b.step(kind=kind.CAT, feats=feats, d=d, dw=dw, dst=reg.A)

@@ -54,6 +54,8 @@ def test_frozen():
     ({"topk_id_bits": 17}, "topk_id_bits must be an integer from 1 to 16, not 17"),
     ({"fclk_mhz": 0}, "fclk_mhz must be a positive number, not 0"),
     ({"name": ""}, "name must be a non-empty string, not ''"),
+    ({"inter_pairs": 9}, "inter_pairs must be an integer from 1 to 8 (at most the activation "
+                         "word's lanes, lcm(array_rows, array_cols)), not 9"),
 ])
 def test_invalid_values_name_parameter_rule_and_value(changes, message):
     with pytest.raises(ConfigError) as e:

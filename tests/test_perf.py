@@ -41,10 +41,12 @@ def test_engine_timing_by_hand():
     deep = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
                                                                      [8, 4, 4])).steps
     assert eng.run(deep, 64)["cycles"] == 2 * 64 + 28 + 22
+    # interaction: 4 feature words read 2 per cycle (+1), the copy, 6 pairs, 1 to move on
     dot = {"kind": Kind.DOT, "feats": 4, "d": 8, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(dot) == 8 + 6
+    assert perf.EngineTiming.interaction_per_item(dot) == 3 + 1 + 6 + 1
+    assert perf.EngineTiming.interaction_per_item(dot, 4) == 3 + 1 + 2 + 1
     cat = {"kind": Kind.CAT, "feats": 4, "d": 8, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(cat) == 32
+    assert perf.EngineTiming.interaction_per_item(cat) == 3 + 4 + 1
 
 
 def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):

@@ -1,0 +1,291 @@
+"""Feature interaction unit of the MLP engine: DLRM's ``dot`` (the bottom output copied,
+then the strictly lower triangle of the feature dot products) or ``cat`` (every feature
+copied), ``inter_pairs`` pairs per cycle.
+
+Per item the unit first reads the item's feature words (the bottom MLP's output and the
+pooled embeddings, ``feats x dw`` words of the engine's feature region) into a register
+file, two words per cycle over the activation buffer's two read ports; then it emits the
+item's output bytes in order: the copied values a word per cycle, then the pairs in DLRM
+order (1,0), (2,0), (2,1), (3,0), ..., ``inter_pairs`` at a time, each pair's dot product
+summed over its ``dw`` words in int32 and requantized with the pair's multiplier and shift
+(`RequantUnit`, no bias, no ReLU: docs/numerics.md). A packer gathers the byte stream into
+activation words and writes them into the destination region, the last word of an item
+with byte enables.
+"""
+
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..config import RPAccelConfig
+from .requant import RequantUnit
+
+__all__ = ["InteractionUnit", "pair_layout"]
+
+
+def pair_layout(config: RPAccelConfig):
+    """One row of the pair-parameter memory: ``inter_pairs`` ``{mult, shift}``."""
+    pair = data.StructLayout({"mult": unsigned(config.mult_bits),
+                              "shift": unsigned(config.shift_bits)})
+    return data.ArrayLayout(pair, config.inter_pairs)
+
+
+class InteractionUnit(wiring.Component):
+    """The interaction step of one engine run (see the module docstring).
+
+    Parameters
+    ----------
+    config : RPAccelConfig
+    lanes : int
+        int8 values per activation word (`rpaccel.hw.mlp_engine.EngineGeometry.lanes`).
+    words : int
+        Words per item and region (the register file holds one region's words).
+
+    Members
+    -------
+    go : In(1)
+        Start on ``items`` items with the step's ``cat``, ``feats``, ``d``, ``dw``; the
+        inputs hold until ``busy`` falls.
+    busy : Out(1)
+        High from the cycle after ``go`` until the last output word is written.
+    rd_item, rd_word : Out
+        Feature word to read (item, word of the feature region) on read ports A and B
+        (``rd_word`` and ``rd_word + 1``); the data come back on ``rd_a`` / ``rd_b`` the
+        next cycle.
+    rd_en : Out(1)
+    wr_en : Out(lanes)
+        Byte enables of an output word write at (``wr_item``, ``wr_word``) of the
+        destination region, data ``wr_data``.
+    pair_row : Out, pair_data : In(pair_layout)
+        Pair-parameter row read combinationally (pairs ``row * inter_pairs ...``).
+    """
+
+    def __init__(self, config: RPAccelConfig, lanes: int, words: int):
+        self.config = config
+        self.lanes = lanes
+        self.words = words
+        cfg = config
+        SB = cfg.sub_batch
+        self.pair_l = pair_layout(cfg)
+        super().__init__({
+            "go": In(1), "items": In(range(SB + 1)), "cat": In(1), "feats": In(range(65)),
+            "d": In(range(cfg.max_width + 1)), "dw": In(range(words + 1)),
+            "busy": Out(1),
+            "rd_en": Out(1), "rd_item": Out(range(SB)), "rd_word": Out(range(words + 1)),
+            "rd_a": In(unsigned(8 * lanes)), "rd_b": In(unsigned(8 * lanes)),
+            "wr_en": Out(lanes), "wr_item": Out(range(SB)), "wr_word": Out(range(words + 1)),
+            "wr_data": Out(unsigned(8 * lanes)),
+            "pair_row": Out(range(-(-cfg.max_pairs // cfg.inter_pairs) + 1)),
+            "pair_data": In(self.pair_l),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 (sequencer, datapath and packer in order)
+        m = Module()
+        cfg = self.config
+        A, W, P, SB = self.lanes, self.words, cfg.inter_pairs, cfg.sub_batch
+        fb = max(1, ceil_log2(65))
+
+        # ---- register file of the item's feature words ------------------------------------
+        fregs = Array(Signal(8 * A, name=f"freg{i}") for i in range(W))
+        total = Signal(range(64 * W + 1))  # feature words of an item
+        m.d.comb += total.eq(self.feats * self.dw)
+        item = Signal(range(SB + 1))
+        fidx = Signal(range(64 * W + 2))    # next word to read
+        land = Signal(range(64 * W + 2))    # where the words read last cycle land
+        landing = Signal()
+        land2 = Signal()
+        with m.If(landing):
+            m.d.sync += fregs[land].eq(self.rd_a)
+            with m.If(land2):
+                m.d.sync += fregs[land + 1].eq(self.rd_b)
+
+        # ---- output sequence: copies (word chunks), then pair groups ----------------------
+        pairs = Signal(range(64 * 63 // 2 + 1))
+        m.d.comb += pairs.eq(self.feats * (self.feats - 1) // 2)
+        cf = Signal(range(65))            # copy: feature
+        cw = Signal(range(W + 1))         # copy: word within the feature
+        g = Signal(range(64 * 32 + 1))    # pair group
+        gw = Signal(range(W + 1))         # word of the group's pairs
+        bi = [Signal(fb, name=f"pi{k}") for k in range(P)]   # group base pair (i, j) ...
+        bj = [Signal(fb, name=f"pj{k}") for k in range(P)]
+        base_i, base_j = Signal(fb), Signal(fb)
+        # lane k of a group is pair g * P + k: the base advanced k steps along the triangle
+        m.d.comb += [bi[0].eq(base_i), bj[0].eq(base_j)]
+        next_i, next_j = Signal(fb), Signal(fb)
+        for k in range(P):
+            wrap = bj[k] + 1 == bi[k]
+            ni, nj = (bi[k + 1], bj[k + 1]) if k + 1 < P else (next_i, next_j)
+            m.d.comb += [ni.eq(Mux(wrap, bi[k] + 1, bi[k])), nj.eq(Mux(wrap, 0, bj[k] + 1))]
+
+        # issue stage outputs (registered): one op per cycle
+        op_l = data.StructLayout({"copy": 1, "count": range(A + 1), "word": range(W + 1),
+                                  "first": 1, "emit": 1, "last": 1, "item": range(SB),
+                                  "group": range(64 * 32 + 1), "rem": range(cfg.max_width + 1),
+                                  "valid": range(1 << P)})
+        op = Signal(op_l)
+        op_v = Signal()
+        opa = [Signal(8 * A, name=f"opa{k}") for k in range(P)]
+        opb = [Signal(8 * A, name=f"opb{k}") for k in range(P)]
+        m.d.sync += op_v.eq(0)
+
+        d_rem = Signal(range(cfg.max_width + 1))  # values of the feature left from word cw
+        m.d.comb += d_rem.eq(self.d - cw * A)
+        g_rem = Signal(range(cfg.max_width + 1))
+        m.d.comb += g_rem.eq(self.d - gw * A)
+        copies = Signal(range(65))
+        m.d.comb += copies.eq(Mux(self.cat, self.feats, 1))
+        groups = Signal.like(g)
+        m.d.comb += groups.eq((pairs + P - 1) // P)
+        pipe_busy = Signal()
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    m.d.sync += [self.busy.eq(1), item.eq(0), fidx.eq(0)]
+                    m.next = "FILL"
+            with m.State("FILL"):
+                # two words per cycle; the register file is complete one cycle after
+                m.d.comb += [self.rd_en.eq(fidx < total), self.rd_item.eq(item),
+                             self.rd_word.eq(fidx)]
+                m.d.sync += [landing.eq(fidx < total), land.eq(fidx),
+                             land2.eq(fidx + 1 < total), fidx.eq(fidx + 2)]
+                with m.If(fidx >= total):
+                    m.d.sync += [cf.eq(0), cw.eq(0), g.eq(0), gw.eq(0), base_i.eq(1),
+                                 base_j.eq(0)]
+                    m.next = "COPY"
+            with m.State("COPY"):
+                # feature cf word cw: min(A, d - cw * A) values
+                m.d.sync += [op_v.eq(1), op.copy.eq(1), op.count.eq(Mux(d_rem > A, A, d_rem)),
+                             op.item.eq(item), op.first.eq(0), op.emit.eq(1),
+                             op.last.eq(0), opa[0].eq(fregs[cf * self.dw + cw])]
+                last_copy = (cw == self.dw - 1) & (cf == copies - 1)
+                with m.If(last_copy & (self.cat | (pairs == 0))):
+                    m.d.sync += op.last.eq(1)
+                with m.If(cw == self.dw - 1):
+                    m.d.sync += [cw.eq(0), cf.eq(cf + 1)]
+                    with m.If(cf == copies - 1):
+                        with m.If(self.cat | (pairs == 0)):
+                            m.d.sync += [item.eq(item + 1), fidx.eq(0)]
+                            m.next = "NEXT"
+                        with m.Else():
+                            m.next = "PAIRS"
+                with m.Else():
+                    m.d.sync += cw.eq(cw + 1)
+            with m.State("PAIRS"):
+                valid = Signal(P)
+                for k in range(P):
+                    m.d.comb += valid[k].eq(g * P + k < pairs)
+                    m.d.sync += [opa[k].eq(fregs[bi[k] * self.dw + gw]),
+                                 opb[k].eq(fregs[bj[k] * self.dw + gw])]
+                emit = gw == self.dw - 1
+                last_group = g == groups - 1
+                m.d.sync += [op_v.eq(1), op.copy.eq(0), op.first.eq(gw == 0), op.emit.eq(emit),
+                             op.last.eq(emit & last_group), op.item.eq(item), op.group.eq(g),
+                             op.rem.eq(g_rem), op.valid.eq(valid),
+                             op.count.eq(Mux(last_group, pairs - g * P, P))]
+                with m.If(emit):
+                    m.d.sync += [gw.eq(0), g.eq(g + 1), base_i.eq(next_i), base_j.eq(next_j)]
+                    with m.If(last_group):
+                        m.d.sync += [item.eq(item + 1), fidx.eq(0)]
+                        m.next = "NEXT"
+                with m.Else():
+                    m.d.sync += gw.eq(gw + 1)
+            with m.State("NEXT"):
+                with m.If(item == self.items):
+                    m.next = "DRAIN"
+                with m.Else():
+                    m.next = "FILL"
+            with m.State("DRAIN"):
+                with m.If(~pipe_busy):
+                    m.d.sync += self.busy.eq(0)
+                    m.next = "IDLE"
+
+        # ---- datapath: products summed over the words of a pair, requantization ---------
+        acc = [Signal(signed(32), name=f"iacc{k}") for k in range(P)]
+        s2_v = Signal()
+        s2 = Signal(op_l)
+        m.d.sync += [s2_v.eq(op_v & op.emit), s2.eq(op)]
+        copy_word = Signal(8 * A)
+        with m.If(op_v & op.copy):
+            m.d.sync += copy_word.eq(opa[0])
+        for k in range(P):
+            prods = []
+            for lane in range(A):
+                x = opa[k].word_select(lane, 8).as_signed()
+                y = opb[k].word_select(lane, 8).as_signed()
+                prods.append(Mux(lane < op.rem, x * y, 0))
+            total_k = prods[0]
+            for p_ in prods[1:]:
+                total_k = total_k + p_
+            with m.If(op_v & ~op.copy):
+                m.d.sync += acc[k].eq(Mux(op.first, total_k, acc[k] + total_k))
+        m.submodules.requant = rq = RequantUnit(cfg, lanes=P)
+        m.d.comb += [self.pair_row.eq(s2.group), rq.o.ready.eq(1), rq.i.payload.relu.eq(0),
+                     rq.i.valid.eq(s2_v & ~s2.copy)]
+        for k in range(P):
+            lane = rq.i.payload.lanes[k]
+            m.d.comb += [lane.acc.eq(acc[k]), lane.bias.eq(0),
+                         lane.mult.eq(self.pair_data[k].mult),
+                         lane.shift.eq(self.pair_data[k].shift)]
+        # the copies travel beside the requant pipeline, so the byte stream stays in order
+        tag_l = data.StructLayout({"v": 1, "copy": 1, "count": range(A + 1), "last": 1,
+                                   "item": range(SB), "data": unsigned(8 * A)})
+        tag = Signal(tag_l)
+        m.d.comb += [tag.v.eq(s2_v), tag.copy.eq(s2.copy), tag.count.eq(s2.count),
+                     tag.last.eq(s2.last), tag.item.eq(s2.item), tag.data.eq(copy_word)]
+        line = [tag]
+        for k in range(RequantUnit.LATENCY):
+            nxt = Signal(tag_l, name=f"itag{k}")
+            m.d.sync += nxt.eq(line[-1])
+            line.append(nxt)
+        out = line[-1]
+        in_bytes = Signal(8 * A)
+        m.d.comb += in_bytes.eq(out.data)
+        with m.If(~out.copy):
+            for k in range(P):
+                m.d.comb += in_bytes.word_select(k, 8).eq(rq.o.payload[k])
+
+        # ---- packer: the byte stream into words of the destination region ---------------
+        buf = Signal(16 * A)
+        fill = Signal(range(A + 1))
+        oword = Signal(range(W + 1))
+        oitem = Signal(range(SB))
+        flush = Signal()
+        # bytes of buf from `fill` on are zero: the new bytes are or-ed in at `fill`
+        masked = Signal(8 * A)
+        for k in range(A):
+            m.d.comb += masked.word_select(k, 8).eq(Mux(k < out.count,
+                                                        in_bytes.word_select(k, 8), 0))
+        merged = Signal(16 * A)
+        m.d.comb += merged.eq(buf | (masked << (fill * 8)))
+        new_fill = Signal(range(2 * A + 1))
+        m.d.comb += new_fill.eq(fill + out.count)
+        m.d.sync += flush.eq(0)
+        with m.If(out.v):
+            with m.If(new_fill >= A):
+                m.d.comb += [self.wr_en.eq(-1), self.wr_data.eq(merged[:8 * A]),
+                             self.wr_item.eq(out.item), self.wr_word.eq(oword)]
+                m.d.sync += [buf.eq(merged[8 * A:]), fill.eq(new_fill - A),
+                             oword.eq(oword + 1)]
+            with m.Else():
+                m.d.sync += [buf.eq(merged), fill.eq(new_fill)]
+            m.d.sync += [oitem.eq(out.item), flush.eq(out.last)]
+        with m.If(flush):
+            # the item's last, partial word (never in the same cycle as a full one: an
+            # item's first output is at least a fill cycle behind the previous item's last)
+            with m.If(fill != 0):
+                m.d.comb += [self.wr_data.eq(buf[:8 * A]), self.wr_item.eq(oitem),
+                             self.wr_word.eq(oword)]
+                for k in range(A):
+                    m.d.comb += self.wr_en[k].eq(k < fill)
+            m.d.sync += [fill.eq(0), oword.eq(0), buf.eq(0)]
+        m.d.comb += pipe_busy.eq(op_v | s2_v | flush | _any([t.v for t in line[1:]]))
+        return m
+
+
+def _any(bits):
+    out = 0
+    for b in bits:
+        out = out | b
+    return out

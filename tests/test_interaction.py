@@ -1,0 +1,122 @@
+"""`InteractionUnit` in the Amaranth simulator against golden (`QuantizedStage.interact`
+numerics): random feature words around the unit (stale bytes beyond each feature), ``dot``
+and ``cat``, 1 to several words per feature, 1 to 4 pairs per cycle; the cycles per item
+the performance model charges."""
+
+import numpy as np
+import pytest
+from amaranth import ClockDomain, Module
+from amaranth.sim import Simulator
+
+from rpaccel import perf
+from rpaccel.config import get_config
+from rpaccel.golden.model import interaction_pairs
+from rpaccel.golden.numerics import requantize
+from rpaccel.hw.interaction import InteractionUnit
+from rpaccel.hw.mlp_engine import Kind
+
+
+def golden(feat, d, cat, mult, shift):
+    """Output bytes of one item: [x, pairs] (dot) or all features (cat)."""
+    t = feat[:, :d].astype(np.int64)
+    if cat:
+        return t.reshape(-1).tolist()
+    li, lj = interaction_pairs(t.shape[0])
+    z = (t[li] * t[lj]).sum(axis=1)
+    return t[0].tolist() + requantize(z, 0, mult, shift).astype(int).tolist()
+
+
+def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
+    """Run the unit on random features; returns (expected, written, cycles busy)."""
+    rng = np.random.default_rng(seed)
+    dw = -(-d // lanes)
+    P = cfg.inter_pairs
+    pairs = feats * (feats - 1) // 2
+    mult = rng.integers(1 << 13, 1 << 15, max(pairs, 1))
+    shift = rng.integers(12, 20, max(pairs, 1))
+    # every feature word random: bytes beyond d are stale data the unit must ignore
+    mem = rng.integers(-128, 128, (items, words, lanes))
+    expect = []
+    for i in range(items):
+        feat = mem[i, :feats * dw].reshape(feats, dw * lanes)
+        expect.append(golden(feat, d, cat, mult[:pairs], shift[:pairs]))
+    dut = InteractionUnit(cfg, lanes, words)
+    top = Module()
+    top.domains.sync = ClockDomain("sync")
+    top.submodules.dut = dut
+    out = np.full((items, words * lanes), 999, dtype=np.int64)
+
+    def word_int(vals):
+        v = 0
+        for j, x in enumerate(vals):
+            v |= (int(x) & 0xFF) << (8 * j)
+        return v
+
+    rows = -(-max(pairs, 1) // P)
+    prow = [[{"mult": int(mult[p]) if p < pairs else 0, "shift": int(shift[p])
+              if p < pairs else 0} for p in range(r * P, (r + 1) * P)] for r in range(rows)]
+    cycles = {}
+
+    async def bench(ctx):
+        ctx.set(dut.items, items)
+        ctx.set(dut.cat, cat)
+        ctx.set(dut.feats, feats)
+        ctx.set(dut.d, d)
+        ctx.set(dut.dw, dw)
+        ctx.set(dut.go, 1)
+        await ctx.tick()
+        ctx.set(dut.go, 0)
+        n, pend = 0, None
+        while True:
+            # synchronous read ports: data of last cycle's address
+            if pend is not None:
+                it, w = pend
+                ctx.set(dut.rd_a, word_int(mem[it, w]) if w < words else 0)
+                ctx.set(dut.rd_b, word_int(mem[it, w + 1]) if w + 1 < words else 0)
+            row = ctx.get(dut.pair_row)
+            ctx.set(dut.pair_data, prow[min(row, rows - 1)])
+            pend = (ctx.get(dut.rd_item), ctx.get(dut.rd_word)) if ctx.get(dut.rd_en) else pend
+            en = ctx.get(dut.wr_en)
+            if en:
+                it, w, data = ctx.get(dut.wr_item), ctx.get(dut.wr_word), ctx.get(dut.wr_data)
+                for j in range(lanes):
+                    if en >> j & 1:
+                        b = (data >> (8 * j)) & 0xFF
+                        out[it, w * lanes + j] = b - 256 if b >= 128 else b
+            busy = ctx.get(dut.busy)
+            await ctx.tick()
+            n += 1
+            if not busy and n > 2:
+                break
+            assert n < 20000, "interaction unit hung"
+        cycles["busy"] = n
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    got = [out[i, :len(e)].tolist() for i, e in enumerate(expect)]
+    untouched = all((out[i, len(e):] == 999).all() for i, e in enumerate(expect))
+    return expect, got, cycles["busy"], untouched
+
+
+@pytest.mark.parametrize("pairs_per_cycle", [1, 3, 4])
+@pytest.mark.parametrize("cat,d,feats", [(False, 4, 7), (False, 8, 4), (False, 13, 3),
+                                         (True, 8, 4), (True, 5, 3), (False, 20, 4),
+                                         (False, 8, 2)])
+def test_interaction_matches_golden(pairs_per_cycle, cat, d, feats):
+    """Every output byte equals golden (copies, then the requantized pairs in DLRM order);
+    bytes beyond an item's output are never written; the unit takes the cycles per item
+    `rpaccel.perf.EngineTiming.interaction_per_item` charges."""
+    cfg = get_config("default").replace(inter_pairs=pairs_per_cycle)
+    lanes, words = 8, 16
+    items = 3
+    expect, got, busy, untouched = simulate(cfg, lanes, words, items, cat, d, feats,
+                                            seed=d * 7 + feats + pairs_per_cycle)
+    for i, (e, g) in enumerate(zip(expect, got, strict=True)):
+        assert g == e, f"item {i}: expected {e}\n actual {g}"
+    assert untouched, "bytes written beyond an item's output"
+    dw = -(-d // lanes)
+    step = {"kind": Kind.CAT if cat else Kind.DOT, "feats": feats, "d": d, "dw": dw}
+    per_item = perf.EngineTiming.interaction_per_item(step, pairs_per_cycle)
+    assert busy == items * per_item + perf.EngineTiming.INTER_UNIT_TAIL, (busy, per_item)
