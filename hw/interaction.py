@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..config import RPAccelConfig
-from .requant import RequantUnit
+from .requant import RequantUnit, delay_line
 
 __all__ = ["InteractionUnit", "pair_layout"]
 
@@ -234,11 +234,7 @@ class InteractionUnit(wiring.Component):
         tag = Signal(tag_l)
         m.d.comb += [tag.v.eq(s2_v), tag.copy.eq(s2.copy), tag.count.eq(s2.count),
                      tag.last.eq(s2.last), tag.item.eq(s2.item), tag.data.eq(copy_word)]
-        line = [tag]
-        for k in range(RequantUnit.LATENCY):
-            nxt = Signal(tag_l, name=f"itag{k}")
-            m.d.sync += nxt.eq(line[-1])
-            line.append(nxt)
+        line = delay_line(m, tag, RequantUnit.LATENCY, "itag")
         out = line[-1]
         in_bytes = Signal(8 * A)
         m.d.comb += in_bytes.eq(out.data)

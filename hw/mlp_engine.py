@@ -27,7 +27,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from ..config import RPAccelConfig
 from .array import Mesh, mesh_layouts
 from .interaction import InteractionUnit, pair_layout
-from .requant import RequantUnit
+from .requant import RequantUnit, delay_line
 
 __all__ = ["MLPEngine", "ComputeEngine", "EngineGeometry", "Target", "Kind", "Region",
            "engine_layouts", "slot_width", "COUNTERS"]
@@ -455,12 +455,7 @@ class MLPEngine(wiring.Component):
                                     "dst": 2})
         tag = Signal(rq_tag)
         m.d.comb += [tag.item.eq(ob), tag.word.eq(oword), tag.off.eq(ooff), tag.dst.eq(od.dst)]
-        line = [tag]
-        for k in range(RequantUnit.LATENCY):
-            nxt = Signal(rq_tag, name=f"rq_tag{k}")
-            m.d.sync += nxt.eq(line[-1])
-            line.append(nxt)
-        otag = line[-1]
+        otag = delay_line(m, tag, RequantUnit.LATENCY, "rq_tag")[-1]
 
         m.d.comb += [pair_rd.addr.eq(iu.pair_row), iu.pair_data.eq(pair_rd.data)]
 

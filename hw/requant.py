@@ -8,7 +8,18 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import RPAccelConfig
 
-__all__ = ["RequantUnit", "requant_layouts"]
+__all__ = ["RequantUnit", "requant_layouts", "delay_line"]
+
+
+def delay_line(m, first, stages: int, name: str) -> list:
+    """``[first, first delayed 1 cycle, ..., delayed stages cycles]``: registers of
+    ``first``'s shape, e.g. the tag that travels beside a `RequantUnit`'s pipeline."""
+    line = [first]
+    for k in range(stages):
+        nxt = Signal.like(first, name=f"{name}{k}")
+        m.d.sync += nxt.eq(line[-1])
+        line.append(nxt)
+    return line
 
 
 def requant_layouts(config: RPAccelConfig, lanes: int | None = None):
