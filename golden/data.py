@@ -107,6 +107,7 @@ class MovieLens:
     test_items: np.ndarray  # [U]: held-out positive of each user
     num_genres: int
     num_occupations: int
+    train_time: np.ndarray | None = None  # timestamp of each training rating
 
     @property
     def num_users(self) -> int:
@@ -136,6 +137,14 @@ class MovieLens:
         groups = np.split(self.train_items[order],
                           np.cumsum(np.bincount(self.train_users, minlength=self.num_users))[:-1])
         return [np.unique(np.append(g, t)) for g, t in zip(groups, self.test_items, strict=True)]
+
+    def history(self, user: int, n: int | None = None) -> np.ndarray:
+        """The user's training items, oldest first (the last ``n`` with ``n``)."""
+        idx = np.flatnonzero(self.train_users == user)
+        if self.train_time is not None:
+            idx = idx[np.argsort(self.train_time[idx], kind="stable")]
+        items = self.train_items[idx]
+        return items if n is None else items[-n:]
 
     def batch(self, users, items) -> Batch:
         """Feature batch of (user, item) pairs."""
@@ -232,7 +241,7 @@ def load_ml100k(path: Path | None = None) -> MovieLens:
                      item_year=item_year, item_genres=item_genres,
                      train_users=users[train_mask], train_items=items[train_mask],
                      test_items=test_items, num_genres=len(genres),
-                     num_occupations=len(occs))
+                     num_occupations=len(occs), train_time=ts[train_mask])
 
 
 def criteo_synthetic(n_items: int, table_rows=(1000,) * 26, dense_dim: int = 13,

@@ -202,6 +202,26 @@ def ndcg(rank: np.ndarray, k: int, recpipe: bool = False) -> float:
     return float(np.mean(gains))
 
 
+def ranked_metrics(rank: np.ndarray, ks=(1, 5, 10)) -> dict:
+    """HR@k, NDCG@k (standard and RecPipe's) of the positives' ranks, with the standard
+    error of the mean beside HR@k and NDCG@k (``hr@10_se``, ...)."""
+    n = len(rank)
+    res = {}
+    for k in ks:
+        hit = (rank >= 0) & (rank < k)
+        res[f"hr@{k}"] = round(hit_rate(rank, k), 4)
+        res[f"hr@{k}_se"] = round(float(hit.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0, 4)
+    for k in ks[1:]:
+        hit = (rank >= 0) & (rank < k)
+        gains = np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0) + 2), 0.0)
+        res[f"ndcg@{k}"] = round(ndcg(rank, k), 4)
+        res[f"ndcg@{k}_se"] = round(float(gains.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                                    4)
+    for k in ks[1:]:
+        res[f"ndcg@{k}_recpipe"] = round(ndcg(rank, k, recpipe=True), 4)
+    return res
+
+
 def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10)) -> dict:
     """Quality and cost of a pipeline on MovieLens queries."""
     ranked = pipeline.rank_many(ml, queries)
@@ -214,11 +234,6 @@ def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10)) -> dict:
            "filter": pipeline.filtering,
            "stages": [st.model.name for st in pipeline.stages],
            "keep": [st.keep for st in pipeline.stages], "queries": len(queries)}
-    for k in ks:
-        res[f"hr@{k}"] = round(hit_rate(rank, k), 4)
-    for k in ks[1:]:
-        res[f"ndcg@{k}"] = round(ndcg(rank, k), 4)
-    for k in ks[1:]:
-        res[f"ndcg@{k}_recpipe"] = round(ndcg(rank, k, recpipe=True), 4)
+    res.update(ranked_metrics(rank, ks))
     res["macs_per_query"] = int(round(macs))
     return res

@@ -88,10 +88,12 @@ def cmd_quantize(args) -> int:
 
 def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
                  candidates: int = 1000, seed: int = 0, log=None, approx: bool = False,
-                 progress=None):
+                 progress=None, baselines: bool = True):
     """Evaluate pipelines on MovieLens-100k queries in float and int8 (and, with
-    ``approx``, int8 with the approximate histogram filter between stages); ``progress``
-    is called after each evaluation."""
+    ``approx``, int8 with the approximate histogram filter between stages), after the
+    random, popularity and item-kNN baselines on the same queries; ``progress`` is called
+    after each evaluation."""
+    from ..golden.baselines import BASELINES, evaluate_baseline
     from ..golden.data import load_ml100k
     from ..golden.pipeline import Pipeline, Stage, calibrate_window, evaluate, parse_pipeline
     from ..golden.train import build_models, calibration_batch
@@ -102,6 +104,10 @@ def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
     users = None if n_queries is None else range(min(n_queries, ml.num_users))
     queries = ml.queries(candidates, seed=seed, users=users)
     rows = []
+    for name in BASELINES if baselines else ():
+        rows.append(evaluate_baseline(name, ml, queries, seed=seed))
+        if progress:
+            progress(rows[-1])
     windows = {}
     if approx:
         calib = calibration_batch(ml)
@@ -122,14 +128,16 @@ def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
 def quality_table(rows):
     from rich.table import Table
 
-    t = Table(title=f"MovieLens-100k quality ({rows[0]['queries']} queries, leave-last-out)")
+    t = Table(title=f"MovieLens-100k quality ({rows[0]['queries']} queries, leave-last-out; "
+              "+- one standard error)")
     for c in ("pipeline", "precision", "filter", "hr@1", "hr@5", "hr@10", "ndcg@10",
               "MACs/query"):
         t.add_column(c, justify="left" if c in ("pipeline", "precision", "filter") else "right")
     for r in rows:
         t.add_row(r["pipeline"], r["precision"], r["filter"], f"{r['hr@1']:.4f}",
-                  f"{r['hr@5']:.4f}",
-                  f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}", f"{r['macs_per_query']:,}")
+                  f"{r['hr@5']:.4f}", f"{r['hr@10']:.4f} +- {r.get('hr@10_se', 0):.4f}",
+                  f"{r['ndcg@10']:.4f} +- {r.get('ndcg@10_se', 0):.4f}",
+                  f"{r['macs_per_query']:,}")
     return t
 
 
@@ -559,7 +567,7 @@ def cmd_demo(args) -> int:
     t_start = time.time()
     con.rule("RPAccel kit demo")
     con.print("1. golden pipelines on MovieLens-100k (float and bit-exact int8): quality")
-    with tqdm(total=2 * len(DEFAULT_PIPELINES), desc="   quality (943 users x 1000 "
+    with tqdm(total=2 * len(DEFAULT_PIPELINES) + 3, desc="   quality (943 users x 1000 "
               "candidates)", unit="eval", file=sys.stderr) as bar:
         rows = quality_rows(_models_dir(args.models), n_queries=args.queries,
                             progress=lambda r: bar.update())
