@@ -88,6 +88,41 @@ def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
     assert not wrong, f"(run, items, rtl, model): {wrong}"
 
 
+def test_engine_with_four_pairs_per_cycle_on_verilator(tmp_path, qmodels, ml):
+    """The interaction unit at ``inter_pairs = 4`` inside the engine on Verilator: the
+    trained small and large models (``dot``, 21 pairs) and a Criteo-shaped ``dot`` model of
+    8 tables (36 pairs) bit-exact against golden, and the model's cycles exact."""
+    from rpaccel.golden.data import criteo_synthetic
+    from rpaccel.golden.quantize import quantize_model
+    from rpaccel.golden.zoo import ModelSize, random_model
+    from rpaccel.program import compile_stage
+
+    cfg = CFG.replace(name="default-p4", inter_pairs=4)
+    mode = 1
+    user, cands, _ = ml.queries(1000, seed=0, users=[5])[0]
+    rows = [30] * 8
+    crit = quantize_model(random_model(ModelSize("c8", 8, (16,), (24,)), 13, rows, "dot",
+                                       seed=2), criteo_synthetic(200, rows, seed=3))
+    jobs, steps = {0: [], 1: []}, {}
+    for p, q, batches in (
+            (0, qmodels["small"], [ml.batch(np.full(n, user), cands[:n]) for n in (3, 64)]),
+            (1, qmodels["large"], [ml.batch(np.full(9, user), cands[:9])]),
+            (0, crit, [criteo_synthetic(n, rows, seed=n) for n in (17, 40)])):
+        name = f"p{p} {q.name}"
+        jobs[p].append(stage_job(cfg, p, mode, q, batches, name=name))
+        steps[name] = compile_stage(cfg, slot_width(cfg, p), mode, q).steps
+    sb = build(ComputeEngine, cfg, "engine")
+    path = write_jobs(tmp_path / "jobs.pkl", mode, {p: {"programs": v} for p, v in jobs.items()})
+    metrics = tmp_path / "metrics.json"
+    assert run(sb, "rpaccel.sim.tb_engine", tmp_path / "run",
+               {"jobs": str(path), "metrics": str(metrics), "seed": 5}) == (1, 0)
+    eng = perf.EngineTiming(cfg.array_rows, cfg.array_cols >> mode, 4, 8)
+    measured = json.loads(metrics.read_text())
+    assert len(measured) == 5
+    for m in measured:
+        assert eng.run(steps[m["name"].split("#")[0]], m["items"])["cycles"] == m["cycles"], m
+
+
 def test_model_within_tolerance_of_verilator_on_an_unseen_case(tmp_path):
     """A case the model was not tuned on (7 tables, ``cat`` then ``dot``, k 12 / 5, odd
     query sizes): latency of the first query and cycles per query back to back within 5%
