@@ -81,6 +81,11 @@ class SimRun:
         CSR counters read at the end.
     load_cycles : int
         Cycles the model load took (CSR writes and polling included for ``"dma"``).
+    status_ok : bool
+        The error status (``ERR_CAUSE``, ``ERR_WHERE``, ``ERR_ID``) named the first fault
+        of the corrupted queries (or none without faults) and cleared through ``CTRL``.
+    mixed_flags : int
+        Answers whose ``error`` flag was set on some beats only (always 0 when correct).
     """
 
     answers: list
@@ -90,6 +95,8 @@ class SimRun:
     total_cycles: int
     counters: dict = field(default_factory=dict)
     load_cycles: int = 0
+    status_ok: bool = True
+    mixed_flags: int = 0
 
     @property
     def mismatches(self) -> int:
@@ -366,7 +373,8 @@ class Accelerator:
         expected = [q["expect"] for q in job["queries"] if not q["dropped"]]
         return SimRun([[tuple(x) for x in a] for a in mt["answers"]],
                       expected, mt["errors"], mt["latency"],
-                      mt["total_cycles"], mt["counters"], mt["load_cycles"]), result
+                      mt["total_cycles"], mt["counters"], mt["load_cycles"], mt["status_ok"],
+                      mt["mixed_flags"]), result
 
 
 def quality(answers, positives, k: int = 10) -> dict:

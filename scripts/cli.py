@@ -368,6 +368,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
         "config": cfg.name, "pipeline": ",".join(f"{n}:{k}" for n, k in acc.pipeline_spec),
         "queries": len(batches), "candidates": candidates, "seed": seed, "simulator": sim,
         "mismatches": run.mismatches, "error_flags": int(sum(run.errors)),
+        "error_status_ok": run.status_ok, "mixed_error_flags": run.mixed_flags,
         "hr@10": hw_q["hr@10"], "ndcg@10": hw_q["ndcg@10"],
         "golden_hr@10": gold_q["hr@10"], "golden_ndcg@10": gold_q["ndcg@10"],
         "cycles_per_query": {"mean": round(float(lat.mean()), 1),
@@ -418,7 +419,8 @@ def cmd_sim(args) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     print(text)
-    return 0 if rep["mismatches"] == 0 else 1
+    good = rep["mismatches"] == 0 and rep["error_status_ok"] and rep["mixed_error_flags"] == 0
+    return 0 if good else 1
 
 
 #: (config, pipeline) points of `bench_top`: the baseline, the default pipeline and the
@@ -596,7 +598,8 @@ def cmd_demo(args) -> int:
     con.print(f"   default vs baseline: {lat1:.2f}x lower latency for a query alone, {thr:.2f}x "
               f"the throughput, HR@10 {d['hr@10']:.4f} vs {b['hr@10']:.4f} on these queries "
               "(paper, RPAccel vs baseline: 3x latency, 6x throughput at iso-quality)")
-    good = all(r["mismatches"] == 0 for r in reps)
+    good = all(r["mismatches"] == 0 and r["error_status_ok"] and r["mixed_error_flags"] == 0
+               for r in reps)
     ok &= good
     con.print(f"   mismatches: {', '.join(str(r['mismatches']) for r in reps)} "
               f"[{'PASS' if good else 'FAIL'}]")

@@ -1,5 +1,7 @@
 """MLP engine on the mesh: host compiler checks and cocotb on Verilator against golden."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -62,10 +64,15 @@ def test_verilator_engine_reports_a_wrong_result(tmp_path):
     """The bench can fail: one expected value off by one must be reported."""
     rng = np.random.default_rng(7)
     slots = _random_slots(rng, CFG, 0, runs=1)
-    slots[0]["runs"][0]["expect"][0][0] += 1
+    wrong = slots[0]["runs"][0]["expect"][0]
+    wrong[0] += 1
     tests, failed = _run(tmp_path, 0, slots)
     assert (tests, failed) == (1, 1)
-    assert "expected" in (tmp_path / "sim.log").read_text()
+    log = (tmp_path / "sim.log").read_text()
+    right = [wrong[0] - 1] + wrong[1:]
+    pattern = (rf"item 0 mismatch\s+expected {re.escape(repr(wrong))}\s+actual\s+"
+               rf"{re.escape(repr(right))}")
+    assert re.search(pattern, log), log[-3000:]
 
 
 def test_verilator_stage_models_two_partitions(tmp_path, qmodels, ml):
