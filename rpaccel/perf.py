@@ -236,7 +236,7 @@ class _Embedding:
         self.counts = {"lookups": 0, "static": 0, "dynamic": 0, "misses": 0, "bad": 0,
                        "dram_bytes": 0, "miss_wait": 0}
 
-    def lookup(self, t: int, table: int, row: int, arrive: int) -> tuple[int, int]:
+    def lookup(self, table: int, row: int, arrive: int) -> tuple[int, int]:
         """One lookup presented at ``arrive``: ``(accepted, popped)`` cycles."""
         lat = _LAT
         accept = max(arrive, self.classified)
@@ -302,8 +302,10 @@ class QueryTiming:
         ``end - start``.
     stages : list of dict
         Per stage: ``items``, ``sub_batches``, ``gather`` (cycles the controller gathered),
-        ``engine`` (engine run cycles, with ``mlp`` / ``interaction`` / ``fixed``),
-        ``emb`` (lookup counts), ``topk_drain``, ``feed`` (front end or replay beats).
+        ``engine`` (engine run cycles: ``cycles`` split into ``mlp``, ``interaction``,
+        ``reload`` and ``fixed``), ``emb`` (lookups, static / dynamic hits, misses, bad ids,
+        DRAM bytes, cycles waiting for an MSHR), ``topk_drain``, ``feed_beats`` (beats the
+        front end or replay unit presented) and ``done`` (cycle its survivors are out).
     """
 
     start: int
@@ -450,7 +452,7 @@ class _Machine:
                 t = port.take(t) + 1
             else:
                 _, table, row, last = b
-                accept, pop = emb.lookup(t, table, row, t)
+                accept, pop = emb.lookup(table, row, t)
                 bag_pop = max(bag_pop, pop)
                 if last:
                     pending.append(bag_pop)
