@@ -2,15 +2,15 @@
 then the strictly lower triangle of the feature dot products) or ``cat`` (every feature
 copied), ``inter_pairs`` pairs per cycle.
 
-Per item the unit first reads the item's feature words (the bottom MLP's output and the
-pooled embeddings, ``feats x dw`` words of the engine's feature region) into a register
-file, two words per cycle over the activation buffer's two read ports; then it emits the
-item's output bytes in order: the copied values a word per cycle, then the pairs in DLRM
-order (1,0), (2,0), (2,1), (3,0), ..., ``inter_pairs`` at a time, each pair's dot product
-summed over its ``dw`` words in int32 and requantized with the pair's multiplier and shift
-(`RequantUnit`, no bias, no ReLU: docs/numerics.md). A packer gathers the byte stream into
-activation words and writes them into the destination region, the last word of an item
-with byte enables.
+Per item the unit reads the item's feature words (the bottom MLP's output and the pooled
+embeddings, ``feats x dw`` words of the engine's feature region) into one of two register
+files, two words per cycle over the activation buffer's two read ports, while it emits the
+previous item from the other. An item's output bytes go out in order: the copied values a
+word per cycle, then the pairs in DLRM order (1,0), (2,0), (2,1), (3,0), ...,
+``inter_pairs`` at a time, each pair's dot product summed over its ``dw`` words in int32
+and requantized with the pair's multiplier and shift (`RequantUnit`, no bias, no ReLU:
+docs/numerics.md). A packer gathers the byte stream into activation words and writes them
+into the destination region, the last word of an item with byte enables.
 """
 
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
@@ -86,19 +86,44 @@ class InteractionUnit(wiring.Component):
         A, W, P, SB = self.lanes, self.words, cfg.inter_pairs, cfg.sub_batch
         fb = max(1, ceil_log2(65))
 
-        # ---- register file of the item's feature words ------------------------------------
-        fregs = Array(Signal(8 * A, name=f"freg{i}") for i in range(W))
+        # ---- two register files of feature words: one fills while the other emits --------
+        fregs = Array(Array(Signal(8 * A, name=f"freg{k}_{i}") for i in range(W))
+                      for k in range(2))
+        full = Array(Signal(name=f"full{k}") for k in range(2))
         total = Signal(range(64 * W + 1))  # feature words of an item
         m.d.comb += total.eq(self.feats * self.dw)
-        item = Signal(range(SB + 1))
+        f_item = Signal(range(SB + 1))      # item being read
+        f_bank = Signal()
         fidx = Signal(range(64 * W + 2))    # next word to read
         land = Signal(range(64 * W + 2))    # where the words read last cycle land
+        land_bank = Signal()
         landing = Signal()
         land2 = Signal()
         with m.If(landing):
-            m.d.sync += fregs[land].eq(self.rd_a)
+            m.d.sync += fregs[land_bank][land].eq(self.rd_a)
             with m.If(land2):
-                m.d.sync += fregs[land + 1].eq(self.rd_b)
+                m.d.sync += fregs[land_bank][land + 1].eq(self.rd_b)
+        item = Signal(range(SB + 1))        # item being emitted
+        e_bank = Signal()
+        m.d.sync += landing.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    m.d.sync += [f_item.eq(0), f_bank.eq(0), fidx.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                # two words per cycle into a free register file; it is full one cycle after
+                # the last read
+                with m.If(~full[f_bank]):
+                    m.d.comb += [self.rd_en.eq(fidx < total), self.rd_item.eq(f_item),
+                                 self.rd_word.eq(fidx)]
+                    m.d.sync += [landing.eq(fidx < total), land.eq(fidx), land_bank.eq(f_bank),
+                                 land2.eq(fidx + 1 < total), fidx.eq(fidx + 2)]
+                    with m.If(fidx >= total):
+                        m.d.sync += [full[f_bank].eq(1), f_bank.eq(~f_bank), fidx.eq(0),
+                                     f_item.eq(f_item + 1)]
+                        with m.If(f_item + 1 == self.items):
+                            m.next = "IDLE"
 
         # ---- output sequence: copies (word chunks), then pair groups ----------------------
         pairs = Signal(range(64 * 63 // 2 + 1))
@@ -139,18 +164,16 @@ class InteractionUnit(wiring.Component):
         m.d.comb += groups.eq((pairs + P - 1) // P)
         pipe_busy = Signal()
 
+        fr = fregs[e_bank]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
-                    m.d.sync += [self.busy.eq(1), item.eq(0), fidx.eq(0)]
-                    m.next = "FILL"
-            with m.State("FILL"):
-                # two words per cycle; the register file is complete one cycle after
-                m.d.comb += [self.rd_en.eq(fidx < total), self.rd_item.eq(item),
-                             self.rd_word.eq(fidx)]
-                m.d.sync += [landing.eq(fidx < total), land.eq(fidx),
-                             land2.eq(fidx + 1 < total), fidx.eq(fidx + 2)]
-                with m.If(fidx >= total):
+                    m.d.sync += [self.busy.eq(1), item.eq(0), e_bank.eq(0)]
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(item == self.items):
+                    m.next = "DRAIN"
+                with m.Elif(full[e_bank]):
                     m.d.sync += [cf.eq(0), cw.eq(0), g.eq(0), gw.eq(0), base_i.eq(1),
                                  base_j.eq(0)]
                     m.next = "COPY"
@@ -158,7 +181,7 @@ class InteractionUnit(wiring.Component):
                 # feature cf word cw: min(A, d - cw * A) values
                 m.d.sync += [op_v.eq(1), op.copy.eq(1), op.count.eq(Mux(d_rem > A, A, d_rem)),
                              op.item.eq(item), op.first.eq(0), op.emit.eq(1),
-                             op.last.eq(0), opa[0].eq(fregs[cf * self.dw + cw])]
+                             op.last.eq(0), opa[0].eq(fr[cf * self.dw + cw])]
                 last_copy = (cw == self.dw - 1) & (cf == copies - 1)
                 with m.If(last_copy & (self.cat | (pairs == 0))):
                     m.d.sync += op.last.eq(1)
@@ -166,8 +189,9 @@ class InteractionUnit(wiring.Component):
                     m.d.sync += [cw.eq(0), cf.eq(cf + 1)]
                     with m.If(cf == copies - 1):
                         with m.If(self.cat | (pairs == 0)):
-                            m.d.sync += [item.eq(item + 1), fidx.eq(0)]
-                            m.next = "NEXT"
+                            m.d.sync += [item.eq(item + 1), full[e_bank].eq(0),
+                                         e_bank.eq(~e_bank)]
+                            m.next = "WAIT"
                         with m.Else():
                             m.next = "PAIRS"
                 with m.Else():
@@ -176,8 +200,8 @@ class InteractionUnit(wiring.Component):
                 valid = Signal(P)
                 for k in range(P):
                     m.d.comb += valid[k].eq(g * P + k < pairs)
-                    m.d.sync += [opa[k].eq(fregs[bi[k] * self.dw + gw]),
-                                 opb[k].eq(fregs[bj[k] * self.dw + gw])]
+                    m.d.sync += [opa[k].eq(fr[bi[k] * self.dw + gw]),
+                                 opb[k].eq(fr[bj[k] * self.dw + gw])]
                 emit = gw == self.dw - 1
                 last_group = g == groups - 1
                 m.d.sync += [op_v.eq(1), op.copy.eq(0), op.first.eq(gw == 0), op.emit.eq(emit),
@@ -187,15 +211,10 @@ class InteractionUnit(wiring.Component):
                 with m.If(emit):
                     m.d.sync += [gw.eq(0), g.eq(g + 1), base_i.eq(next_i), base_j.eq(next_j)]
                     with m.If(last_group):
-                        m.d.sync += [item.eq(item + 1), fidx.eq(0)]
-                        m.next = "NEXT"
+                        m.d.sync += [item.eq(item + 1), full[e_bank].eq(0), e_bank.eq(~e_bank)]
+                        m.next = "WAIT"
                 with m.Else():
                     m.d.sync += gw.eq(gw + 1)
-            with m.State("NEXT"):
-                with m.If(item == self.items):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.next = "FILL"
             with m.State("DRAIN"):
                 with m.If(~pipe_busy):
                     m.d.sync += self.busy.eq(0)
@@ -269,7 +288,7 @@ class InteractionUnit(wiring.Component):
             m.d.sync += [oitem.eq(out.item), flush.eq(out.last)]
         with m.If(flush):
             # the item's last, partial word (never in the same cycle as a full one: an
-            # item's first output is at least a fill cycle behind the previous item's last)
+            # item's first output is at least one cycle, WAIT, behind the previous one's last)
             with m.If(fill != 0):
                 m.d.comb += [self.wr_data.eq(buf[:8 * A]), self.wr_item.eq(oitem),
                              self.wr_word.eq(oword)]

@@ -102,27 +102,48 @@ class EngineTiming:
 
     @property
     def inter_fixed(self) -> int:
-        """Fixed cycles of an interaction step: the previous layer's drain before it, the
-        interaction unit's tail after it."""
-        return self.rows + self.cols + 12 + self.INTER_UNIT_TAIL
+        """Fixed cycles of an interaction step besides the unit's own: the previous layer's
+        drain before it and the hand-overs."""
+        return self.rows + self.cols + 12
 
-    #: Cycles of the interaction unit after its last item: its requant pipeline and the
-    #: packer's last write.
-    INTER_UNIT_TAIL = 10
+    #: Cycles of the interaction unit after its last item's last operation: its requant
+    #: pipeline and the packer's last write.
+    INTER_UNIT_TAIL = 11
 
     @staticmethod
-    def interaction_per_item(step: dict, pairs_per_cycle: int = 1) -> int:
-        """Cycles of the interaction unit per item (`rpaccel.hw.interaction`): the item's
-        feature words read two per cycle, its copies a word per cycle, then the pairs
-        ``pairs_per_cycle`` at a time over their ``dw`` words."""
+    def interaction_cycles(step: dict, n: int, pairs_per_cycle: int = 1) -> int:
+        """Busy cycles of the interaction unit (`rpaccel.hw.interaction`) on ``n`` items:
+        an item's feature words are read two per cycle into one register file (``fill``)
+        while the previous item is emitted from the other (``emit``: its copies a word per
+        cycle, then its pairs ``pairs_per_cycle`` at a time over their ``dw`` words, and one
+        cycle to move on)."""
         from .hw.mlp_engine import Kind
 
         f, dw = step["feats"], step["dw"]
         fill = -(-f * dw // 2) + 1
         if step["kind"] == Kind.CAT:
-            return fill + f * dw + 1
-        pairs = f * (f - 1) // 2
-        return fill + dw + -(-pairs // pairs_per_cycle) * dw + 1
+            emit = f * dw
+        else:
+            emit = dw + -(-(f * (f - 1) // 2) // pairs_per_cycle) * dw
+        read, done = [1], []
+        for i in range(n):
+            if i:
+                read.append(max(read[-1] + fill, done[i - 2] + 1 if i >= 2 else 0))
+            wait = max(done[-1] + 1 if done else 1, read[i] + fill)
+            done.append(wait + emit)
+        return done[-1] + EngineTiming.INTER_UNIT_TAIL if n else 0
+
+    @staticmethod
+    def interaction_per_item(step: dict, pairs_per_cycle: int = 1) -> int:
+        """Steady-state cycles per item of the interaction unit: the slower of reading an
+        item's feature words and emitting its outputs (plus the cycle between items)."""
+        from .hw.mlp_engine import Kind
+
+        f, dw = step["feats"], step["dw"]
+        fill = -(-f * dw // 2) + 1
+        if step["kind"] == Kind.CAT:
+            return max(fill, f * dw + 1)
+        return max(fill, dw + -(-(f * (f - 1) // 2) // pairs_per_cycle) * dw + 1)
 
     def run(self, steps, n: int) -> dict:
         """Cycles of a run of ``n`` items: ``{"cycles", "mlp", "interaction", "reload",
@@ -167,7 +188,7 @@ class EngineTiming:
                         blocked.append((issue + out_lat, issue + out_lat + n))
             elif st["kind"] in (Kind.DOT, Kind.CAT):
                 item = self.interaction_per_item(st, self.pairs_per_cycle)
-                per = item * n
+                per = self.interaction_cycles(st, n, self.pairs_per_cycle)
                 inter += per
                 # the unit writes an item's output words at the end of its period
                 f = st["feats"]

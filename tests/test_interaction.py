@@ -100,7 +100,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     return expect, got, cycles["busy"], untouched
 
 
-@pytest.mark.parametrize("pairs_per_cycle", [1, 3, 4])
+@pytest.mark.parametrize("pairs_per_cycle", [1, 3, 4, 8])
 @pytest.mark.parametrize("cat,d,feats", [(False, 4, 7), (False, 8, 4), (False, 13, 3),
                                          (True, 8, 4), (True, 5, 3), (False, 20, 4),
                                          (False, 8, 2)])
@@ -110,7 +110,7 @@ def test_interaction_matches_golden(pairs_per_cycle, cat, d, feats):
     `rpaccel.perf.EngineTiming.interaction_per_item` charges."""
     cfg = get_config("default").replace(inter_pairs=pairs_per_cycle)
     lanes, words = 8, 16
-    items = 3
+    items = 5
     expect, got, busy, untouched = simulate(cfg, lanes, words, items, cat, d, feats,
                                             seed=d * 7 + feats + pairs_per_cycle)
     for i, (e, g) in enumerate(zip(expect, got, strict=True)):
@@ -118,5 +118,5 @@ def test_interaction_matches_golden(pairs_per_cycle, cat, d, feats):
     assert untouched, "bytes written beyond an item's output"
     dw = -(-d // lanes)
     step = {"kind": Kind.CAT if cat else Kind.DOT, "feats": feats, "d": d, "dw": dw}
-    per_item = perf.EngineTiming.interaction_per_item(step, pairs_per_cycle)
-    assert busy == items * per_item + perf.EngineTiming.INTER_UNIT_TAIL, (busy, per_item)
+    model = perf.EngineTiming.interaction_cycles(step, items, pairs_per_cycle)
+    assert busy == model, (busy, model)

@@ -41,12 +41,16 @@ def test_engine_timing_by_hand():
     deep = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
                                                                      [8, 4, 4])).steps
     assert eng.run(deep, 64)["cycles"] == 2 * 64 + 28 + 22
-    # interaction: 4 feature words read 2 per cycle (+1), the copy, 6 pairs, 1 to move on
+    # interaction, per item in the steady state: the slower of reading 4 feature words (2
+    # per cycle, +1) and emitting the copy, 6 pairs and the cycle between items
     dot = {"kind": Kind.DOT, "feats": 4, "d": 8, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(dot) == 3 + 1 + 6 + 1
-    assert perf.EngineTiming.interaction_per_item(dot, 4) == 3 + 1 + 2 + 1
+    assert perf.EngineTiming.interaction_per_item(dot) == max(3, 1 + 6 + 1)
+    assert perf.EngineTiming.interaction_per_item(dot, 4) == max(3, 1 + 2 + 1)
+    assert perf.EngineTiming.interaction_per_item(dot, 8) == 3   # reading bound
     cat = {"kind": Kind.CAT, "feats": 4, "d": 8, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(cat) == 3 + 4 + 1
+    assert perf.EngineTiming.interaction_per_item(cat) == max(3, 4 + 1)
+    # n items: the first item's read, then one emit period each, then the tail
+    assert perf.EngineTiming.interaction_cycles(dot, 10) == 1 + 3 + 10 * 8 - 1 + 11
 
 
 def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
