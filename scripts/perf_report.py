@@ -18,7 +18,7 @@ from .. import perf
 from ..config import get_config
 
 __all__ = ["CalCase", "CALIBRATION", "criteo_accelerator", "case_accelerator", "bench_perf",
-           "perf_rows", "load_rows", "write_plots", "TOLERANCE"]
+           "perf_rows", "report", "write_plots", "TOLERANCE"]
 
 #: Largest relative model error the calibration accepts (latency and throughput).
 TOLERANCE = 0.05
@@ -232,18 +232,7 @@ def _row(workload, design, pipe, acc, pred) -> dict:
             "stage_latency_cycles": perf.stage_latency(pred), "limit": pred.limit}
 
 
-# ---- tail latency under load --------------------------------------------------------------
-def load_rows(row: dict, loads_qps, n: int = 4000, seed: int = 0) -> list[dict]:
-    """p50 / p95 / p99 latency (ms) of a design's pipeline under Poisson arrivals at each
-    offered load, from `rpaccel.perf.queueing` over the row's modelled service times."""
-    out = []
-    for qps in loads_qps:
-        lat = perf.queueing(row["service_cycles"], row["stage_latency_cycles"], row["limit"],
-                            qps, row["fclk_mhz"], n=n, seed=seed)
-        out.append({"qps": qps, **lat})
-    return out
-
-
+# ---- plots ------------------------------------------------------------------------------
 def write_plots(report: dict, out_dir) -> list[str]:
     """PNG figures of a report (``rpaccel perf`` JSON): the latency breakdown per unit, p95
     latency against offered load per design, and (with calibration rows) model vs RTL."""
