@@ -275,6 +275,8 @@ CONFIGS: dict[str, RPAccelConfig] = {
     "default": _DEFAULT,
     "three-stage": _DEFAULT.replace(name="three-stage", array_cols=16, partitions=4, stages=3),
     "baseline": _DEFAULT.replace(name="baseline", partitions=1, stages=1),
+    # the default array with room for the quality table's 1,000-candidate queries
+    "ml1000": _DEFAULT.replace(name="ml1000", max_items=1024),
     "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=8192,
                                   max_width=128, param_rows=256),
     # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes

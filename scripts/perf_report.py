@@ -45,18 +45,21 @@ class CalCase:
     sizes: tuple = (64, 100)
     ks: tuple = ()
     seed: int = 0
+    candidates: int = 100
 
     @property
     def name(self) -> str:
         if self.kind == "ml":
-            return f"ml100k {self.pipeline or 'default'} x{self.queries}"
+            return (f"ml100k {self.pipeline or 'default'} x{self.queries}"
+                    + (f" of {self.candidates}" if self.candidates != 100 else ""))
         return (f"criteo {self.tables}t {self.inter} bag{self.bag} "
                 f"{'/'.join(map(str, self.sizes))}" + (f" k{'/'.join(map(str, self.ks))}"
                                                        if self.ks else ""))
 
 
-#: The calibration set of ``rpaccel bench perf``: four configs, trained and random models,
-#: 2 to 8 tables, ``dot`` and ``cat``, 40 to 128 candidates.
+#: The calibration set of ``rpaccel bench perf``: five configs, trained and random models,
+#: 2 to 8 tables, ``dot`` and ``cat``, 40 to 128 candidates, and the quality table's
+#: 1,000-candidate MovieLens queries.
 CALIBRATION = (
     CalCase("default", "ml", "small:16,large:10", queries=3),
     CalCase("default", "ml", "small:32,large:10", queries=2),
@@ -72,6 +75,7 @@ CALIBRATION = (
     CalCase("three-stage", "criteo", tables=6, inter="dot", bag=2, sizes=(128, 64)),
     CalCase("fpga-ecp5", "ml", "small:16,medium:10", queries=3),
     CalCase("fpga-ecp5", "criteo", tables=4, inter="cat,dot", bag=2, sizes=(64, 128)),
+    CalCase("ml1000", "ml", "small:32,large:10", queries=2, candidates=1000),
 )
 
 
@@ -116,7 +120,8 @@ def case_accelerator(case: CalCase, models_dir=None, ml=None):
         ml = ml or load_ml100k()
         pipe = parse_stages(case.pipeline) if case.pipeline else None
         acc = Accelerator.from_models(cfg, models_dir, pipeline=pipe, ml=ml)
-        return acc, [b for b, _ in acc.movielens_queries(ml, case.queries, seed=case.seed + 1)]
+        return acc, [b for b, _ in acc.movielens_queries(ml, case.queries, seed=case.seed + 1,
+                                                         candidates=case.candidates)]
     acc, queries = criteo_accelerator(cfg, case.tables, case.inter, case.bag, case.ks,
                                       case.seed)
     return acc, queries(case.sizes)

@@ -193,3 +193,18 @@ def test_perf_cli_paper_scale_json(capsys):
     assert {a["device"] for a in rep["alternatives"]} == {"cpu", "cuda"}
     assert {p["system"] for p in rep["paper_loads_p95_ms"]} >= {"paper: 2-stage small->large"}
     assert main(["perf", "--workload", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_ml1000_quality_table_queries_on_verilator(tmp_path, models_dir, ml):
+    """``ml1000`` answers the quality table's 1,000-candidate MovieLens queries bit-exact on
+    Verilator (16 sub-batches through stage 0), with the error status clean, and the model
+    predicts them within 5%."""
+    case = CalCase("ml1000", "ml", "small:32,large:10", queries=2, candidates=1000)
+    acc, batches = case_accelerator(case, models_dir, ml)
+    assert [b.size for b in batches] == [1000, 1000]
+    pred = perf.predict(acc, batches, alone=False)
+    sim_run, (tests, failed) = acc.simulate(batches, workdir=tmp_path, load="stream")
+    assert (tests, failed) == (1, 0) and sim_run.mismatches == 0 and sim_run.status_ok
+    for r in compare(case.name, case.config, pred, sim_run):
+        assert abs(r["error"]) <= TOLERANCE, r
