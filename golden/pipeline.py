@@ -190,13 +190,18 @@ def hit_rate(rank: np.ndarray, k: int) -> float:
     return float(np.mean((rank >= 0) & (rank < k)))
 
 
+def _gains(rank: np.ndarray, k: int) -> np.ndarray:
+    """Per-query DCG@k with one relevant item: 1 / log2(rank + 2) within the top k, else 0."""
+    hit = (rank >= 0) & (rank < k)
+    return np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0) + 2), 0.0)
+
+
 def ndcg(rank: np.ndarray, k: int, recpipe: bool = False) -> float:
     """NDCG@k with one relevant item per query (IDCG = 1).
 
     With ``recpipe=True``, RecPipe's variant: DCG divided by the DCG of ``k`` relevant items.
     """
-    hit = (rank >= 0) & (rank < k)
-    gains = np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0) + 2), 0.0)
+    gains = _gains(rank, k)
     if recpipe:
         gains = gains / np.sum(1.0 / np.log2(np.arange(k) + 2))
     return float(np.mean(gains))
@@ -212,8 +217,7 @@ def ranked_metrics(rank: np.ndarray, ks=(1, 5, 10)) -> dict:
         res[f"hr@{k}"] = round(hit_rate(rank, k), 4)
         res[f"hr@{k}_se"] = round(float(hit.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0, 4)
     for k in ks[1:]:
-        hit = (rank >= 0) & (rank < k)
-        gains = np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0) + 2), 0.0)
+        gains = _gains(rank, k)
         res[f"ndcg@{k}"] = round(ndcg(rank, k), 4)
         res[f"ndcg@{k}_se"] = round(float(gains.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
                                     4)

@@ -13,7 +13,7 @@ docs/numerics.md). A packer gathers the byte stream into activation words and wr
 into the destination region, the last word of an item with byte enables.
 """
 
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -144,10 +144,9 @@ class InteractionUnit(wiring.Component):
             m.d.comb += [ni.eq(Mux(wrap, bi[k] + 1, bi[k])), nj.eq(Mux(wrap, 0, bj[k] + 1))]
 
         # issue stage outputs (registered): one op per cycle
-        op_l = data.StructLayout({"copy": 1, "count": range(A + 1), "word": range(W + 1),
-                                  "first": 1, "emit": 1, "last": 1, "item": range(SB),
-                                  "group": range(64 * 32 + 1), "rem": range(cfg.max_width + 1),
-                                  "valid": range(1 << P)})
+        op_l = data.StructLayout({"copy": 1, "count": range(A + 1), "first": 1, "emit": 1,
+                                  "last": 1, "item": range(SB), "group": range(64 * 32 + 1),
+                                  "rem": range(cfg.max_width + 1)})
         op = Signal(op_l)
         op_v = Signal()
         opa = [Signal(8 * A, name=f"opa{k}") for k in range(P)]
@@ -197,16 +196,14 @@ class InteractionUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += cw.eq(cw + 1)
             with m.State("PAIRS"):
-                valid = Signal(P)
                 for k in range(P):
-                    m.d.comb += valid[k].eq(g * P + k < pairs)
                     m.d.sync += [opa[k].eq(fr[bi[k] * self.dw + gw]),
                                  opb[k].eq(fr[bj[k] * self.dw + gw])]
                 emit = gw == self.dw - 1
                 last_group = g == groups - 1
                 m.d.sync += [op_v.eq(1), op.copy.eq(0), op.first.eq(gw == 0), op.emit.eq(emit),
                              op.last.eq(emit & last_group), op.item.eq(item), op.group.eq(g),
-                             op.rem.eq(g_rem), op.valid.eq(valid),
+                             op.rem.eq(g_rem),
                              op.count.eq(Mux(last_group, pairs - g * P, P))]
                 with m.If(emit):
                     m.d.sync += [gw.eq(0), g.eq(g + 1), base_i.eq(next_i), base_j.eq(next_j)]
@@ -295,12 +292,6 @@ class InteractionUnit(wiring.Component):
                 for k in range(A):
                     m.d.comb += self.wr_en[k].eq(k < fill)
             m.d.sync += [fill.eq(0), oword.eq(0), buf.eq(0)]
-        m.d.comb += pipe_busy.eq(op_v | s2_v | flush | _any([t.v for t in line[1:]]))
+        m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())
         return m
 
-
-def _any(bits):
-    out = 0
-    for b in bits:
-        out = out | b
-    return out

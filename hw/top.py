@@ -588,7 +588,7 @@ class RPAccel(wiring.Component):
         rp = res.payload
         m.d.comb += [res.valid.eq(last.valid), last.ready.eq(res.ready),
                      rp.id.eq(last.payload.id), rp.score.eq(last.payload.score),
-                     rp.last.eq(last.payload.last), rp.error.eq(_or(errs))]
+                     rp.last.eq(last.payload.last), rp.error.eq(Cat(*errs).any())]
         return m
 
 
@@ -613,8 +613,3 @@ def _load_mux(m, port, sources):
                          src.ready.eq(port.ready)]
 
 
-def _or(bits):
-    out = bits[0]
-    for x in bits[1:]:
-        out = out | x
-    return out
