@@ -53,6 +53,9 @@ synth: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(RPACCEL) lint --config default
+	$(RPACCEL) lint --block rpaccel --config baseline --config three-stage --config fpga-ecp5 --config ml1000
+	$(RPACCEL) lint --block topk --config paper
 
 clean:
 	rm -rf build

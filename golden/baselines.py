@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pipeline import ranked_metrics, topk
+from .pipeline import rank_of, ranked_metrics
 
 __all__ = ["BASELINES", "baseline_scores", "evaluate_baseline", "item_similarity"]
 
@@ -40,18 +40,18 @@ def baseline_scores(name: str, ml, user: int, cands, rng=None, sim=None) -> np.n
     raise ValueError(f"baseline must be one of {list(BASELINES)}, not {name!r}")
 
 
-def evaluate_baseline(name: str, ml, queries, ks=(1, 5, 10), seed: int = 0) -> dict:
+def evaluate_baseline(name: str, ml, queries, ks=(1, 5, 10), seed: int = 0,
+                      ranks: bool = False) -> dict:
     """The quality row of a baseline on ``queries`` (same keys as
     `rpaccel.golden.pipeline.evaluate`; no MACs)."""
     rng = np.random.default_rng(seed)
     sim = item_similarity(ml) if name == "item-kNN" else None
-    ranks = []
-    for user, cands, pos in queries:
-        s = baseline_scores(name, ml, user, cands, rng, sim)
-        order = topk(s, np.arange(len(cands)), len(cands))
-        ranks.append(int(np.flatnonzero(order == pos)[0]))
+    positions = [rank_of(baseline_scores(name, ml, user, cands, rng, sim), pos)
+                 for user, cands, pos in queries]
     res = {"pipeline": name if name != "item-kNN" else f"item-kNN (last {KNN_HISTORY})",
            "precision": "-", "filter": "-", "stages": [], "keep": [], "queries": len(queries)}
-    res.update(ranked_metrics(np.array(ranks), ks))
+    res.update(ranked_metrics(np.array(positions), ks))
     res["macs_per_query"] = 0
+    if ranks:
+        res["ranks"] = np.array(positions)
     return res

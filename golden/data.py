@@ -28,6 +28,8 @@ __all__ = [
     "load_ml100k",
     "TABLE_NAMES",
     "CONTEXT_TABLES",
+    "HISTORY",
+    "HOLDOUT",
     "criteo_synthetic",
 ]
 
@@ -38,10 +40,14 @@ SHA256 = {
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
 }
-#: Sparse features of the MovieLens stage models, in table order.
-TABLE_NAMES = ("user", "age", "gender", "occupation", "item", "genres")
+#: Sparse features of the MovieLens stage models, in table order. ``history`` is a bag of
+#: the user's latest rated items before the rating being predicted (a pad row when none).
+TABLE_NAMES = ("user", "age", "gender", "occupation", "item", "genres", "history")
 #: Tables whose ids are shared by every candidate of a query.
-CONTEXT_TABLES = (0, 1, 2, 3)
+CONTEXT_TABLES = (0, 1, 2, 3, 6)
+#: Items in the history bag, and ratings per user held out for evaluation.
+HISTORY = 10
+HOLDOUT = 5
 DENSE_NAMES = ("item_popularity", "item_year", "user_activity", "user_age")
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M age groups
 
@@ -93,8 +99,9 @@ class MovieLens:
     """MovieLens-100k with the features, split and queries of the stage models.
 
     Users and items are renumbered 0..n-1 in the order of their original ids. The split is
-    leave-last-out: each user's latest rating (ties: the later line of the file) is the
-    held-out positive; the rest is training data. All ratings count as positives.
+    temporal leave-last-``holdout``-out: each user's latest ``holdout`` ratings (ties: the
+    later line of the file) are held out, the latest of them being ``test_items``; the rest
+    is training data. All ratings count as positives.
     """
 
     user_age: np.ndarray  # [U] years
@@ -108,6 +115,11 @@ class MovieLens:
     num_genres: int
     num_occupations: int
     train_time: np.ndarray | None = None  # timestamp of each training rating
+    held_out: np.ndarray | None = None  # [U, holdout] held-out items, oldest first
+
+    def __post_init__(self):
+        if self.held_out is None:
+            self.held_out = self.test_items[:, None]
 
     @property
     def num_users(self) -> int:
@@ -120,7 +132,12 @@ class MovieLens:
     @property
     def table_rows(self) -> list[int]:
         return [self.num_users, len(AGE_EDGES) + 1, 2, self.num_occupations, self.num_items,
-                self.num_genres]
+                self.num_genres, self.num_items + 1]
+
+    @property
+    def history_pad(self) -> int:
+        """Row of the history table that stands for "no earlier rating"."""
+        return self.num_items
 
     @cached_property
     def item_popularity(self) -> np.ndarray:
@@ -136,18 +153,55 @@ class MovieLens:
         order = np.argsort(self.train_users, kind="stable")
         groups = np.split(self.train_items[order],
                           np.cumsum(np.bincount(self.train_users, minlength=self.num_users))[:-1])
-        return [np.unique(np.append(g, t)) for g, t in zip(groups, self.test_items, strict=True)]
+        return [np.unique(np.append(g, t)) for g, t in zip(groups, self.held_out, strict=True)]
 
-    def history(self, user: int, n: int | None = None) -> np.ndarray:
-        """The user's training items, oldest first (the last ``n`` with ``n``)."""
-        idx = np.flatnonzero(self.train_users == user)
-        if self.train_time is not None:
-            idx = idx[np.argsort(self.train_time[idx], kind="stable")]
-        items = self.train_items[idx]
-        return items if n is None else items[-n:]
+    @cached_property
+    def _sequence(self):
+        """Training ratings by user, then time (then file order): ``(order, starts)`` with
+        ``order`` indexing the training arrays and ``starts[u]`` user ``u``'s first."""
+        key = self.train_time if self.train_time is not None else np.zeros(len(self.train_users))
+        order = np.lexsort((np.arange(len(self.train_users)), key, self.train_users))
+        starts = np.searchsorted(self.train_users[order], np.arange(self.num_users + 1))
+        return order, starts
 
-    def batch(self, users, items) -> Batch:
-        """Feature batch of (user, item) pairs."""
+    @cached_property
+    def sequence_position(self) -> np.ndarray:
+        """Per training rating: how many of its user's training ratings come before it."""
+        order, starts = self._sequence
+        pos = np.empty(len(order), np.int64)
+        pos[order] = np.arange(len(order)) - starts[self.train_users[order]]
+        return pos
+
+    def history(self, user: int, n: int | None = None, end: int | None = None) -> np.ndarray:
+        """The user's training items, oldest first (the last ``n`` with ``n``; only the
+        first ``end`` of them with ``end``)."""
+        order, starts = self._sequence
+        items = self.train_items[order[starts[user]:starts[user + 1]]]
+        items = items if end is None else items[:end]
+        return items if n is None else items[max(0, len(items) - n):]
+
+    def history_bags(self, users, ends=None):
+        """``(ids, offsets)`` of the history table for rows of ``users``: the last
+        `HISTORY` training items before position ``ends`` of each user's sequence (all of
+        them: the query-time history), the pad row where there are none."""
+        order, starts = self._sequence
+        users = np.asarray(users, np.int64)
+        total = starts[users + 1] - starts[users]
+        ends = total if ends is None else np.minimum(np.asarray(ends, np.int64), total)
+        lengths = np.minimum(ends, HISTORY)
+        begin = starts[users] + ends - lengths
+        n_ids = np.maximum(lengths, 1)
+        offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]]).astype(np.int64)
+        ids = np.full(int(n_ids.sum()), self.history_pad, np.int64)
+        row = np.repeat(np.arange(len(users)), lengths)
+        within = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        seq_items = self.train_items[order]
+        ids[offsets[row] + within] = seq_items[begin[row] + within]
+        return ids, offsets
+
+    def batch(self, users, items, history_ends=None) -> Batch:
+        """Feature batch of (user, item) pairs; ``history_ends`` (training rows) limits each
+        row's history bag to the ratings before that position (`sequence_position`)."""
         users = np.asarray(users, np.int64)
         items = np.asarray(items, np.int64)
         pop = np.log1p(self.item_popularity[items]) / np.log1p(self.item_popularity.max())
@@ -161,14 +215,18 @@ class MovieLens:
         lengths = np.array([len(g) for g in genre_lists], np.int64)
         genre_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         genre_idx = (np.concatenate(genre_lists) if n else np.zeros(0)).astype(np.int64)
+        hist_idx, hist_offsets = self.history_bags(users, history_ends)
         indices = [users, age_bucket.astype(np.int64), self.user_gender[users],
-                   self.user_occ[users], items, genre_idx]
-        offsets = [ones, ones, ones, ones, ones, genre_offsets]
+                   self.user_occ[users], items, genre_idx, hist_idx]
+        offsets = [ones, ones, ones, ones, ones, genre_offsets, hist_offsets]
         return Batch(dense.astype(np.float32), indices, offsets)
 
-    def training_samples(self, negatives: int, rng: np.random.Generator):
+    def training_samples(self, negatives: int, rng: np.random.Generator,
+                         positions: bool = False):
         """Training pairs and labels: every training positive plus ``negatives`` sampled
-        items per positive that the user has not rated."""
+        items per positive that the user has not rated; with ``positions`` also each
+        pair's `sequence_position` (a negative shares its positive's), for ``batch``'s
+        ``history_ends``."""
         u_pos, i_pos = self.train_users, self.train_items
         u_neg = np.repeat(u_pos, negatives)
         i_neg = rng.integers(0, self.num_items, len(u_neg))
@@ -180,13 +238,19 @@ class MovieLens:
         users = np.concatenate([u_pos, u_neg])
         items = np.concatenate([i_pos, i_neg])
         labels = np.concatenate([np.ones(len(u_pos)), np.zeros(len(u_neg))]).astype(np.float32)
+        if positions:
+            pos = self.sequence_position
+            return users, items, labels, np.concatenate([pos, np.repeat(pos, negatives)])
         return users, items, labels
 
-    def queries(self, n_candidates: int = 1000, seed: int = 0, users=None):
-        """Ranking queries: the held-out positive plus ``n_candidates - 1`` unrated items.
+    def queries(self, n_candidates: int = 1000, seed: int = 0, users=None,
+                every_held_out: bool = False):
+        """Ranking queries: a held-out positive plus ``n_candidates - 1`` unrated items.
 
-        Candidates are shuffled (seeded), so ties do not favour the positive. A user with
-        fewer unrated items than ``n_candidates - 1`` gets all of them (a shorter query).
+        One query per user for its latest held-out item, or with ``every_held_out`` one per
+        held-out item (``holdout`` per user, each with its own negatives). Candidates are
+        shuffled (seeded), so ties do not favour the positive. A user with fewer unrated
+        items than ``n_candidates - 1`` gets all of them (a shorter query).
 
         Returns
         -------
@@ -200,16 +264,19 @@ class MovieLens:
         for u in users:
             unrated = np.setdiff1d(np.arange(self.num_items), self.rated[u], assume_unique=True)
             k = min(n_candidates - 1, len(unrated))
-            cands = np.append(rng.choice(unrated, k, replace=False), self.test_items[u])
-            rng.shuffle(cands)
-            out.append((int(u), cands.astype(np.int64),
-                        int(np.flatnonzero(cands == self.test_items[u])[0])))
+            for positive in (self.held_out[u] if every_held_out else self.test_items[u:u + 1]):
+                cands = np.append(rng.choice(unrated, k, replace=False), positive)
+                rng.shuffle(cands)
+                out.append((int(u), cands.astype(np.int64),
+                            int(np.flatnonzero(cands == positive)[0])))
         return out
 
 
-def load_ml100k(path: Path | None = None) -> MovieLens:
-    """Load MovieLens-100k (fetching it if needed) with features and the leave-last-out
-    split."""
+def load_ml100k(path: Path | None = None, holdout: int = HOLDOUT) -> MovieLens:
+    """Load MovieLens-100k (fetching it if needed) with features and the temporal
+    leave-last-``holdout``-out split (every user has at least 20 ratings)."""
+    if not isinstance(holdout, int) or not 1 <= holdout <= 10:
+        raise ValueError(f"holdout must be an integer from 1 to 10, not {holdout!r}")
     path = fetch_ml100k(path)
     _, urows = _read(path / "ml-100k.user")
     _, irows = _read(path / "ml-100k.item")
@@ -231,17 +298,19 @@ def load_ml100k(path: Path | None = None) -> MovieLens:
     ts = np.array([int(float(r[3])) for r in rrows], np.int64)
     line = np.arange(len(rrows))
     order = np.lexsort((line, ts, users))  # by user, then time, then file line
-    last = np.append(users[order][1:] != users[order][:-1], True)
-    test_idx = order[last]
+    su = users[order]
+    ends = np.searchsorted(su, np.arange(len(urows)), side="right")
+    rank_from_end = ends[su] - 1 - np.arange(len(su))  # 0: the user's latest
+    held = order[rank_from_end < holdout]
     train_mask = np.ones(len(rrows), bool)
-    train_mask[test_idx] = False
-    test_items = np.empty(len(urows), np.int64)
-    test_items[users[test_idx]] = items[test_idx]
+    train_mask[held] = False
+    held_out = items[held].reshape(len(urows), holdout)  # by user, oldest first
+    test_items = held_out[:, -1].copy()
     return MovieLens(user_age=user_age, user_gender=user_gender, user_occ=user_occ,
                      item_year=item_year, item_genres=item_genres,
                      train_users=users[train_mask], train_items=items[train_mask],
                      test_items=test_items, num_genres=len(genres),
-                     num_occupations=len(occs), train_time=ts[train_mask])
+                     num_occupations=len(occs), train_time=ts[train_mask], held_out=held_out)
 
 
 def criteo_synthetic(n_items: int, table_rows=(1000,) * 26, dense_dim: int = 13,

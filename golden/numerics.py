@@ -56,16 +56,22 @@ def requantize(acc, bias, mult, shift, relu=False, out_bits: int = 8):
         raise ValueError(f"shift must be in [0, 63], not {shift.min()}..{shift.max()}")
     if np.any(mult < 0) or np.any(mult >= 1 << 16):
         raise ValueError(f"mult must be in [0, 65535], not {mult.min()}..{mult.max()}")
-    total = acc + bias
-    if np.any(np.abs(total) >= 1 << 33):
+    # one array, updated in place: the golden models requantize millions of values
+    y = np.empty(np.broadcast_shapes(acc.shape, bias.shape, mult.shape, shift.shape), np.int64)
+    np.add(acc, bias, out=y)
+    if y.size and (y.max() >= 1 << 33 or y.min() <= -(1 << 33)):
         raise ValueError("acc + bias must fit in 34 signed bits")
-    prod = total * mult  # < 2**49 in magnitude: exact in int64
+    np.multiply(y, mult, out=y)  # < 2**49 in magnitude: exact in int64
     # floor((p + 2**(s-1)) / 2**s) == ((2p >> s) + 1) >> 1, which also gives p for s == 0.
-    t = np.right_shift(prod * 2, shift)
-    y = np.right_shift(t + 1, 1)
+    np.left_shift(y, 1, out=y)
+    np.right_shift(y, shift, out=y)
+    np.add(y, 1, out=y)
+    np.right_shift(y, 1, out=y)
     hi = (1 << (out_bits - 1)) - 1
-    lo = np.where(np.asarray(relu, dtype=bool), 0, -(1 << (out_bits - 1)))
-    return np.clip(y, lo, hi).astype(np.int64)
+    relu = np.asarray(relu, dtype=bool)
+    lo = (0 if relu else -(1 << (out_bits - 1))) if relu.ndim == 0 else \
+        np.where(relu, 0, -(1 << (out_bits - 1)))
+    return np.clip(y, lo, hi, out=y)
 
 
 def choose_multiplier(real, mult_bits: int = 16, max_shift: int = 63):
@@ -127,4 +133,5 @@ def int_matmul(x, w_t):
     w_t = np.asarray(w_t)
     if x.shape[-1] >= 1 << 38:
         raise ValueError("reduction too long for exact float64 accumulation")
-    return np.rint(x.astype(np.float64) @ w_t.astype(np.float64)).astype(np.int64)
+    y = x.astype(np.float64) @ w_t.astype(np.float64)
+    return np.rint(y, out=y).astype(np.int64)

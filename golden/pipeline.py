@@ -20,6 +20,8 @@ __all__ = [
     "Pipeline",
     "parse_pipeline",
     "hit_rate",
+    "paired_difference",
+    "rank_of",
     "ndcg",
     "evaluate",
 ]
@@ -143,7 +145,7 @@ class Pipeline:
             pos, scores = pos[keep], s[keep]
         return pos, scores, counts
 
-    def rank_many(self, ml: MovieLens, queries, chunk: int = 32):
+    def rank_many(self, ml: MovieLens, queries, chunk: int = 4):
         """Rank MovieLens queries in chunks (one batched model call per stage per chunk).
 
         Returns
@@ -182,6 +184,13 @@ def parse_pipeline(spec: str, models: dict) -> Pipeline:
                              f"integer")
         stages.append(Stage(models[name], int(keep)))
     return Pipeline(stages, name=spec)
+
+
+def rank_of(scores, pos: int) -> int:
+    """Rank (0 = first) of candidate ``pos`` when all of ``scores`` are ranked by `topk`'s
+    rule (higher score first, ties by lower position)."""
+    scores = np.asarray(scores)
+    return int(np.sum(scores > scores[pos]) + np.sum(scores[:pos] == scores[pos]))
 
 
 def hit_rate(rank: np.ndarray, k: int) -> float:
@@ -226,8 +235,19 @@ def ranked_metrics(rank: np.ndarray, ks=(1, 5, 10)) -> dict:
     return res
 
 
-def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10)) -> dict:
-    """Quality and cost of a pipeline on MovieLens queries."""
+def paired_difference(rank_a, rank_b, k: int = 10) -> tuple[float, float]:
+    """HR@k of ranker a minus ranker b on the same queries, with the standard error of the
+    paired difference (per-query hit of a minus hit of b)."""
+    a, b = np.asarray(rank_a), np.asarray(rank_b)
+    d = ((a >= 0) & (a < k)).astype(float) - ((b >= 0) & (b < k))
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return round(float(d.mean()), 4), round(se, 4)
+
+
+def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10),
+             ranks: bool = False) -> dict:
+    """Quality and cost of a pipeline on MovieLens queries (with ``ranks``, also the
+    positive's rank in every query under ``"ranks"``, -1 where it was filtered out)."""
     ranked = pipeline.rank_many(ml, queries)
     rank = np.array([int(np.flatnonzero(p == pos)[0]) if np.any(p == pos) else -1
                      for (p, _), (_, _, pos) in zip(ranked, queries, strict=True)])
@@ -240,4 +260,6 @@ def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10)) -> dict:
            "keep": [st.keep for st in pipeline.stages], "queries": len(queries)}
     res.update(ranked_metrics(rank, ks))
     res["macs_per_query"] = int(round(macs))
+    if ranks:
+        res["ranks"] = rank
     return res

@@ -5,17 +5,35 @@ PyTorch is an optional extra (``pip install .[train]``); only this module import
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .data import CONTEXT_TABLES, MovieLens, load_ml100k
+from .data import (
+    CONTEXT_TABLES,
+    HISTORY,
+    HOLDOUT,
+    SHA256,
+    TABLE_NAMES,
+    MovieLens,
+    data_dir,
+    load_ml100k,
+)
 from .model import Batch, StageModel, load_model, save_model
 from .quantize import load_quantized, quantize_model, save_quantized
 from .zoo import SIZES, mlp_dims
 
-__all__ = ["TorchDLRM", "to_torch", "from_torch", "train_size", "build_models", "model_paths"]
+__all__ = ["TorchDLRM", "to_torch", "from_torch", "train_size", "build_models", "model_paths",
+           "RECIPE", "recipe_digest"]
+
+#: The training recipe of every size (BCE over sampled unrated negatives, Adam with a
+#: cosine learning-rate decay); with the data's features and split it fixes the models.
+RECIPE = {"epochs": 18, "negatives": 8, "batch_size": 2048, "lr": 2e-3, "seed": 0,
+          "threads": 2}
 
 
 def _torch():
@@ -88,13 +106,27 @@ def torch_batch(batch: Batch):
             [torch.from_numpy(o) for o in batch.offsets])
 
 
-def train_size(ml: MovieLens, size: str, epochs: int = 6, negatives: int = 4,
-               batch_size: int = 2048, lr: float = 2e-3, seed: int = 0,
-               log=print) -> StageModel:
-    """Train one stage model on the MovieLens training split (BCE, sampled negatives)."""
+def recipe_digest(**overrides) -> str:
+    """Digest of what the trained models depend on: `RECIPE` (with ``overrides``), the
+    features, the split and the data files' hashes."""
+    key = {**RECIPE, **overrides, "tables": TABLE_NAMES, "context": CONTEXT_TABLES,
+           "history": HISTORY, "holdout": HOLDOUT, "data": SHA256, "version": 2}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_size(ml: MovieLens, size: str, epochs: int = RECIPE["epochs"],
+               negatives: int = RECIPE["negatives"], batch_size: int = RECIPE["batch_size"],
+               lr: float = RECIPE["lr"], seed: int = RECIPE["seed"],
+               threads: int = RECIPE["threads"], log=print) -> StageModel:
+    """Train one stage model on the MovieLens training split (BCE, sampled negatives, each
+    pair's history bag holding only ratings before its positive).
+
+    The thread count is fixed, not taken from the machine, so that float reductions run in
+    the same order everywhere and a fresh clone trains the documented models.
+    """
     torch = _torch()
     torch.manual_seed(seed)
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     spec = SIZES[size]
     probe = ml.batch([0], [0])
@@ -104,17 +136,19 @@ def train_size(ml: MovieLens, size: str, epochs: int = 6, negatives: int = 4,
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for epoch in range(epochs):
         t0 = time.time()
-        users, items, labels = ml.training_samples(negatives, rng)
+        users, items, labels, ends = ml.training_samples(negatives, rng, positions=True)
         perm = rng.permutation(len(users))
         total = 0.0
         for s in range(0, len(perm), batch_size):
             sel = perm[s:s + batch_size]
-            d, i, o = torch_batch(ml.batch(users[sel], items[sel]))
+            d, i, o = torch_batch(ml.batch(users[sel], items[sel], history_ends=ends[sel]))
             loss = loss_fn(net(d, i, o), torch.from_numpy(labels[sel]))
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(sel)
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * (epoch + 1) / epochs))
         log(f"  {size}: epoch {epoch + 1}/{epochs} loss {total / len(perm):.4f} "
             f"({time.time() - t0:.1f} s)")
     return from_torch(net, name=size, interaction="dot", context_tables=list(CONTEXT_TABLES))
@@ -128,14 +162,19 @@ def model_paths(model_dir) -> dict[str, tuple[Path, Path]]:
 
 def calibration_batch(ml: MovieLens, n: int = 20000, seed: int = 1) -> Batch:
     rng = np.random.default_rng(seed)
-    users, items, _ = ml.training_samples(1, rng)
+    users, items, _, ends = ml.training_samples(1, rng, positions=True)
     sel = rng.choice(len(users), min(n, len(users)), replace=False)
-    return ml.batch(users[sel], items[sel])
+    return ml.batch(users[sel], items[sel], history_ends=ends[sel])
 
 
 def build_models(model_dir, sizes=tuple(SIZES), force: bool = False, log=print, **kw):
     """Train (float) and quantize (int8) the stage models that are missing in
-    ``model_dir``. Returns ``{size: QuantizedStage}``."""
+    ``model_dir``. Returns ``{size: QuantizedStage}``.
+
+    Models trained by another recipe (`recipe_digest`) are replaced; float models are kept
+    per digest under ``data_dir() / "models"`` too, so another checkout on the same
+    machine copies them instead of training again.
+    """
     from filelock import FileLock
 
     Path(model_dir).mkdir(parents=True, exist_ok=True)
@@ -147,13 +186,30 @@ def _build_models(model_dir, sizes, force, log, **kw):
     ml = load_ml100k()
     calib = None
     out = {}
+    stamp = Path(model_dir) / "recipe.json"
+    digest = recipe_digest(**kw)
+    if not stamp.exists() or json.loads(stamp.read_text()).get("digest") != digest:
+        stale = [p for pair in model_paths(model_dir).values() for p in pair if p.exists()]
+        if stale:
+            log(f"models in {model_dir} come from another recipe or data: retraining")
+        for p in stale:
+            p.unlink()
+        stamp.unlink(missing_ok=True)
+    cache = data_dir() / "models" / digest  # trained once per recipe on this machine
     for size in sizes:
         fpath, qpath = model_paths(model_dir)[size]
+        cached = cache / fpath.name
+        if not force and not fpath.exists() and cached.exists():
+            shutil.copyfile(cached, fpath)
         if force or not fpath.exists():
             log(f"training {size} on MovieLens-100k")
             save_model(fpath, train_size(ml, size, log=log, **kw))
+        if not cached.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fpath, cached)
         if force or not qpath.exists():
             calib = calib if calib is not None else calibration_batch(ml)
             save_quantized(qpath, quantize_model(load_model(fpath), calib))
         out[size] = load_quantized(qpath)
+    stamp.write_text(json.dumps({"digest": digest, "recipe": {**RECIPE, **kw}}, indent=2))
     return out

@@ -468,8 +468,11 @@ class MLPEngine(wiring.Component):
                     for j in range(A):
                         if 0 <= j - off < width:
                             m.d.comb += act_wr.data.word_select(j, 8).eq(rq.o.payload[j - off])
+            off_max = (1 << len(otag.off)) - 1
             for j in range(A):
-                m.d.comb += act_wr.en[j].eq((j >= otag.off) & (j < otag.off + pcols))
+                # lanes at or past the largest offset are never below it (no constant compare)
+                at_or_past = Const(1) if j >= off_max else (j >= otag.off)
+                m.d.comb += act_wr.en[j].eq(at_or_past & (j < otag.off + pcols))
         with m.Elif(iu.wr_en != 0):
             m.d.comb += [act_wr.addr.eq(act_addr(d.dst, iu.wr_item, iu.wr_word)),
                          act_wr.data.eq(iu.wr_data), act_wr.en.eq(iu.wr_en)]
@@ -520,6 +523,14 @@ class ComputeEngine(wiring.Component):
     mode is driven by engine ``p``; engines beyond the mode's partition count refuse to
     start.
 
+    Parameters
+    ----------
+    config : RPAccelConfig
+    engines : int, optional
+        Engines to build, for partition slots ``0 .. engines - 1`` (default: one per
+        partition). A slot without an engine leaves its columns idle: the top level builds
+        one engine per stage, so a three-stage design on four partitions has no fourth.
+
     Members
     -------
     mode : In(range(log2(partitions) + 1))
@@ -528,9 +539,13 @@ class ComputeEngine(wiring.Component):
         ``busy__p`` and the counters ``<name>__p``.
     """
 
-    def __init__(self, config: RPAccelConfig):
+    def __init__(self, config: RPAccelConfig, engines: int | None = None):
         self.config = config
-        self.widths = [slot_width(config, p) for p in range(config.partitions)]
+        n = config.partitions if engines is None else engines
+        if not (isinstance(n, int) and 1 <= n <= config.partitions):
+            raise ValueError(f"engines must be an integer from 1 to partitions "
+                             f"({config.partitions}), not {engines!r}")
+        self.widths = [slot_width(config, p) for p in range(n)]
         members = {"mode": In(range(exact_log2(config.partitions) + 1))}
         self.layouts = [engine_layouts(config, w) for w in self.widths]
         for p, lay in enumerate(self.layouts):
@@ -569,11 +584,15 @@ class ComputeEngine(wiring.Component):
             m.d.comb += [e.res.valid.eq(mesh.out[p].valid), mesh.out[p].ready.eq(e.res.ready)]
             for c in range(w):
                 m.d.comb += e.res.payload[c].eq(mesh.out[p].payload[c])
+        for p in range(len(engines), groups):  # slots without an engine: nothing comes out
+            m.d.comb += mesh.out[p].ready.eq(1)
         for mode in range(log_g + 1):
             span = groups >> mode
             with m.If(self.mode == mode):
                 for g in range(groups):
                     p, k = g // span, g % span
+                    if p >= len(engines):
+                        continue
                     e = engines[p]
                     if k == 0:
                         m.d.comb += [mesh.act[g].valid.eq(e.act.valid),

@@ -253,7 +253,7 @@ class RPAccel(wiring.Component):
         cfg = config
         self.config = cfg
         self.slots = query_slots(cfg)
-        self.ce = ComputeEngine(cfg)
+        self.ce = ComputeEngine(cfg, engines=cfg.stages)
         self.embs = [EmbeddingUnit(cfg) for _ in range(cfg.stages)]
         self.ctls = [StageController(cfg, s) for s in range(cfg.stages)]
         self.query_layout, self.result_layout = top_layouts(cfg)

@@ -179,14 +179,14 @@ class TopK(TopKPorts):
                 for c, cell in enumerate(cells):
                     below = cells[c + 1] if c + 1 < cap else None
                     take_x = insert_en & x.valid & wins[c] & (~wins[c - 1] if c else 1)
-                    take_up = insert_en & x.valid & wins[c - 1] if c else Const(0, 1)
                     with m.If(finish):
                         m.d.sync += cell.valid.eq(0)
                     with m.Elif(pop):
                         m.d.sync += cell.eq(below) if below is not None else \
                             cell.valid.eq(0)
-                    with m.Elif(take_up):
-                        m.d.sync += cell.eq(cells[c - 1])
+                    if c:  # the head cell has no cell above it to take from
+                        with m.Elif(insert_en & x.valid & wins[c - 1]):
+                            m.d.sync += cell.eq(cells[c - 1])
                     with m.Elif(take_x):
                         m.d.sync += cell.eq(x)
         return m

@@ -23,10 +23,11 @@ class _Ram:
 
     def __init__(self, m, name, width, depth, chunks=1):
         self.depth = depth
-        self.raddr = Signal(range(depth), name=f"{name}_raddr")
+        # a depth-1 RAM ignores its addresses; one bit, not zero (no [-1:0] in Verilog)
+        self.raddr = Signal(range(max(depth, 2)), name=f"{name}_raddr")
         self.rdata = Signal(width, name=f"{name}_rdata")
         self.we = Signal(chunks, name=f"{name}_we")
-        self.waddr = Signal(range(depth), name=f"{name}_waddr")
+        self.waddr = Signal(range(max(depth, 2)), name=f"{name}_waddr")
         self.wdata = Signal(width, name=f"{name}_wdata")
         g = width // chunks
         if depth == 1:

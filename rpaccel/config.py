@@ -152,7 +152,7 @@ class RPAccelConfig:
     inter_pairs: int = 1
     emb_tables: int = 8
     emb_dim: int = 32
-    emb_map_rows: int = 4096
+    emb_map_rows: int = 8192
     static_rows: int = 128
     cache_sets: int = 16
     cache_ways: int = 4
@@ -161,7 +161,7 @@ class RPAccelConfig:
     axi_data_bits: int = 64
     axi_addr_bits: int = 32
     max_items: int = 128
-    cand_beats: int = 16
+    cand_beats: int = 32
 
     def __post_init__(self):
         _require(isinstance(self.name, str) and self.name != "", "name", "a non-empty string",

@@ -54,8 +54,9 @@ def cmd_models(args) -> int:
     from ..golden.train import build_models
 
     t0 = time.time()
-    qs = build_models(_models_dir(args.models), force=args.force, epochs=args.epochs,
-                      log=lambda s: print(s, file=sys.stderr))
+    kw = {} if args.epochs is None else {"epochs": args.epochs}
+    qs = build_models(_models_dir(args.models), force=args.force,
+                      log=lambda s: print(s, file=sys.stderr), **kw)
     for name, q in qs.items():
         print(f"{name}: {q.macs_per_item()} MACs/item, score scale {q.score_scale:.3g}",
               file=sys.stderr)
@@ -92,52 +93,80 @@ def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
     """Evaluate pipelines on MovieLens-100k queries in float and int8 (and, with
     ``approx``, int8 with the approximate histogram filter between stages), after the
     random, popularity and item-kNN baselines on the same queries; ``progress`` is called
-    after each evaluation."""
+    after each evaluation.
+
+    The queries: one per held-out rating (`rpaccel.golden.data.HOLDOUT` per user) of the
+    first ``n_queries`` users (all 943 by default), each against ``candidates - 1``
+    unrated items.
+    """
     from ..golden.baselines import BASELINES, evaluate_baseline
     from ..golden.data import load_ml100k
-    from ..golden.pipeline import Pipeline, Stage, calibrate_window, evaluate, parse_pipeline
+    from ..golden.pipeline import (
+        Pipeline,
+        Stage,
+        calibrate_window,
+        evaluate,
+        paired_difference,
+        parse_pipeline,
+    )
     from ..golden.train import build_models, calibration_batch
 
     qmodels = build_models(models_dir, log=log or (lambda s: print(s, file=sys.stderr)))
     fmodels = {k: q.float_model for k, q in qmodels.items()}
     ml = load_ml100k()
     users = None if n_queries is None else range(min(n_queries, ml.num_users))
-    queries = ml.queries(candidates, seed=seed, users=users)
+    queries = ml.queries(candidates, seed=seed, users=users, every_held_out=True)
     rows = []
     for name in BASELINES if baselines else ():
-        rows.append(evaluate_baseline(name, ml, queries, seed=seed))
+        rows.append(evaluate_baseline(name, ml, queries, seed=seed, ranks=True))
         if progress:
             progress(rows[-1])
+    refs = {"popularity": rows[1]["ranks"], "item_knn": rows[2]["ranks"]} if baselines else {}
+
+    def run(pipeline):
+        r = evaluate(pipeline, ml, queries, ranks=True)
+        for ref, rank in refs.items():  # paired: same queries, per-query hit differences
+            r[f"hr@10_vs_{ref}"], r[f"hr@10_vs_{ref}_se"] = paired_difference(r["ranks"], rank)
+        rows.append(r)
+        if progress:
+            progress(r)
+
     windows = {}
     if approx:
         calib = calibration_batch(ml)
         windows = {k: calibrate_window(q.forward(calib)) for k, q in qmodels.items()}
     for spec in pipelines:
         for models in (fmodels, qmodels):
-            rows.append(evaluate(parse_pipeline(spec, models), ml, queries))
-            if progress:
-                progress(rows[-1])
+            run(parse_pipeline(spec, models))
         exact = parse_pipeline(spec, qmodels)
         if approx and len(exact.stages) > 1:
             stages = [Stage(st.model, st.keep, windows[st.model.name]) for st in exact.stages]
             stages[-1].window = None
-            rows.append(evaluate(Pipeline(stages, name=spec), ml, queries))
+            run(Pipeline(stages, name=spec))
+    for r in rows:
+        del r["ranks"]
     return rows
 
 
 def quality_table(rows):
     from rich.table import Table
 
-    t = Table(title=f"MovieLens-100k quality ({rows[0]['queries']} queries, leave-last-out; "
-              "+- one standard error)")
+    t = Table(title=f"MovieLens-100k quality ({rows[0]['queries']} queries: every held-out "
+              "rating, 1000 candidates; +- one standard error, paired for the differences)")
     for c in ("pipeline", "precision", "filter", "hr@1", "hr@5", "hr@10", "ndcg@10",
-              "MACs/query"):
+              "hr@10 - popularity", "hr@10 - item-kNN", "MACs/query"):
         t.add_column(c, justify="left" if c in ("pipeline", "precision", "filter") else "right")
+
+    def vs(r, ref):
+        if f"hr@10_vs_{ref}" not in r:
+            return "-"
+        return f"{r[f'hr@10_vs_{ref}']:+.4f} +- {r[f'hr@10_vs_{ref}_se']:.4f}"
+
     for r in rows:
         t.add_row(r["pipeline"], r["precision"], r["filter"], f"{r['hr@1']:.4f}",
                   f"{r['hr@5']:.4f}", f"{r['hr@10']:.4f} +- {r.get('hr@10_se', 0):.4f}",
                   f"{r['ndcg@10']:.4f} +- {r.get('ndcg@10_se', 0):.4f}",
-                  f"{r['macs_per_query']:,}")
+                  vs(r, "popularity"), vs(r, "item_knn"), f"{r['macs_per_query']:,}")
     return t
 
 
@@ -191,6 +220,36 @@ def cmd_generate(args) -> int:
             indent=2))
     print(f"{out / vname}, {core}, {out / 'config.json'} written", file=sys.stderr)
     return 0
+
+
+def cmd_lint(args) -> int:
+    from ..sim.lint import WAIVERS, lint_block
+    from .synth import BLOCKS
+
+    blocks = args.block or sorted(BLOCKS)
+    configs = [get_config(c) for c in (args.config or ["default"])]  # validated first
+    for b in blocks:
+        if b not in BLOCKS:
+            raise ValueError(f"--block must be one of {sorted(BLOCKS)}, not {b!r}")
+    reports = []
+    for cfg in configs:
+        for b in blocks:
+            r = lint_block(b, cfg)
+            reports.append(r)
+            if not args.json:
+                state = "clean" if not r["warnings"] else \
+                    ", ".join(f"{n} {k}" for k, n in sorted(r["counts"].items()))
+                print(f"{b} ({cfg.name}): {state}", file=sys.stderr)
+                for w in r["warnings"][:20]:
+                    print(f"  {w['rule']}: {w['file']}:{w['line']}: {w['message']}",
+                          file=sys.stderr)
+    bad = sum(len(r["warnings"]) for r in reports)
+    if args.json:
+        _emit({"waivers": str(WAIVERS), "warnings": bad, "reports": reports}, True)
+    else:
+        print(f"verilator --lint-only -Wall ({WAIVERS.name} waivers): {len(reports)} designs, "
+              f"{bad} warnings", file=sys.stderr)
+    return 1 if bad else 0
 
 
 #: cocotb testbench module of each block
@@ -569,8 +628,8 @@ def cmd_demo(args) -> int:
     t_start = time.time()
     con.rule("RPAccel kit demo")
     con.print("1. golden pipelines on MovieLens-100k (float and bit-exact int8): quality")
-    with tqdm(total=2 * len(DEFAULT_PIPELINES) + 3, desc="   quality (943 users x 1000 "
-              "candidates)", unit="eval", file=sys.stderr) as bar:
+    with tqdm(total=2 * len(DEFAULT_PIPELINES) + 3, desc="   quality (every held-out rating "
+              "x 1000 candidates)", unit="eval", file=sys.stderr) as bar:
         rows = quality_rows(_models_dir(args.models), n_queries=args.queries,
                             progress=lambda r: bar.update())
     con.print(quality_table(rows))
@@ -671,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="train and quantize small/medium/large stage models")
     s.add_argument("--models", help="model directory (default build/models)")
-    s.add_argument("--epochs", type=int, default=6)
+    s.add_argument("--epochs", type=int,
+                   help="training epochs (default: the recipe's, rpaccel.golden.train.RECIPE)")
     s.add_argument("--force", action="store_true", help="retrain even if present")
     s.set_defaults(func=cmd_models)
 
@@ -691,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("quality", help="quality of multi-stage pipelines")
     s.add_argument("--dataset", default="ml100k")
     s.add_argument("--models", help="model directory (default build/models)")
-    s.add_argument("--queries", type=int, help="first N users only (default all 943)")
+    s.add_argument("--queries", type=int,
+                   help="first N users only (default all 943; one query per held-out rating)")
     s.add_argument("--candidates", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--pipeline", action="append",
@@ -707,6 +768,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rpaccel (the top level, default) or one block")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("lint", help="verilator --lint-only -Wall of generated designs (a gate: "
+                       "exit 1 on any warning the waivers in sim/lint.vlt do not cover)")
+    s.add_argument("--config", action="append", help="config (repeatable; default: default)")
+    s.add_argument("--block", action="append", help="block (repeatable; default: all)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_lint)
 
     s = sub.add_parser("verify", help="cocotb testbench of a block against golden")
     s.add_argument("--config", default="default")
@@ -774,7 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the main job: quality, verified blocks, baseline vs "
                        "default on Verilator")
     s.add_argument("--models", help="model directory (default build/models)")
-    s.add_argument("--queries", type=int, help="first N users only (default all 943)")
+    s.add_argument("--queries", type=int,
+                   help="first N users only (default all 943; one query per held-out rating)")
     s.add_argument("--beats", type=int, default=2000)
     s.add_argument("--sim-queries", type=int, default=4,
                    help="queries through the top level per config")

@@ -33,8 +33,8 @@ def test_frozen():
                                      "on its own partition, not 2"),
     ({"topk_k": 256}, "topk_k must be at most max_items (128): a stage cannot keep more "
                       "items than a query has, not 256"),
-    ({"static_rows": 8192}, "static_rows must be at most emb_map_rows (4096): the static "
-                            "cache cannot be larger than the tables it maps, not 8192"),
+    ({"static_rows": 16384}, "static_rows must be at most emb_map_rows (8192): the static "
+                             "cache cannot be larger than the tables it maps, not 16384"),
     ({"max_items": 100}, "max_items must be a power of two from 1 to 65536, not 100"),
     ({"max_items": 8192}, "max_items must be at most 2**topk_id_bits (4096), not 8192"),
     ({"cand_beats": 0}, "cand_beats must be a power of two from 1 to 256, not 0"),

@@ -32,8 +32,8 @@ def test_image_refuses_tables_that_do_not_fit():
     with pytest.raises(EmbError, match="row bytes of table 0 must be a power of two up to "
                                        "emb_dim 32, not 12"):
         EmbeddingImage(CFG, [rng.integers(0, 5, (10, 12))], {}, [1], [0])
-    with pytest.raises(EmbError, match="rows of all tables must be at most emb_map_rows 4096"):
-        EmbeddingImage(CFG, [rng.integers(0, 5, (5000, 4))], {}, [1], [0])
+    with pytest.raises(EmbError, match="rows of all tables must be at most emb_map_rows 8192"):
+        EmbeddingImage(CFG, [rng.integers(0, 5, (9000, 4))], {}, [1], [0])
     with pytest.raises(EmbError, match="pinned rows must be at most static_rows 128"):
         EmbeddingImage(CFG, [rng.integers(0, 5, (500, 4))], {0: set(range(200))}, [1], [0])
 

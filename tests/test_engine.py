@@ -42,9 +42,10 @@ def test_program_refuses_what_does_not_fit(qmodels):
 
 
 def test_program_tiles_weights_for_the_partition(qmodels):
-    # the large model: 4-512-256-128-64-32 bottom, 53-96-1 top, on an 8 x 4 partition
+    # the large model: 4-512-256-128-64-32 bottom, 60-96-1 top (32 + 28 pairs of 8
+    # features), on an 8 x 4 partition
     prog = compile_stage(CFG, 4, 1, qmodels["large"])
-    dims = [(4, 512), (512, 256), (256, 128), (128, 64), (64, 32), (53, 96), (96, 1)]
+    dims = [(4, 512), (512, 256), (256, 128), (128, 64), (64, 32), (60, 96), (96, 1)]
     tiles = sum(-(-k // 8) * -(-n // 4) for k, n in dims)
     assert prog.weight_rows == 8 * tiles
     assert prog.param_rows == sum(-(-n // 4) for _, n in dims)
