@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 	@command -v iverilog >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  [ "$$(id -u)" = 0 ] && apt-get install -y -q iverilog >/dev/null 2>&1 && \
 	  echo "installed iverilog (Icarus)"; } || echo "iverilog not installed: Icarus tests will be skipped"
+	@# lz4 headers let Verilator write FST waveforms (--waves, WAVES=1); without them: VCD.
+	@[ -e /usr/include/lz4.h ] || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  apt-get install -y -q liblz4-dev >/dev/null 2>&1 && echo "installed liblz4-dev (FST waves)"; } || \
+	  echo "liblz4-dev not installed: Verilator waves will be VCD"
 	touch $(STAMP)
 
 data: setup
@@ -41,10 +45,12 @@ demo: models
 quality: models
 	$(RPACCEL) quality --dataset ml100k --models $(MODELS) --json
 
-test: data
+# the models first, alone on the cores (inside pytest one worker would wait on the other's
+# training while Verilator builds compete with it)
+test: models
 	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q --durations=15
 
-test-all: data
+test-all: models
 	RPACCEL_MODELS=$(abspath $(MODELS)) $(PY) -m pytest -n $(JOBS) -q -m "slow or not slow"
 
 synth: setup

@@ -86,6 +86,8 @@ class SimRun:
         of the corrupted queries (or none without faults) and cleared through ``CTRL``.
     mixed_flags : int
         Answers whose ``error`` flag was set on some beats only (always 0 when correct).
+    waves : pathlib.Path or None
+        The FST waveform of the run (a traced build: ``simulate(..., waves=True)``).
     """
 
     answers: list
@@ -97,6 +99,7 @@ class SimRun:
     load_cycles: int = 0
     status_ok: bool = True
     mixed_flags: int = 0
+    waves: Path | None = None
 
     @property
     def mismatches(self) -> int:
@@ -335,12 +338,14 @@ class Accelerator:
     def simulate(self, batches, sim: str = "verilator", workdir=None, idle: float = 0.0,
                  backpressure: float = 0.0, dram_stall: float = 0.0, seed: int = 1,
                  bad=None, reset_mid: bool = False, progress=None, check: bool = False,
-                 load: str = "dma"):
+                 load: str = "dma", waves: bool = False):
         """Run ``batches`` (one `Batch` per query) through the generated Verilog.
 
         ``load``: ``"dma"`` (the model loader reads the load images from DRAM, started by
         CSR writes: the way a host loads a model) or ``"stream"`` (the testbench drives the
         ``eload`` / ``mload`` streams, one beat per cycle: a faster start in simulation).
+        ``waves`` (or ``WAVES=1``): a separate traced build writes an FST waveform of the
+        run into ``workdir`` (`SimRun.waves`).
 
         Returns
         -------
@@ -360,7 +365,7 @@ class Accelerator:
         metrics = workdir / "metrics.json"
         if metrics.exists():
             metrics.unlink()
-        sb = build(RPAccel, self.config, "rpaccel", sim, public="top")
+        sb = build(RPAccel, self.config, "rpaccel", sim, public="top", waves=waves)
         params = {"jobs": str(jpath), "metrics": str(metrics), "idle": idle,
                   "backpressure": backpressure, "dram_stall": dram_stall, "seed": seed,
                   "reset_mid": reset_mid, "check": check, "load": load}
@@ -374,7 +379,7 @@ class Accelerator:
         return SimRun([[tuple(x) for x in a] for a in mt["answers"]],
                       expected, mt["errors"], mt["latency"],
                       mt["total_cycles"], mt["counters"], mt["load_cycles"], mt["status_ok"],
-                      mt["mixed_flags"]), result
+                      mt["mixed_flags"], sb.waves_file(workdir)), result
 
 
 def quality(answers, positives, k: int = 10) -> dict:

@@ -259,8 +259,10 @@ TESTBENCHES = {"requant": "rpaccel.sim.tb_requant", "topk": "rpaccel.sim.tb_topk
 
 
 def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int = 1,
-                 idle: float = 0.3, backpressure: float = 0.3, **params) -> dict:
-    """Run a block's cocotb testbench against golden; returns a result dict."""
+                 idle: float = 0.3, backpressure: float = 0.3, waves: bool = False,
+                 **params) -> dict:
+    """Run a block's cocotb testbench against golden; returns a result dict (with
+    ``waves``, or ``WAVES=1``, the path of its FST waveform under ``"waves"``)."""
     from ..sim.runner import BUILD_ROOT, build, run
     from .synth import BLOCKS
 
@@ -268,7 +270,7 @@ def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int
         raise ValueError(f"block must be one of {sorted(TESTBENCHES)}, not {block!r}")
     cfg = get_config(config_name)
     t0 = time.time()
-    sb = build(BLOCKS[block], cfg, block, sim=sim)
+    sb = build(BLOCKS[block], cfg, block, sim=sim, waves=waves)
     t1 = time.time()
     run_dir = BUILD_ROOT / "runs" / f"{block}-{cfg.name}-{sim}-{seed}"
     if block == "engine":  # random MLPs on every partition of the finest mode, at once
@@ -287,9 +289,11 @@ def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int
     tests, failed = run(sb, TESTBENCHES[block], run_dir,
                         {"seed": seed, "idle": idle, "backpressure": backpressure, **params},
                         seed=seed)
+    wave_file = sb.waves_file(run_dir)
     return {"block": block, "config": cfg.name, "simulator": sim, "idle": idle,
             "backpressure": backpressure, "tests": tests, "failures": failed, **params,
-            "build_s": round(t1 - t0, 1), "sim_s": round(time.time() - t1, 1)}
+            "build_s": round(t1 - t0, 1), "sim_s": round(time.time() - t1, 1),
+            "waves": str(wave_file) if wave_file else None}
 
 
 def verify_stages(models_dir, sizes=("small", "large"), items: int = 8, seed: int = 1,
@@ -329,7 +333,8 @@ def verify_stages(models_dir, sizes=("small", "large"), items: int = 8, seed: in
 
 def cmd_verify(args) -> int:
     params = {"beats": args.beats} if args.block == "requant" else {}
-    res = verify_block(args.block, args.config, args.sim, args.seed, **params)
+    res = verify_block(args.block, args.config, args.sim, args.seed, waves=args.waves,
+                       **params)
     _emit(res, True)
     return 1 if res["failures"] or not res["tests"] else 0
 
@@ -389,7 +394,7 @@ def cmd_bench(args) -> int:
 def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
                candidates: int = 100, pipeline=None, sim: str = "verilator", idle: float = 0.0,
                backpressure: float = 0.0, dram_stall: float = 0.0, progress: bool = False,
-               ml=None, load: str = "dma") -> dict:
+               ml=None, load: str = "dma", waves: bool = False) -> dict:
     """Run MovieLens queries through the generated top level and compare with golden."""
     from ..runtime import Accelerator, parse_stages, quality
 
@@ -404,10 +409,11 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
     if progress:
         run, _ = _simulate_with_bar(acc, batches, f"{cfg.name}: queries on {sim}", sim=sim,
                                     idle=idle, backpressure=backpressure,
-                                    dram_stall=dram_stall, seed=seed + 1, load=load)
+                                    dram_stall=dram_stall, seed=seed + 1, load=load,
+                                    waves=waves)
     else:
         run, _ = acc.simulate(batches, sim=sim, idle=idle, backpressure=backpressure,
-                              dram_stall=dram_stall, seed=seed + 1, load=load)
+                              dram_stall=dram_stall, seed=seed + 1, load=load, waves=waves)
     model = {}
     if idle == 0 and backpressure == 0 and dram_stall == 0:
         from .. import perf
@@ -436,7 +442,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
         "throughput_cycles_per_query": round(run.total_cycles / len(batches), 1),
         "fclk_mhz": cfg.fclk_mhz, "model_load": load, "model_load_cycles": run.load_cycles,
         "counters": run.counters, "sim_seconds": round(time.time() - t0, 1),
-        "model": model,
+        "model": model, "waves": str(run.waves) if run.waves else None,
     }
 
 
@@ -472,7 +478,7 @@ def cmd_sim(args) -> int:
     rep = sim_report(args.config, _models_dir(args.models), args.queries, args.seed,
                      args.candidates, args.pipeline, args.sim, args.idle, args.backpressure,
                      args.dram_stall, progress=not args.json and sys.stderr.isatty(),
-                     load=args.load)
+                     load=args.load, waves=args.waves)
     text = json.dumps(rep, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -783,6 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     s.add_argument("--beats", type=int, default=2000)
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--waves", action="store_true",
+                   help="FST waveform of the run (a separate traced build; also WAVES=1)")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("synth", help="synthesize a block for an FPGA (JSON out)")
@@ -872,6 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "streamed in by the testbench")
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")
+    s.add_argument("--waves", action="store_true",
+                   help="FST waveform of the run (a separate traced build; also WAVES=1)")
     s.set_defaults(func=cmd_sim)
     return p
 

@@ -7,11 +7,13 @@ compilers into one directory, and an unchanged model is not compiled again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -62,6 +64,17 @@ class SimBuild:
     build_dir: Path
     verilog: Path
     config: RPAccelConfig
+    waves: bool = False
+
+    def waves_file(self, test_dir) -> Path | None:
+        """Where `run` in ``test_dir`` leaves the waves of a traced build (None if not)."""
+        if not self.waves:
+            return None
+        if self.sim == "icarus":
+            name = f"{self.toplevel}.fst"
+        else:
+            name = "dump.fst" if fst_available() else "dump.vcd"
+        return Path(test_dir).resolve() / name
 
 
 _ONE_LINE_ALWAYS = re.compile(r"^(\s*)always @\*\n(\s*)([^\n=]+?) = ([^\n;]+);$", re.M)
@@ -118,8 +131,25 @@ def _source_digest(component_factory, config: RPAccelConfig, toplevel: str, sim:
     return h.hexdigest()
 
 
+@functools.cache
+def fst_available() -> bool:
+    """Whether Verilator can write FST here: its FST writer needs the lz4 headers
+    (``liblz4-dev``, installed by ``make setup`` where apt allows); else it writes VCD."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        return False
+    probe = subprocess.run([cxx, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def waves_requested(waves: bool = False) -> bool:
+    """``waves``, or the ``WAVES=1`` environment variable (cocotb's convention)."""
+    return bool(waves) or os.environ.get("WAVES", "0") not in ("", "0")
+
+
 def build(component_factory, config: RPAccelConfig, toplevel: str,
-          sim: str = "verilator", public: str = "all") -> SimBuild:
+          sim: str = "verilator", public: str = "all", waves: bool = False) -> SimBuild:
     """Generate Verilog of ``component_factory(config)`` and compile it for ``sim``.
 
     Parameters
@@ -134,6 +164,10 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         Verilator: signals the testbench can see. ``"top"`` makes only the top module's
         signals visible (cocotb's default, every signal public, keeps Verilator from
         optimizing across the hierarchy: several times slower on the big top level).
+    waves : bool
+        A separate traced build (also with ``WAVES=1``): Verilator ``--trace-fst`` (VCD,
+        ``--trace``, where the lz4 headers its FST writer needs are missing) with the
+        design's hierarchy and names, Icarus an FST dump; `run` then writes the waves.
 
     An unchanged model (same HDL sources, factory, configuration and arguments) is neither
     converted nor compiled again.
@@ -148,10 +182,15 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         raise ValueError(f"public must be 'all' or 'top', not {public!r}")
     _setup_path()
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{config.digest()}-{sim}"
+    waves = waves_requested(waves)
+    suffix = "-waves" if waves else ""
+    build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{config.digest()}-{sim}{suffix}"
     build_dir.mkdir(parents=True, exist_ok=True)
     vpath = build_dir / f"{toplevel}.v"
     args = list(VERILATOR_ARGS) if sim == "verilator" else ["icarus-fix-4"]
+    if waves:
+        fmt = "--trace-fst" if fst_available() else "--trace"
+        args += [fmt, "--trace-structs"] if sim == "verilator" else ["waves"]
     if sim == "verilator" and public == "top":
         vlt = build_dir / "public.vlt"
         vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
@@ -160,7 +199,7 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         src = _source_digest(component_factory, config, toplevel, sim, args)
         stamp = build_dir / ".built"
         if stamp.exists() and stamp.read_text() == src:
-            return SimBuild(toplevel, sim, build_dir, vpath, config)
+            return SimBuild(toplevel, sim, build_dir, vpath, config, waves)
         text = to_verilog(component_factory(config), config, toplevel)
         if sim == "icarus":
             text = icarus_constant_fix(text)
@@ -174,9 +213,9 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         tool_args = args if sim == "verilator" else []
         runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
                      build_args=tool_args, timescale=("1ns", "1ps"), always=True,
-                     log_file=build_dir / "build.log")
+                     log_file=build_dir / "build.log", waves=waves)
         stamp.write_text(src)
-    return SimBuild(toplevel, sim, build_dir, vpath, config)
+    return SimBuild(toplevel, sim, build_dir, vpath, config, waves)
 
 
 def run(sb: SimBuild, test_module: str, test_dir: Path, env: dict | None = None,
@@ -184,7 +223,10 @@ def run(sb: SimBuild, test_module: str, test_dir: Path, env: dict | None = None,
     """Run cocotb tests of ``test_module`` on a compiled model.
 
     The stimulus parameters travel in ``env`` (JSON-encoded under ``RPACCEL_TB``) with the
-    configuration. Returns ``(tests, failures)``; never raises on test failure.
+    configuration. Returns ``(tests, failures)``; never raises on test failure, but prints
+    where the log (and, from a traced build, the waves) of a failing run are. A traced
+    build (``build(..., waves=True)``) writes its waves into ``test_dir``
+    (`SimBuild.waves_file`).
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -200,6 +242,11 @@ def run(sb: SimBuild, test_module: str, test_dir: Path, env: dict | None = None,
                  "RPACCEL_TB": json.dumps(env or {}),
                  "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     kwargs = {"testcase": testcase} if testcase else {}
+    wave_file = sb.waves_file(test_dir)
+    if wave_file is not None:
+        kwargs["waves"] = True
+        if sb.sim == "icarus":  # the dump module's file, in this run's directory
+            kwargs["plusargs"] = [f"+dumpfile_path={wave_file}"]
     try:
         runner.test(hdl_toplevel=sb.toplevel, test_module=test_module, build_dir=sb.build_dir,
                     test_dir=test_dir, results_xml=str(results), extra_env=extra_env,
@@ -207,4 +254,10 @@ def run(sb: SimBuild, test_module: str, test_dir: Path, env: dict | None = None,
                     **kwargs)
     except SystemExit:  # the runner exits on failures under pytest; we report them instead
         pass
-    return get_results(results)
+    tests, failed = get_results(results)
+    if failed:
+        where = f"; waves: {wave_file}" if wave_file is not None else \
+            " (run again with waves, WAVES=1 or --waves, for a waveform)"
+        print(f"{test_module}: {failed} of {tests} failed; log: {test_dir / 'sim.log'}{where}",
+              file=sys.stderr)
+    return tests, failed

@@ -158,6 +158,7 @@ class Scoreboard:
         self.expected: deque = deque()
         self.errors = 0
         self.matched = 0
+        self.first_mismatch_cycle: int | None = None
 
     def expect(self, item) -> None:
         self.expected.append(item)
@@ -170,9 +171,12 @@ class Scoreboard:
         exp = self.expected.popleft()
         if exp != actual:
             self.errors += 1
+            if self.errors == 1:
+                self.first_mismatch_cycle = sim_cycle()
             if self.errors <= self.max_report:
-                self.log.error("%s: item %d mismatch\n  expected %r\n  actual   %r",
-                               self.name, self.matched + self.errors - 1, exp, actual)
+                self.log.error("%s: item %d mismatch at cycle %d\n  expected %r\n  actual   %r",
+                               self.name, self.matched + self.errors - 1, sim_cycle(), exp,
+                               actual)
         else:
             self.matched += 1
 
@@ -180,7 +184,10 @@ class Scoreboard:
         if self.expected:
             self.errors += len(self.expected)
             self.log.error("%s: %d expected items never arrived", self.name, len(self.expected))
-        assert self.errors == 0, f"{self.name}: {self.errors} errors ({self.matched} matched)"
+        first = "" if self.first_mismatch_cycle is None else \
+            f", first mismatch at cycle {self.first_mismatch_cycle}"
+        assert self.errors == 0, \
+            f"{self.name}: {self.errors} errors ({self.matched} matched{first})"
 
 
 def axi_ram(dut, image: bytes, stall: float = 0.0, rng: random.Random | None = None,

@@ -71,8 +71,8 @@ def test_verilator_engine_reports_a_wrong_result(tmp_path):
     assert (tests, failed) == (1, 1)
     log = (tmp_path / "sim.log").read_text()
     right = [wrong[0] - 1] + wrong[1:]
-    pattern = (rf"item 0 mismatch\s+expected {re.escape(repr(wrong))}\s+actual\s+"
-               rf"{re.escape(repr(right))}")
+    pattern = (rf"item 0 mismatch at cycle \d+\s+expected {re.escape(repr(wrong))}\s+"
+               rf"actual\s+{re.escape(repr(right))}")
     assert re.search(pattern, log), log[-3000:]
 
 

@@ -2,6 +2,7 @@
 Icarus) against the golden spec under idle gaps and backpressure."""
 
 import gc
+import re
 import warnings
 
 import numpy as np
@@ -118,6 +119,41 @@ def test_verilator_bench_catches_a_wrong_unit(tmp_path):
     assert (tests, failed) == (1, 1)
     log = (tmp_path / "sim.log").read_text()
     assert "mismatch" in log and "expected" in log and "actual" in log
+
+
+def _waves_ok(path, top):
+    """An FST file (its first block the header, type 0, of 329 bytes), or a VCD naming the
+    top module's scope and its streams' signals."""
+    data = path.read_bytes()
+    if path.suffix == ".fst":
+        return len(data) > 1000 and data[0] == 0 and int.from_bytes(data[1:9], "big") == 329
+    text = data.decode()
+    return all(s in text for s in (f"$scope module {top} $end", " i__valid ", "$enddefinitions"))
+
+
+def test_waves_of_a_failing_bench(tmp_path, capsys):
+    """A traced build (its own build directory) writes an FST waveform; a failing run
+    prints where its log and waves are, and the first mismatch's cycle."""
+    sb = build(OffByOneRequant, CFG, "requant_faulty", waves=True)
+    assert sb.waves and sb.build_dir.name.endswith("-waves")
+    tests, failed = run(sb, "rpaccel.sim.tb_requant", tmp_path,
+                        {"beats": 300, "seed": 5}, testcase="requant_matches_golden")
+    assert (tests, failed) == (1, 1)
+    wave = sb.waves_file(tmp_path)
+    assert wave.parent == tmp_path.resolve() and _waves_ok(wave, "requant_faulty")
+    assert f"waves: {wave}" in capsys.readouterr().err
+    first = re.search(r"first mismatch at cycle (\d+)", (tmp_path / "sim.log").read_text())
+    assert first and int(first.group(1)) > 0
+
+
+@pytest.mark.icarus
+@pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
+def test_icarus_waves(tmp_path):
+    sb = build(RequantUnit, CFG, "requant", sim="icarus", waves=True)
+    tests, failed = run(sb, "rpaccel.sim.tb_requant", tmp_path,
+                        {"beats": 100, "seed": 3}, testcase="requant_matches_golden")
+    assert (tests, failed) == (1, 0)
+    assert _waves_ok(sb.waves_file(tmp_path), "requant")
 
 
 @pytest.mark.icarus
