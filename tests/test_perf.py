@@ -92,9 +92,10 @@ def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
     assert not wrong, f"(run, items, rtl, model): {wrong}"
 
 
+@pytest.mark.slow  # tests/test_interaction.py covers inter_pairs 1-16 bit and cycle exact
 def test_engine_with_four_pairs_per_cycle_on_verilator(tmp_path, qmodels, ml):
     """The interaction unit at ``inter_pairs = 4`` inside the engine on Verilator: the
-    trained small and large models (``dot``, 21 pairs) and a Criteo-shaped ``dot`` model of
+    trained small and large models (``dot``, 28 pairs) and a Criteo-shaped ``dot`` model of
     8 tables (36 pairs) bit-exact against golden, and the model's cycles exact."""
     from rpaccel.golden.data import criteo_synthetic
     from rpaccel.golden.quantize import quantize_model

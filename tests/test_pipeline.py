@@ -64,7 +64,7 @@ def test_quality_json_on_trained_models(models_dir, qmodels, capsys):
     from rpaccel.scripts.cli import main
 
     assert main(["quality", "--dataset", "ml100k", "--json", "--models", str(models_dir),
-                 "--queries", "60"]) == 0
+                 "--queries", "30"]) == 0
     rows = json.loads(capsys.readouterr().out)
     keys = {"pipeline", "precision", "hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10",
             "macs_per_query"}
@@ -84,7 +84,7 @@ def test_quality_json_on_trained_models(models_dir, qmodels, capsys):
         for ref, base in (("popularity", pop), ("item_knn", knn)):
             assert abs(r[f"hr@10_vs_{ref}"] - (r["hr@10"] - base["hr@10"])) <= 2e-4
             assert 0 < r[f"hr@10_vs_{ref}_se"] < np.hypot(r["hr@10_se"], base["hr@10_se"])
-    assert all(r["queries"] == 60 * 5 for r in rows)  # every held-out rating of 60 users
+    assert all(r["queries"] == 30 * 5 for r in rows)  # every held-out rating of 30 users
     # the trained models rank far better than chance (HR@10 = 0.01 with 1000 candidates)
     assert by[("large:10", "float")]["hr@10"] > 0.05
     for spec, prec in got:

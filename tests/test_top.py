@@ -145,6 +145,7 @@ def test_verilator_paper_structures_real_queries(models_dir, ml, tmp_path):
                if not err)
 
 
+@pytest.mark.slow  # the blocks' Icarus tests stay in CI
 @pytest.mark.icarus
 @pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 def test_icarus_default_criteo_shaped(tmp_path):
