@@ -7,8 +7,14 @@ from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
 
-__all__ = ["PE", "Tile", "Mesh", "mesh_layouts", "tile_module_name", "tile_instance",
+__all__ = ["PE", "Tile", "Mesh", "mesh_layouts", "mode_shape", "tile_module_name", "tile_instance",
            "tile_module_verilog"]
+
+
+def mode_shape(partitions: int) -> range:
+    """Shape of the run-time mode (log2 of the partition count in use): at least one bit,
+    so that a one-partition design has no zero-width signal (``[-1:0]`` in Verilog)."""
+    return range(max(2, exact_log2(partitions) + 1))
 
 
 class PE(wiring.Component):
@@ -168,7 +174,7 @@ class Mesh(wiring.Component):
         self.act_layout, self.wload_layout, self.out_layout = mesh_layouts(config)
         g = config.partitions
         super().__init__({
-            "mode": In(range(exact_log2(g) + 1)),
+            "mode": In(mode_shape(g)),
             "act": In(stream.Signature(self.act_layout)).array(g),
             "wload": In(stream.Signature(self.wload_layout)).array(g),
             "out": Out(stream.Signature(self.out_layout)).array(g),
@@ -183,7 +189,7 @@ class Mesh(wiring.Component):
 
         # partition bookkeeping for the run-time mode
         head = [Signal(name=f"head{g}") for g in range(groups)]  # group starts a partition
-        part_of = [Signal(range(groups), name=f"part_of{g}") for g in range(groups)]
+        part_of = [Signal(range(max(2, groups)), name=f"part_of{g}") for g in range(groups)]
         head_col = [Signal(range(cols), name=f"head_col{g}") for g in range(groups)]
         pcols = Signal(range(cols + 1))  # columns per partition
         for mode in range(log_g + 1):

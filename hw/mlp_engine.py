@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
-from .array import Mesh, mesh_layouts
+from .array import Mesh, mesh_layouts, mode_shape
 from .interaction import InteractionUnit, pair_layout
 from .requant import RequantUnit, delay_line
 
@@ -150,7 +150,7 @@ class MLPEngine(wiring.Component):
                                 "w": data.ArrayLayout(signed(8), width)})
         counter = {n: Out(48) for n in COUNTERS}
         super().__init__({
-            "mode": In(range(exact_log2(config.partitions) + 1)),
+            "mode": In(mode_shape(config.partitions)),
             "load": In(stream.Signature(self.load_layout)),
             "run": In(stream.Signature(range(config.sub_batch + 1))),
             "out": Out(stream.Signature(self.out_layout)),
@@ -546,7 +546,7 @@ class ComputeEngine(wiring.Component):
             raise ValueError(f"engines must be an integer from 1 to partitions "
                              f"({config.partitions}), not {engines!r}")
         self.widths = [slot_width(config, p) for p in range(n)]
-        members = {"mode": In(range(exact_log2(config.partitions) + 1))}
+        members = {"mode": In(mode_shape(config.partitions))}
         self.layouts = [engine_layouts(config, w) for w in self.widths]
         for p, lay in enumerate(self.layouts):
             members[f"load_{p}"] = In(stream.Signature(lay[3]))
