@@ -172,12 +172,10 @@ class MovieLens:
         pos[order] = np.arange(len(order)) - starts[self.train_users[order]]
         return pos
 
-    def history(self, user: int, n: int | None = None, end: int | None = None) -> np.ndarray:
-        """The user's training items, oldest first (the last ``n`` with ``n``; only the
-        first ``end`` of them with ``end``)."""
+    def history(self, user: int, n: int | None = None) -> np.ndarray:
+        """The user's training items, oldest first (the last ``n`` with ``n``)."""
         order, starts = self._sequence
         items = self.train_items[order[starts[user]:starts[user + 1]]]
-        items = items if end is None else items[:end]
         return items if n is None else items[max(0, len(items) - n):]
 
     def history_bags(self, users, ends=None):

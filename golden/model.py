@@ -87,9 +87,6 @@ def embedding_bag_sum(table: np.ndarray, indices: np.ndarray, offsets: np.ndarra
     if len(indices) == 0:
         return out
     rows = table[indices]
-    if len(indices) == n and np.array_equal(offsets, np.arange(n)):  # one id per bag
-        out[:] = rows
-        return out
     nonempty = np.append(offsets[1:], len(indices)) > offsets
     # reduceat sums each run from its offset to the next; empty bags stay zero
     out[nonempty] = np.add.reduceat(rows, offsets[nonempty], axis=0)

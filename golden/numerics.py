@@ -68,9 +68,7 @@ def requantize(acc, bias, mult, shift, relu=False, out_bits: int = 8):
     np.add(y, 1, out=y)
     np.right_shift(y, 1, out=y)
     hi = (1 << (out_bits - 1)) - 1
-    relu = np.asarray(relu, dtype=bool)
-    lo = (0 if relu else -(1 << (out_bits - 1))) if relu.ndim == 0 else \
-        np.where(relu, 0, -(1 << (out_bits - 1)))
+    lo = np.where(np.asarray(relu, dtype=bool), 0, -(1 << (out_bits - 1)))
     return np.clip(y, lo, hi, out=y)
 
 

@@ -193,15 +193,22 @@ def rank_of(scores, pos: int) -> int:
     return int(np.sum(scores > scores[pos]) + np.sum(scores[:pos] == scores[pos]))
 
 
+def _hits(rank, k: int) -> np.ndarray:
+    """Per query: the positive ranked within the top ``k`` (rank 0 = first, -1 = filtered
+    out)."""
+    rank = np.asarray(rank)
+    return (rank >= 0) & (rank < k)
+
+
 def hit_rate(rank: np.ndarray, k: int) -> float:
     """Fraction of queries whose positive is ranked within the top ``k`` (rank 0 = first,
     -1 = filtered out)."""
-    return float(np.mean((rank >= 0) & (rank < k)))
+    return float(np.mean(_hits(rank, k)))
 
 
 def _gains(rank: np.ndarray, k: int) -> np.ndarray:
     """Per-query DCG@k with one relevant item: 1 / log2(rank + 2) within the top k, else 0."""
-    hit = (rank >= 0) & (rank < k)
+    hit = _hits(rank, k)
     return np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0) + 2), 0.0)
 
 
@@ -222,8 +229,8 @@ def ranked_metrics(rank: np.ndarray, ks=(1, 5, 10)) -> dict:
     n = len(rank)
     res = {}
     for k in ks:
-        hit = (rank >= 0) & (rank < k)
-        res[f"hr@{k}"] = round(hit_rate(rank, k), 4)
+        hit = _hits(rank, k)
+        res[f"hr@{k}"] = round(float(hit.mean()), 4)
         res[f"hr@{k}_se"] = round(float(hit.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0, 4)
     for k in ks[1:]:
         gains = _gains(rank, k)
@@ -238,8 +245,7 @@ def ranked_metrics(rank: np.ndarray, ks=(1, 5, 10)) -> dict:
 def paired_difference(rank_a, rank_b, k: int = 10) -> tuple[float, float]:
     """HR@k of ranker a minus ranker b on the same queries, with the standard error of the
     paired difference (per-query hit of a minus hit of b)."""
-    a, b = np.asarray(rank_a), np.asarray(rank_b)
-    d = ((a >= 0) & (a < k)).astype(float) - ((b >= 0) & (b < k))
+    d = _hits(rank_a, k).astype(float) - _hits(rank_b, k)
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     return round(float(d.mean()), 4), round(se, 4)
 

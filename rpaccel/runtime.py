@@ -87,7 +87,8 @@ class SimRun:
     mixed_flags : int
         Answers whose ``error`` flag was set on some beats only (always 0 when correct).
     waves : pathlib.Path or None
-        The FST waveform of the run (a traced build: ``simulate(..., waves=True)``).
+        The waveform of the run, FST (VCD without the lz4 headers), from a traced build
+        (``simulate(..., waves=True)``).
     """
 
     answers: list
@@ -344,8 +345,8 @@ class Accelerator:
         ``load``: ``"dma"`` (the model loader reads the load images from DRAM, started by
         CSR writes: the way a host loads a model) or ``"stream"`` (the testbench drives the
         ``eload`` / ``mload`` streams, one beat per cycle: a faster start in simulation).
-        ``waves`` (or ``WAVES=1``): a separate traced build writes an FST waveform of the
-        run into ``workdir`` (`SimRun.waves`).
+        ``waves`` (or ``WAVES=1``): a separate traced build writes a waveform of the run
+        (FST, or VCD without the lz4 headers) into ``workdir`` (`SimRun.waves`).
 
         Returns
         -------

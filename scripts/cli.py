@@ -116,12 +116,14 @@ def quality_rows(models_dir, pipelines=DEFAULT_PIPELINES, n_queries=None,
     ml = load_ml100k()
     users = None if n_queries is None else range(min(n_queries, ml.num_users))
     queries = ml.queries(candidates, seed=seed, users=users, every_held_out=True)
-    rows = []
+    rows, base = [], {}
     for name in BASELINES if baselines else ():
-        rows.append(evaluate_baseline(name, ml, queries, seed=seed, ranks=True))
+        base[name] = evaluate_baseline(name, ml, queries, seed=seed, ranks=True)
+        rows.append(base[name])
         if progress:
             progress(rows[-1])
-    refs = {"popularity": rows[1]["ranks"], "item_knn": rows[2]["ranks"]} if baselines else {}
+    refs = {"popularity": base["popularity"]["ranks"],
+            "item_knn": base["item-kNN"]["ranks"]} if base else {}
 
     def run(pipeline):
         r = evaluate(pipeline, ml, queries, ranks=True)
@@ -262,7 +264,7 @@ def verify_block(block: str, config_name: str, sim: str = "verilator", seed: int
                  idle: float = 0.3, backpressure: float = 0.3, waves: bool = False,
                  **params) -> dict:
     """Run a block's cocotb testbench against golden; returns a result dict (with
-    ``waves``, or ``WAVES=1``, the path of its FST waveform under ``"waves"``)."""
+    ``waves``, or ``WAVES=1``, the path of its waveform under ``"waves"``)."""
     from ..sim.runner import BUILD_ROOT, build, run
     from .synth import BLOCKS
 
@@ -790,7 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beats", type=int, default=2000)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--waves", action="store_true",
-                   help="FST waveform of the run (a separate traced build; also WAVES=1)")
+                   help="waveform of the run, FST or VCD (a separate traced build; also "
+                   "WAVES=1)")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("synth", help="synthesize a block for an FPGA (JSON out)")
@@ -881,7 +884,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")
     s.add_argument("--waves", action="store_true",
-                   help="FST waveform of the run (a separate traced build; also WAVES=1)")
+                   help="waveform of the run, FST or VCD (a separate traced build; also "
+                   "WAVES=1)")
     s.set_defaults(func=cmd_sim)
     return p
 

@@ -188,9 +188,8 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
     build_dir.mkdir(parents=True, exist_ok=True)
     vpath = build_dir / f"{toplevel}.v"
     args = list(VERILATOR_ARGS) if sim == "verilator" else ["icarus-fix-4"]
-    if waves:
-        fmt = "--trace-fst" if fst_available() else "--trace"
-        args += [fmt, "--trace-structs"] if sim == "verilator" else ["waves"]
+    if waves and sim == "verilator":
+        args += ["--trace-fst" if fst_available() else "--trace", "--trace-structs"]
     if sim == "verilator" and public == "top":
         vlt = build_dir / "public.vlt"
         vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
