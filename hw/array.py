@@ -130,8 +130,11 @@ def tile_module_verilog(config: RPAccelConfig, backend: str = "verilog") -> str:
     RTLIL with ``backend="rtlil"`` (for Yosys)."""
     from amaranth.back import rtlil, verilog
 
+    from . import conversion
+
     convert = {"verilog": verilog.convert, "rtlil": rtlil.convert}[backend]
-    return convert(Tile(config.block, config.block), name=tile_module_name(config))
+    with conversion():
+        return convert(Tile(config.block, config.block), name=tile_module_name(config))
 
 
 def mesh_layouts(config: RPAccelConfig):

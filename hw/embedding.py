@@ -22,15 +22,12 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
+from ..interface import EmbTarget
 from .requant import RequantUnit
 
 __all__ = ["EmbeddingUnit", "axi4_read_signature", "emb_layouts", "EmbTarget"]
 
 
-class EmbTarget:
-    """``load.target`` values."""
-
-    TABLE, MAP, STATIC = range(3)
 
 
 def axi4_read_signature(addr_bits: int, data_bits: int, id_bits: int) -> wiring.Signature:

@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
+from ..interface import EngineTarget
 from .array import Mesh, mesh_layouts, mode_shape
 from .interaction import InteractionUnit, pair_layout
 from .requant import RequantUnit, delay_line
@@ -37,10 +38,8 @@ __all__ = ["MLPEngine", "ComputeEngine", "EngineGeometry", "Target", "Kind", "Re
 COUNTERS = ("cycles", "act_beats", "macs", "stall_in", "stall_out")
 
 
-class Target:
-    """``load.target`` values: which buffer a load beat writes."""
-
-    WEIGHT, PARAM, PROG, PAIR, ACT = range(5)
+#: ``load.target`` values: which buffer a load beat writes (`rpaccel.interface`).
+Target = EngineTarget
 
 
 class Kind:

@@ -23,16 +23,29 @@ error}``; ``error`` marks every beat of a query in which some id was out of rang
 bags pooled to zero), the query's answer is then not to be used.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
+from ..interface import (
+    CSR,
+    ERR_WHERE,
+    ID_VALUE,
+    LOAD_CTRL,
+    SHAPE,
+    STAGE_CSR,
+    STATUS,
+    ErrCause,
+    LoadUnit,
+    csr_regs,
+    top_layouts,
+)
 from .embedding import EmbeddingUnit, axi4_read_signature
 from .loader import ModelLoader
-from .mlp_engine import ComputeEngine, EngineGeometry
+from .mlp_engine import ComputeEngine
 from .stage import StageController
 from .topk import make_topk
 
@@ -46,20 +59,6 @@ def query_slots(config: RPAccelConfig) -> int:
     return 1 if config.stages == 1 else 1 << ceil_log2(config.stages)
 
 
-def top_layouts(config: RPAccelConfig):
-    """``(query, result)`` payload layouts of `RPAccel`."""
-    cfg = config
-    geo = EngineGeometry(cfg)
-    query = data.StructLayout({
-        "head": 1, "dense": 1, "stage": range(3),
-        "word": data.ArrayLayout(signed(8), geo.lanes),
-        "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
-    })
-    result = data.StructLayout({"id": unsigned(cfg.topk_id_bits),
-                                "score": signed(cfg.score_bits), "last": 1, "error": 1})
-    return query, result
-
-
 def axi4_lite_signature(addr_bits: int = 12, data_bits: int = 32) -> wiring.Signature:
     """AXI4-Lite subordinate signature (as seen from the manager: flip it on the
     subordinate). Ports ``csr__awaddr`` ...; cocotbext-axi binds them with the prefix
@@ -71,34 +70,6 @@ def axi4_lite_signature(addr_bits: int = 12, data_bits: int = 32) -> wiring.Sign
         "araddr": Out(addr_bits), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
         "rdata": In(data_bits), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
     })
-
-
-#: Global CSRs: name -> (byte address, access). Counters are 32-bit views of 48-bit
-#: counters (low word).
-CSR = {
-    "ID": (0x00, "ro"),         # 0x52504143 "RPAC"
-    "SHAPE": (0x04, "ro"),      # stages | partitions << 4 | rows << 8 | cols << 20
-    "CTRL": (0x08, "wo"),       # bit 0: clear the error status
-    "STATUS": (0x0C, "ro"),     # bit 0: queries in flight; bit 1: error; 15:8 in flight
-    "ERR_CAUSE": (0x10, "ro"),  # ErrCause
-    "ERR_WHERE": (0x14, "ro"),  # stage | table << 8
-    "ERR_ID": (0x18, "ro"),
-    "QUERIES": (0x1C, "ro"),    # queries answered since reset
-    "CYCLES": (0x20, "ro"),     # cycles since reset
-    "BUSY_CYCLES": (0x24, "ro"),  # cycles with a query in flight
-    "LOAD_ADDR": (0x28, "rw"),  # DRAM byte address of a load image (AXI-word aligned)
-    "LOAD_BEATS": (0x2C, "rw"),  # load beats in it
-    "LOAD_CTRL": (0x30, "wo"),  # write: start; bits 1:0 stage, bit 4 unit (LoadUnit)
-    "LOAD_STATUS": (0x34, "ro"),  # bit 0: a load is running
-    "LOAD_DONE": (0x38, "ro"),  # beats delivered by the current (last) load
-}
-#: Per-stage CSRs at ``0x40 + 0x40 * stage + offset``.
-STAGE_CSR = {
-    "K": (0x00, "rw"), "DENSE_WORDS": (0x04, "rw"), "TABLES": (0x08, "rw"),
-    "DW": (0x0C, "rw"), "ITEMS": (0x10, "ro"), "LOOKUPS": (0x14, "ro"),
-    "MISSES": (0x18, "ro"), "MACS": (0x1C, "ro"), "ENGINE_CYCLES": (0x20, "ro"),
-    "EMB_ERRORS": (0x24, "ro"), "DRAM_BYTES": (0x28, "ro"),
-}
 
 
 class CsrBank(wiring.Component):
@@ -202,32 +173,6 @@ class AxiReadArbiter(wiring.Component):
         return m
 
 
-class ErrCause:
-    """``ERR_CAUSE`` values (the first error since the last clear)."""
-    NONE = 0
-    ID_RANGE = 1       # an embedding id outside its table (ERR_WHERE / ERR_ID say which)
-    CAND_BEATS = 2     # a candidate with more than cand_beats buffered beats
-    CAND_COUNT = 3     # a header with more than max_items candidates (query dropped)
-    LOAD_REFUSED = 4   # LOAD_CTRL ignored: a load or a query running, 0 beats, no such stage
-    LOAD_BUS = 5       # DRAM answered a load's read with SLVERR / DECERR
-
-
-class LoadUnit:
-    """``LOAD_CTRL`` bit 4: which unit of the stage a load image is for."""
-    ENGINE = 0      # program, parameters and weights (the engine's load stream)
-    EMBEDDING = 1   # table descriptors, static-cache map and rows
-
-
-def csr_regs(config: RPAccelConfig) -> dict:
-    """Every register: name -> (byte address, access, width). Stage registers are named
-    ``S<s>_<NAME>``."""
-    regs = {n: (a, acc, 32) for n, (a, acc) in CSR.items()}
-    for st in range(config.stages):
-        for n, (off, acc) in STAGE_CSR.items():
-            regs[f"S{st}_{n}"] = (0x40 + 0x40 * st + off, acc, 32)
-    return regs
-
-
 class RPAccel(wiring.Component):
     """The accelerator (see the module docstring for blocks and streams).
 
@@ -296,8 +241,8 @@ class RPAccel(wiring.Component):
         m.submodules.loader = dma = self.loader
         m.submodules.csr = csr = CsrBank(self.regs)
         wiring.connect(m, dma.axi, getattr(arb, f"m{NS}"))
-        load_stage = csr.LOAD_CTRL_data[:2]
-        load_unit = csr.LOAD_CTRL_data[4]
+        ctrl = data.View(LOAD_CTRL, csr.LOAD_CTRL_data[:LOAD_CTRL.size])
+        load_stage, load_unit = ctrl.stage, ctrl.unit
         load_ok = Signal()
         m.d.comb += [dma.addr.eq(csr.LOAD_ADDR), dma.beats.eq(csr.LOAD_BEATS),
                      dma.target_in.eq(Cat(load_unit, load_stage)),
@@ -359,8 +304,10 @@ class RPAccel(wiring.Component):
                 m.d.sync += cause.eq(ErrCause.LOAD_REFUSED)
             for st in reversed(range(NS)):
                 e = self.embs[st]
+                at = Signal(ERR_WHERE, name=f"err_where{st}")
+                m.d.comb += [at.stage.eq(st), at.table.eq(e.err_table)]
                 with m.If(e.err_valid):
-                    m.d.sync += [cause.eq(ErrCause.ID_RANGE), where.eq(st | (e.err_table << 8)),
+                    m.d.sync += [cause.eq(ErrCause.ID_RANGE), where.eq(at.as_value()),
                                  err_id.eq(e.err_id)]
         queries = Signal(32)
         cycles = Signal(32)
@@ -370,10 +317,14 @@ class RPAccel(wiring.Component):
             m.d.sync += busy_cycles.eq(busy_cycles + 1)
         with m.If(res_done):
             m.d.sync += queries.eq(queries + 1)
-        m.d.comb += [csr.ID.eq(0x52504143),
-                     csr.SHAPE.eq(NS | (cfg.partitions << 4) | (cfg.array_rows << 8) |
-                                  (cfg.array_cols << 20)),
-                     csr.STATUS.eq((inflight != 0) | ((cause != 0) << 1) | (inflight << 8)),
+        status = Signal(STATUS)
+        m.d.comb += [status.busy.eq(inflight != 0), status.error.eq(cause != 0),
+                     status.inflight.eq(inflight)]
+        m.d.comb += [csr.ID.eq(ID_VALUE),
+                     csr.SHAPE.eq(SHAPE.const({"stages": NS, "partitions": cfg.partitions,
+                                               "rows": cfg.array_rows,
+                                               "cols": cfg.array_cols}).as_value()),
+                     csr.STATUS.eq(status.as_value()),
                      csr.ERR_CAUSE.eq(cause), csr.ERR_WHERE.eq(where), csr.ERR_ID.eq(err_id),
                      csr.QUERIES.eq(queries), csr.CYCLES.eq(cycles),
                      csr.BUSY_CYCLES.eq(busy_cycles), csr.LOAD_STATUS.eq(dma.busy),

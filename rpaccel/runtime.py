@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -121,6 +122,15 @@ class Accelerator:
         (none pinned without it).
     static_bytes : int
         Static-cache budget per stage in bytes.
+    ml : MovieLens, optional
+        The data set the stage models were trained on (`movielens_queries` draws from it).
+    names : sequence of str, optional
+        The stage models' names (`pipeline_spec` pairs them with their k).
+
+    Attributes
+    ----------
+    pipeline_spec : tuple of (str, int)
+        ``(("small", 16), ("large", 10))``-like; ``("stage<s>", k)`` without ``names``.
 
     Raises
     ------
@@ -128,15 +138,22 @@ class Accelerator:
         When a model or k does not fit the configuration.
     """
 
-    def __init__(self, config: RPAccelConfig, stages, profile=None, static_bytes: int = 1024):
+    def __init__(self, config: RPAccelConfig, stages, profile=None, static_bytes: int = 1024,
+                 ml=None, names=None):
         from .hw.embedding import emb_layouts
         from .hw.loader import load_words
         from .hw.mlp_engine import EngineGeometry, engine_layouts, slot_width
-        from .hw.top import LoadUnit, csr_regs
+        from .interface import LoadUnit, csr_regs, load_ctrl
 
         cfg = config
         self.config = cfg
         self.stages = list(stages)
+        self.ml = ml
+        names = list(names) if names is not None else [f"stage{s}" for s in
+                                                        range(len(self.stages))]
+        _check(len(names) == len(self.stages), "names", "one per stage model", names)
+        self.pipeline_spec = tuple((n, k) for n, (_q, k) in zip(names, self.stages,
+                                                              strict=True))
         _check(len(self.stages) == cfg.stages, "number of stage models",
                f"config.stages ({cfg.stages}) for config {cfg.name!r}", len(self.stages))
         for s, (_q, k) in enumerate(self.stages):
@@ -172,7 +189,7 @@ class Accelerator:
                                         (LoadUnit.EMBEDDING, mload_l, img.load_beat_count())):
                 size = count * load_words(layout.size, cfg.axi_data_bits) * \
                     cfg.axi_data_bits // 8
-                self.loads.append((base, count, s | unit << 4))
+                self.loads.append((base, count, load_ctrl(s, unit)))
                 self._blobs.append((base, layout, s, unit))
                 base = -(-(base + size) // 4096) * 4096
         _check(base <= 1 << min(32, cfg.axi_addr_bits), "DRAM image (tables + load images)",
@@ -196,7 +213,7 @@ class Accelerator:
     def dram(self) -> bytes:
         """The DRAM image: every stage's tables, then the load images at `loads`."""
         from .hw.loader import load_image
-        from .hw.top import LoadUnit
+        from .interface import LoadUnit
 
         dram = bytearray(self.dram_size)
         for img in self.images:
@@ -230,10 +247,8 @@ class Accelerator:
         users, items, _ = ml.training_samples(1, rng)
         pick = rng.choice(len(users), 400, replace=False)
         prof = ml.batch(users[pick], items[pick])
-        acc = cls(config, [(qm[n], k) for n, k in pipeline], prof, static_bytes)
-        acc.ml = ml
-        acc.pipeline_spec = tuple(pipeline)
-        return acc
+        return cls(config, [(qm[n], k) for n, k in pipeline], prof, static_bytes, ml=ml,
+                   names=[n for n, _ in pipeline])
 
     # ---- queries ------------------------------------------------------------------------
     def movielens_queries(self, ml, n: int, seed: int = 0, candidates: int = 100):
@@ -300,7 +315,7 @@ class Accelerator:
         CAND_COUNT). Such answers are only checked for the flag; a query's ``bad`` entry
         is then ``{"fault", "cause", "table", "id"}``, else None.
         """
-        from .hw.top import ErrCause
+        from .interface import ErrCause
 
         faults = bad if isinstance(bad, dict) else {i: "id" for i in (bad or ())}
         for i, f in faults.items():
@@ -339,7 +354,7 @@ class Accelerator:
     def simulate(self, batches, sim: str = "verilator", workdir=None, idle: float = 0.0,
                  backpressure: float = 0.0, dram_stall: float = 0.0, seed: int = 1,
                  bad=None, reset_mid: bool = False, progress=None, check: bool = False,
-                 load: str = "dma", waves: bool = False):
+                 load: str = "dma", waves: bool = False, bench: str = "cocotb"):
         """Run ``batches`` (one `Batch` per query) through the generated Verilog.
 
         ``load``: ``"dma"`` (the model loader reads the load images from DRAM, started by
@@ -347,6 +362,9 @@ class Accelerator:
         ``eload`` / ``mload`` streams, one beat per cycle: a faster start in simulation).
         ``waves`` (or ``WAVES=1``): a separate traced build writes a waveform of the run
         (FST, or VCD without the lz4 headers) into ``workdir`` (`SimRun.waves`).
+        ``bench``: ``"cocotb"`` (`rpaccel.sim.tb_top`, Verilator or Icarus) or ``"native"``
+        (`rpaccel.sim.native`: the same stimulus and checks in a Verilog testbench, no
+        Python per cycle, Verilator only, model loaded by the loader).
 
         Returns
         -------
@@ -358,9 +376,13 @@ class Accelerator:
 
         _check(sim in ("verilator", "icarus"), "sim", "'verilator' or 'icarus'", sim)
         _check(load in ("dma", "stream"), "load", "'dma' or 'stream'", load)
+        _check(bench in ("cocotb", "native"), "bench", "'cocotb' or 'native'", bench)
         job = self.job(batches, bad)
         workdir = Path(workdir or tempfile.mkdtemp(prefix="rpaccel-sim-"))
         workdir.mkdir(parents=True, exist_ok=True)
+        if bench == "native":
+            return self._simulate_native(job, sim, workdir, idle, backpressure, dram_stall,
+                                         seed, reset_mid, check, load, waves)
         jpath = workdir / "job.pkl"
         jpath.write_bytes(pickle.dumps(job))
         metrics = workdir / "metrics.json"
@@ -381,6 +403,25 @@ class Accelerator:
                       expected, mt["errors"], mt["latency"],
                       mt["total_cycles"], mt["counters"], mt["load_cycles"], mt["status_ok"],
                       mt["mixed_flags"], sb.waves_file(workdir)), result
+
+    def _simulate_native(self, job, sim, workdir, idle, backpressure, dram_stall, seed,
+                         reset_mid, check, load, waves):
+        from .sim.native import build_native, problems, run_native
+
+        _check(sim == "verilator", "sim of the native bench", "'verilator'", sim)
+        _check(load == "dma", "load of the native bench", "'dma' (the model loader)", load)
+        _check(not waves, "waves", "off with the native bench (use bench='cocotb')", waves)
+        mt = run_native(build_native(self.config), job, workdir, idle, backpressure,
+                        dram_stall, seed, reset_mid, check)
+        wrong = problems(job, mt)
+        if check:
+            for w in wrong:
+                print(w, file=sys.stderr)
+        expected = [q["expect"] for q in job["queries"] if not q["dropped"]]
+        run = SimRun([[tuple(x) for x in a] for a in mt["answers"]], expected, mt["errors"],
+                     mt["latency"], mt["total_cycles"], mt["counters"], mt["load_cycles"],
+                     mt["status_ok"], mt["mixed_flags"], None)
+        return run, (1, int(bool(wrong)))
 
 
 def quality(answers, positives, k: int = 10) -> dict:

@@ -18,7 +18,7 @@ from functools import lru_cache
 from .config import RPAccelConfig, get_config
 
 __all__ = ["WORKLOADS", "PIPELINES", "design_config", "workload_accelerator",
-           "workload_queries", "DESIGNS"]
+           "workload_queries", "DESIGNS", "criteo_shaped", "CRITEO_SHAPED_ROWS"]
 
 #: Stage model and k per stage of each pipeline, per workload (the last k is the answer).
 PIPELINES = {
@@ -109,6 +109,47 @@ def workload_queries(workload: str, acc, n: int, seed: int = 0, rows: int | None
         table_rows = [rows or w["rows"]] * w["tables"]
         return [criteo_synthetic(candidates or w["candidates"], table_rows, seed=100 + seed + i,
                                  hot_seed=7) for i in range(n)]
-    ml = getattr(acc, "ml", None) or load_ml100k()
+    ml = acc.ml or load_ml100k()
     return [b for b, _ in acc.movielens_queries(
         ml, n, seed=seed, candidates=candidates or WORKLOADS[workload]["candidates"])]
+
+
+#: Table rows of `criteo_shaped`'s models.
+CRITEO_SHAPED_ROWS = (50, 80, 30)
+
+
+def criteo_shaped(config: RPAccelConfig, seed: int = 0, ks=None):
+    """Small random Criteo-shaped stage models on ``config`` (13 dense features, 3 tables
+    of `CRITEO_SHAPED_ROWS` rows, bags of 2; ``dot``, ``cat`` and ``dot`` interactions by
+    stage), quantized on synthetic data: the simulatable stand-in for RecPipe's models.
+
+    Returns
+    -------
+    acc : Accelerator
+    queries : callable
+        ``sizes -> [Batch]``: one Criteo-shaped query per size (its candidate count);
+        ``queries(sizes, start)`` draws them from seeds ``start, start + 1, ...``.
+    """
+    from .golden.data import criteo_synthetic
+    from .golden.quantize import quantize_model
+    from .golden.zoo import ModelSize, random_model
+    from .runtime import Accelerator
+
+    rows = CRITEO_SHAPED_ROWS
+    ks = ks or {1: (10,), 2: (16, 10), 3: (16, 12, 10)}[config.stages]
+    stages = []
+    for s, k in enumerate(ks):
+        inter, d = (("dot", 8), ("cat", 16), ("dot", 16))[s]
+        model = random_model(ModelSize(f"c{s}", d, (16,), (24,)), 13, rows, inter,
+                             seed=seed + s)
+        calib = criteo_synthetic(500, rows, seed=seed + 10 + s, bag_size=2)
+        stages.append((quantize_model(model, calib), k))
+    prof = criteo_synthetic(300, rows, seed=seed + 20, bag_size=2)
+    acc = Accelerator(config, stages, prof, static_bytes=256)
+
+    def queries(sizes, start: int | None = None):
+        first = seed + 30 if start is None else start
+        return [criteo_synthetic(n, rows, seed=first + i, bag_size=2)
+                for i, n in enumerate(sizes)]
+
+    return acc, queries

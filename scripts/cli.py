@@ -203,8 +203,7 @@ def cmd_generate(args) -> int:
     cfg = get_config(args.config)  # validated before anything is written
     if args.block not in BLOCKS:
         raise ValueError(f"--block must be one of {sorted(BLOCKS)}, not {args.block!r}")
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    from .. import hw  # also the memory-init patch
+    from .. import hw
 
     text = hw.to_verilog(BLOCKS[args.block](cfg), cfg, args.block)
     out = Path(args.out)
@@ -214,13 +213,21 @@ def cmd_generate(args) -> int:
     (out / "config.json").write_text(cfg.to_json())
     core = out / f"{args.block}.core"
     core.write_text(core_file(args.block, cfg, vname))
+    written = [out / vname, core, out / "config.json"]
     if args.block == "rpaccel":
-        from ..hw.top import csr_regs
+        from ..hw.embedding import emb_layouts
+        from ..hw.mlp_engine import engine_layouts, slot_width
+        from ..interface import c_header, csr_regs
 
         (out / "csr.json").write_text(json.dumps(
             {n: {"addr": a, "access": acc} for n, (a, acc, _) in csr_regs(cfg).items()},
             indent=2))
-    print(f"{out / vname}, {core}, {out / 'config.json'} written", file=sys.stderr)
+        beats = {"engine": [engine_layouts(cfg, slot_width(cfg, s))[3].size
+                            for s in range(cfg.stages)],
+                 "embedding": emb_layouts(cfg)[2].size}
+        (out / "rpaccel.h").write_text(c_header(cfg, beats))
+        written += [out / "csr.json", out / "rpaccel.h"]
+    print(", ".join(map(str, written)) + " written", file=sys.stderr)
     return 0
 
 
@@ -396,8 +403,10 @@ def cmd_bench(args) -> int:
 def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
                candidates: int = 100, pipeline=None, sim: str = "verilator", idle: float = 0.0,
                backpressure: float = 0.0, dram_stall: float = 0.0, progress: bool = False,
-               ml=None, load: str = "dma", waves: bool = False) -> dict:
-    """Run MovieLens queries through the generated top level and compare with golden."""
+               ml=None, load: str = "dma", waves: bool = False,
+               bench: str = "cocotb") -> dict:
+    """Run MovieLens queries through the generated top level and compare with golden
+    (``bench``: the cocotb testbench or the native one, `rpaccel.sim.native`)."""
     from ..runtime import Accelerator, parse_stages, quality
 
     cfg = get_config(config_name)
@@ -408,14 +417,16 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
     qs = acc.movielens_queries(acc.ml, n_queries, seed=seed, candidates=candidates)
     batches = [b for b, _ in qs]
     t0 = time.time()
-    if progress:
+    if progress and bench == "cocotb":
         run, _ = _simulate_with_bar(acc, batches, f"{cfg.name}: queries on {sim}", sim=sim,
                                     idle=idle, backpressure=backpressure,
                                     dram_stall=dram_stall, seed=seed + 1, load=load,
                                     waves=waves)
     else:
         run, _ = acc.simulate(batches, sim=sim, idle=idle, backpressure=backpressure,
-                              dram_stall=dram_stall, seed=seed + 1, load=load, waves=waves)
+                              dram_stall=dram_stall, seed=seed + 1, load=load, waves=waves,
+                              bench=bench)
+    sim_seconds = time.time() - t0
     model = {}
     if idle == 0 and backpressure == 0 and dram_stall == 0:
         from .. import perf
@@ -434,6 +445,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
     return {
         "config": cfg.name, "pipeline": ",".join(f"{n}:{k}" for n, k in acc.pipeline_spec),
         "queries": len(batches), "candidates": candidates, "seed": seed, "simulator": sim,
+        "bench": bench,
         "mismatches": run.mismatches, "error_flags": int(sum(run.errors)),
         "error_status_ok": run.status_ok, "mixed_error_flags": run.mixed_flags,
         "hr@10": hw_q["hr@10"], "ndcg@10": hw_q["ndcg@10"],
@@ -443,7 +455,8 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
         "first_query_cycles": int(run.latency[0]),
         "throughput_cycles_per_query": round(run.total_cycles / len(batches), 1),
         "fclk_mhz": cfg.fclk_mhz, "model_load": load, "model_load_cycles": run.load_cycles,
-        "counters": run.counters, "sim_seconds": round(time.time() - t0, 1),
+        "counters": run.counters, "sim_seconds": round(sim_seconds, 1),
+        "simulated_cycles_per_second": round(run.counters.get("cycles", 0) / sim_seconds),
         "model": model, "waves": str(run.waves) if run.waves else None,
     }
 
@@ -480,7 +493,7 @@ def cmd_sim(args) -> int:
     rep = sim_report(args.config, _models_dir(args.models), args.queries, args.seed,
                      args.candidates, args.pipeline, args.sim, args.idle, args.backpressure,
                      args.dram_stall, progress=not args.json and sys.stderr.isatty(),
-                     load=args.load, waves=args.waves)
+                     load=args.load, waves=args.waves, bench=args.bench)
     text = json.dumps(rep, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -886,8 +899,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--waves", action="store_true",
                    help="waveform of the run, FST or VCD (a separate traced build; also "
                    "WAVES=1)")
+    s.add_argument("--bench", default="cocotb", choices=["cocotb", "native"],
+                   help="the cocotb testbench, or the native one (the same stimulus and "
+                   "checks in Verilog: no Python per cycle, Verilator, model loaded by DMA)")
     s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("regress", help="long random regression of the top level on Dask "
+                       "(native testbench, JSON report)")
+    s.add_argument("--queries", type=int, default=1000, help="queries per configuration")
+    s.add_argument("--chunk", type=int, default=25, help="queries per testbench run")
+    s.add_argument("--config", action="append", metavar="ENTRY",
+                   help=f"suite entries to run (repeatable; default all: "
+                   f"{', '.join(e.name for e in _suite())})")
+    s.add_argument("--seed", type=int, help="master seed (default: drawn and printed)")
+    s.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    s.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    s.add_argument("--models", help="model directory (default build/models)")
+    s.add_argument("--out", help="write the JSON report here")
+    s.set_defaults(func=cmd_regress)
     return p
+
+
+def _suite():
+    from ..sim.regress import SUITE
+
+    return SUITE
+
+
+def cmd_regress(args) -> int:
+    from ..sim.regress import regress
+
+    suite = _suite()
+    if args.config:
+        names = {e.name: e for e in suite}
+        for n in args.config:
+            if n not in names:
+                raise ValueError(f"--config must be one of {sorted(names)}, not {n!r}")
+        suite = tuple(names[n] for n in args.config)
+    rep = regress(suite, args.queries, args.chunk, args.seed, args.scheduler, args.workers,
+                  _models_dir(args.models), out=args.out,
+                  log=lambda m: print(m, file=sys.stderr))
+    summary = {k: v for k, v in rep.items() if k not in ("runs", "suite")}
+    print(json.dumps(summary, indent=2))
+    return 0 if rep["mismatch_free"] else 1
 
 
 def main(argv=None) -> int:

@@ -164,7 +164,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         that does not fit the device gets ``fits: False`` and Yosys's cell counts; one whose
         Yosys LUT estimate exceeds ``max_place_luts`` is not placed (``placed: False``).
     """
-    from amaranth.back import rtlil
+    from ..hw import to_rtlil
 
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
@@ -177,8 +177,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
     harness = SynthHarness(BLOCKS[block](config))
-    (out_dir / "top.il").write_text(rtlil.convert(harness, name="top",
-                                                  ports=[harness.out]))
+    (out_dir / "top.il").write_text(to_rtlil(harness, "top", ports=[harness.out]))
     reads = "read_rtlil top.il; "
     if config.tile_modules:  # the design instantiates the shared tile module by name
         from ..hw.array import tile_module_verilog

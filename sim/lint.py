@@ -8,13 +8,12 @@ driven bits, latches, overlapping case arms, constant comparisons.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import RPAccelConfig
-from .runner import BUILD_ROOT, _setup_path
+from .runner import BUILD_ROOT, tool_env, which
 
 __all__ = ["WAIVERS", "LintWarning", "lint_verilog", "lint_block"]
 
@@ -43,14 +42,13 @@ def lint_verilog(path, top: str, waivers: Path | None = WAIVERS) -> list[LintWar
     RuntimeError
         When Verilator is missing or reports an error (not a warning).
     """
-    _setup_path()
-    exe = shutil.which("verilator")
+    exe = which("verilator")
     if exe is None:
         raise RuntimeError("verilator not found: install the project (make setup) first")
     cmd = [exe, "--lint-only", "-Wall", "-Wno-fatal", "--top-module", top]
     if waivers is not None:
         cmd.append(str(waivers))
-    proc = subprocess.run([*cmd, str(path)], capture_output=True, text=True)
+    proc = subprocess.run([*cmd, str(path)], capture_output=True, text=True, env=tool_env())
     found, errors = [], []
     for ln in proc.stderr.splitlines():
         m = _LINE.match(ln)
@@ -68,14 +66,12 @@ def lint_verilog(path, top: str, waivers: Path | None = WAIVERS) -> list[LintWar
 def lint_block(block: str, config: RPAccelConfig) -> dict:
     """Generate ``block`` for ``config`` (`rpaccel.scripts.synth.BLOCKS`) into
     ``build/lint/`` and lint it: ``{"block", "config", "warnings", "counts"}``."""
-    import os
 
     from ..hw import to_verilog
     from ..scripts.synth import BLOCKS
 
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     out = BUILD_ROOT / "lint" / f"{block}-{config.name}-{config.digest()}"
     out.mkdir(parents=True, exist_ok=True)
     vpath = out / f"{block}.v"

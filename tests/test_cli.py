@@ -62,7 +62,7 @@ def test_generate_writes_verilog_and_config(tmp_path):
 
 def test_generate_top_level_with_fusesoc_core_and_csr_map(tmp_path):
     """The default block is the whole accelerator: Verilog, config, a FuseSoC CAPI2 core
-    naming the Verilog and the top module, the CSR map."""
+    naming the Verilog and the top module, the CSR map and its C header."""
     import json
 
     assert main(["generate", "--config", "baseline", "--out", str(tmp_path)]) == 0
@@ -75,6 +75,10 @@ def test_generate_top_level_with_fusesoc_core_and_csr_map(tmp_path):
     assert csr["ID"] == {"addr": 0, "access": "ro"}
     assert csr["S0_K"] == {"addr": 0x40, "access": "rw"}
     assert json.loads((tmp_path / "config.json").read_text())["stages"] == 1
+    header = (tmp_path / "rpaccel.h").read_text()
+    assert "#define RPACCEL_CSR_LOAD_CTRL 0x030u" in header
+    assert "#define RPACCEL_STAGES 1u" in header
+    assert "RPACCEL_LOAD_ENGINE0_BEAT_BITS" in header and "RPACCEL_ERR_LOAD_BUS 5u" in header
 
 
 def test_generate_unknown_config_writes_nothing(tmp_path, capsys):

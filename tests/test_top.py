@@ -42,6 +42,7 @@ def test_golden_answers_are_the_pipelines(default_acc, ml):
     assert default_acc.golden(batch) == expect
 
 
+@pytest.mark.slow  # CI: the native bench runs these faults and the reset (test_native.py)
 def test_verilator_default_real_queries(default_acc, ml, tmp_path):
     """Four real queries (100 candidates: small keeps 16, large keeps 10) back to back,
     the second with an out-of-range id: its answer is flagged and the status names the
@@ -60,29 +61,9 @@ def test_verilator_default_real_queries(default_acc, ml, tmp_path):
 
 
 def criteo_accelerator(cfg, seed=0, ks=None):
-    """Random Criteo-shaped stage models (13 dense features, 3 tables, bags of 2; ``cat``
-    and ``dot`` interactions alternating) quantized on synthetic data."""
-    from rpaccel.golden.data import criteo_synthetic
-    from rpaccel.golden.quantize import quantize_model
-    from rpaccel.golden.zoo import ModelSize, random_model
+    from rpaccel.workloads import criteo_shaped
 
-    rows = (50, 80, 30)
-    ks = ks or {1: (10,), 2: (16, 10), 3: (16, 12, 10)}[cfg.stages]
-    stages = []
-    for s, k in enumerate(ks):
-        inter, d = (("dot", 8), ("cat", 16), ("dot", 16))[s]
-        model = random_model(ModelSize(f"c{s}", d, (16,), (24,)), 13, rows, inter,
-                             seed=seed + s)
-        calib = criteo_synthetic(500, rows, seed=seed + 10 + s, bag_size=2)
-        stages.append((quantize_model(model, calib), k))
-    prof = criteo_synthetic(300, rows, seed=seed + 20, bag_size=2)
-    acc = Accelerator(cfg, stages, prof, static_bytes=256)
-
-    def queries(sizes):
-        return [criteo_synthetic(n, rows, seed=seed + 30 + i, bag_size=2)
-                for i, n in enumerate(sizes)]
-
-    return acc, queries
+    return criteo_shaped(cfg, seed, ks)
 
 
 def test_verilator_default_criteo_shaped(tmp_path):

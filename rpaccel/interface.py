@@ -1,0 +1,267 @@
+"""The hardware / host interface of the RPAccel top level, in one place.
+
+Everything a host needs to drive the accelerator is defined here without any Component:
+the CSR map (`CSR`, `STAGE_CSR`, `csr_regs`) and the bit fields of its packed registers
+(`SHAPE`, `STATUS`, `ERR_WHERE`, `LOAD_CTRL`), the codes it reads and writes (`ErrCause`,
+`LoadUnit`, the load-beat targets `EngineTarget` and `EmbTarget`), and the payloads of
+the query and result streams (`top_layouts`, `beat_packer`). `rpaccel.hw` builds the
+hardware from these definitions; the runtime, the testbenches and the CLI pack and
+unpack with them; `c_header` writes them as a C header for a host driver (`rpaccel
+generate --block rpaccel` writes ``rpaccel.h`` beside ``csr.json``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Shape, signed, unsigned
+from amaranth.lib import data, enum
+
+from .config import RPAccelConfig
+
+__all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD_CTRL",
+           "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
+           "beat_packer", "load_ctrl", "err_where", "c_header"]
+
+#: The ``ID`` register's value ("RPAC").
+ID_VALUE = 0x52504143
+
+#: Global CSRs: name -> (byte address, access). Counters are 32-bit views of 48-bit
+#: counters (low word).
+CSR = {
+    "ID": (0x00, "ro"),         # ID_VALUE
+    "SHAPE": (0x04, "ro"),      # SHAPE layout
+    "CTRL": (0x08, "wo"),       # bit 0: clear the error status
+    "STATUS": (0x0C, "ro"),     # STATUS layout
+    "ERR_CAUSE": (0x10, "ro"),  # ErrCause
+    "ERR_WHERE": (0x14, "ro"),  # ERR_WHERE layout
+    "ERR_ID": (0x18, "ro"),
+    "QUERIES": (0x1C, "ro"),    # queries answered since reset
+    "CYCLES": (0x20, "ro"),     # cycles since reset
+    "BUSY_CYCLES": (0x24, "ro"),  # cycles with a query in flight
+    "LOAD_ADDR": (0x28, "rw"),  # DRAM byte address of a load image (AXI-word aligned)
+    "LOAD_BEATS": (0x2C, "rw"),  # load beats in it
+    "LOAD_CTRL": (0x30, "wo"),  # write: start a load (LOAD_CTRL layout)
+    "LOAD_STATUS": (0x34, "ro"),  # bit 0: a load is running
+    "LOAD_DONE": (0x38, "ro"),  # beats delivered by the current (last) load
+}
+#: Per-stage CSRs at ``STAGE_BASE + STAGE_STRIDE * stage + offset``.
+STAGE_CSR = {
+    "K": (0x00, "rw"), "DENSE_WORDS": (0x04, "rw"), "TABLES": (0x08, "rw"),
+    "DW": (0x0C, "rw"), "ITEMS": (0x10, "ro"), "LOOKUPS": (0x14, "ro"),
+    "MISSES": (0x18, "ro"), "MACS": (0x1C, "ro"), "ENGINE_CYCLES": (0x20, "ro"),
+    "EMB_ERRORS": (0x24, "ro"), "DRAM_BYTES": (0x28, "ro"),
+}
+STAGE_BASE, STAGE_STRIDE = 0x40, 0x40
+
+
+def csr_regs(config: RPAccelConfig) -> dict:
+    """Every register: name -> (byte address, access, width). Stage registers are named
+    ``S<s>_<NAME>``."""
+    regs = {n: (a, acc, 32) for n, (a, acc) in CSR.items()}
+    for st in range(config.stages):
+        for n, (off, acc) in STAGE_CSR.items():
+            regs[f"S{st}_{n}"] = (STAGE_BASE + STAGE_STRIDE * st + off, acc, 32)
+    return regs
+
+
+#: ``SHAPE``: what was generated.
+SHAPE = data.StructLayout({"stages": 4, "partitions": 4, "rows": 12, "cols": 12})
+#: ``STATUS``: queries in flight and the error flag.
+STATUS = data.StructLayout({"busy": 1, "error": 1, "_pad": 6, "inflight": 8})
+#: ``ERR_WHERE``: the stage and table of the first out-of-range id.
+ERR_WHERE = data.StructLayout({"stage": 8, "table": 8})
+#: ``LOAD_CTRL`` (written): the stage and unit a load image is for.
+LOAD_CTRL = data.StructLayout({"stage": 2, "_pad": 2, "unit": 1})
+
+
+class ErrCause(enum.IntEnum, shape=8):
+    """``ERR_CAUSE`` values (the first error since the last clear)."""
+
+    NONE = 0
+    ID_RANGE = 1       # an embedding id outside its table (ERR_WHERE / ERR_ID say which)
+    CAND_BEATS = 2     # a candidate with more than cand_beats buffered beats
+    CAND_COUNT = 3     # a header with more than max_items candidates (query dropped)
+    LOAD_REFUSED = 4   # LOAD_CTRL ignored: a load or a query running, 0 beats, no such stage
+    LOAD_BUS = 5       # DRAM answered a load's read with SLVERR / DECERR
+
+
+class LoadUnit(enum.IntEnum, shape=1):
+    """``LOAD_CTRL.unit``: which unit of the stage a load image is for."""
+
+    ENGINE = 0      # program, parameters and weights (the engine's load stream)
+    EMBEDDING = 1   # table descriptors, static-cache map and rows
+
+
+class EngineTarget(enum.IntEnum, shape=3):
+    """The engine's ``load.target``: which buffer a load beat writes."""
+
+    WEIGHT = 0
+    PARAM = 1
+    PROG = 2
+    PAIR = 3
+    ACT = 4
+
+
+class EmbTarget(enum.IntEnum, shape=2):
+    """The embedding unit's ``load.target``."""
+
+    TABLE = 0
+    MAP = 1
+    STATIC = 2
+
+
+def load_ctrl(stage: int, unit: int) -> int:
+    """The ``LOAD_CTRL`` word that loads ``unit`` (`LoadUnit`) of ``stage``."""
+    return LOAD_CTRL.const({"stage": stage, "unit": unit}).as_value().value
+
+
+def err_where(stage: int, table: int) -> int:
+    """The ``ERR_WHERE`` word naming ``table`` of ``stage``."""
+    return ERR_WHERE.const({"stage": stage, "table": table}).as_value().value
+
+
+def lanes(config: RPAccelConfig) -> int:
+    """int8 values per activation word and per dense query beat: ``lcm(rows, cols)``."""
+    return math.lcm(config.array_rows, config.array_cols)
+
+
+def top_layouts(config: RPAccelConfig):
+    """``(query, result)`` payload layouts of the top level's streams."""
+    cfg = config
+    query = data.StructLayout({
+        "head": 1, "dense": 1, "stage": range(3),
+        "word": data.ArrayLayout(signed(8), lanes(cfg)),
+        "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
+    })
+    result = data.StructLayout({"id": unsigned(cfg.topk_id_bits),
+                                "score": signed(cfg.score_bits), "last": 1, "error": 1})
+    return query, result
+
+
+def beat_packer(layout):
+    """A fast ``dict -> int`` packer of a `top_layouts` beat (bit-identical to
+    ``layout.const(beat).as_value().value``; a regression packs millions of beats)."""
+    fields = []
+    for name, field in layout:
+        shape = field.shape
+        if isinstance(shape, data.ArrayLayout):
+            fields.append((name, field.offset, Shape.cast(shape.elem_shape).width,
+                           shape.length))
+        else:
+            fields.append((name, field.offset, Shape.cast(shape).width, 0))
+
+    def pack(beat: dict) -> int:
+        bits = 0
+        for name, off, w, n in fields:
+            mask = (1 << w) - 1
+            v = beat[name]
+            if n:
+                for i, e in enumerate(v):
+                    bits |= (int(e) & mask) << (off + i * w)
+            else:
+                bits |= (int(v) & mask) << off
+        return bits
+
+    return pack
+
+
+def _fields(prefix: str, layout) -> list:
+    out = []
+    for name, field in layout:
+        if name.startswith("_"):
+            continue
+        shape = field.shape
+        if isinstance(shape, data.ArrayLayout):
+            ew = Shape.cast(shape.elem_shape).width
+            out += [f"#define {prefix}_{name.upper()}_LSB {field.offset}u",
+                    f"#define {prefix}_{name.upper()}_ELEM_WIDTH {ew}u",
+                    f"#define {prefix}_{name.upper()}_COUNT {shape.length}u"]
+        else:
+            out += [f"#define {prefix}_{name.upper()}_LSB {field.offset}u",
+                    f"#define {prefix}_{name.upper()}_WIDTH {Shape.cast(shape).width}u"]
+    return out
+
+
+def c_header(config: RPAccelConfig, load_beat_bits: dict | None = None) -> str:
+    """A C header of the accelerator generated from ``config``: the CSR map, register
+    fields, codes, the query and result beat layouts (bit offsets, LSB first) and, given
+    ``load_beat_bits`` (``{"engine": [bits per stage], "embedding": bits}``), the sizes of
+    the load images' beats. With it a C driver needs nothing else: it copies the load
+    images and tables (``Accelerator.dram``) into DRAM, writes the CSRs, streams query
+    beats and reads result beats."""
+    cfg = config
+    guard = "RPACCEL_H"
+    q, r = top_layouts(cfg)
+    lines = [
+        f"/* Generated by rpaccel (rpaccel.interface.c_header) for config {cfg.name!r},",
+        f" * digest {cfg.digest()}. Do not edit: regenerate with rpaccel generate. */",
+        f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",
+        "/* ---- configuration */",
+        f"#define RPACCEL_STAGES {cfg.stages}u",
+        f"#define RPACCEL_PARTITIONS {cfg.partitions}u",
+        f"#define RPACCEL_ARRAY_ROWS {cfg.array_rows}u",
+        f"#define RPACCEL_ARRAY_COLS {cfg.array_cols}u",
+        f"#define RPACCEL_LANES {lanes(cfg)}u",
+        f"#define RPACCEL_MAX_ITEMS {cfg.max_items}u",
+        f"#define RPACCEL_EMB_TABLES {cfg.emb_tables}u",
+        f"#define RPACCEL_TOPK_K {cfg.topk_k}u",
+        f"#define RPACCEL_CAND_BEATS {cfg.cand_beats}u",
+        f"#define RPACCEL_AXI_DATA_BITS {cfg.axi_data_bits}u",
+        f"#define RPACCEL_ID_VALUE 0x{ID_VALUE:08x}u", "",
+        "/* ---- CSRs (AXI4-Lite, byte addresses; ro / rw / wo as commented) */",
+    ]
+    for name, (addr, acc) in CSR.items():
+        lines.append(f"#define RPACCEL_CSR_{name} 0x{addr:03x}u /* {acc} */")
+    lines += [f"#define RPACCEL_CSR_STAGE_BASE 0x{STAGE_BASE:03x}u",
+              f"#define RPACCEL_CSR_STAGE_STRIDE 0x{STAGE_STRIDE:03x}u",
+              "#define RPACCEL_CSR_STAGE(s, off) "
+              "(RPACCEL_CSR_STAGE_BASE + RPACCEL_CSR_STAGE_STRIDE * (s) + (off))"]
+    for name, (off, acc) in STAGE_CSR.items():
+        lines.append(f"#define RPACCEL_CSR_S_{name} 0x{off:02x}u /* {acc} */")
+    lines += ["", "/* ---- packed registers (bit offsets) */"]
+    for reg, layout in (("SHAPE", SHAPE), ("STATUS", STATUS), ("ERR_WHERE", ERR_WHERE),
+                        ("LOAD_CTRL", LOAD_CTRL)):
+        lines += _fields(f"RPACCEL_{reg}", layout)
+    lines += ["#define RPACCEL_LOAD_CTRL_WORD(stage, unit) "
+              "(((uint32_t)(stage) << RPACCEL_LOAD_CTRL_STAGE_LSB) | "
+              "((uint32_t)(unit) << RPACCEL_LOAD_CTRL_UNIT_LSB))", ""]
+    for enum_cls, prefix in ((ErrCause, "RPACCEL_ERR"), (LoadUnit, "RPACCEL_UNIT")):
+        lines.append(f"/* {enum_cls.__doc__.splitlines()[0]} */")
+        lines += [f"#define {prefix}_{m.name} {m.value}u" for m in enum_cls]
+        lines.append("")
+    lines += ["/* ---- query stream: one beat per word, LSB first (head, dense, ids) */",
+              f"#define RPACCEL_QUERY_BITS {q.size}u",
+              f"#define RPACCEL_QUERY_WORDS32 {-(-q.size // 32)}u"]
+    lines += _fields("RPACCEL_QUERY", q)
+    lines += ["", "/* ---- result stream: the survivors of the last stage, best first */",
+              f"#define RPACCEL_RESULT_BITS {r.size}u",
+              f"#define RPACCEL_RESULT_WORDS32 {-(-r.size // 32)}u"]
+    lines += _fields("RPACCEL_RESULT", r)
+    if load_beat_bits:
+        lines += ["", "/* ---- load images: beats padded to whole AXI data words */"]
+        for s, bits in enumerate(load_beat_bits["engine"]):
+            lines.append(f"#define RPACCEL_LOAD_ENGINE{s}_BEAT_BITS {bits}u")
+        lines.append(f"#define RPACCEL_LOAD_EMBEDDING_BEAT_BITS {load_beat_bits['embedding']}u")
+        lines.append("#define RPACCEL_LOAD_BEAT_BYTES(bits) "
+                     "((((bits) + RPACCEL_AXI_DATA_BITS - 1) / RPACCEL_AXI_DATA_BITS) * "
+                     "(RPACCEL_AXI_DATA_BITS / 8))")
+    lines += ["", "/* Set / get a field of a beat held as little-endian 32-bit words. */",
+              "static inline void rpaccel_set_bits(uint32_t *w, unsigned lsb, unsigned width,",
+              "                                    uint64_t v) {",
+              "    for (unsigned i = 0; i < width; i++) {",
+              "        unsigned b = lsb + i;",
+              "        uint32_t bit = (uint32_t)((v >> i) & 1u) << (b % 32);",
+              "        w[b / 32] = (w[b / 32] & ~(1u << (b % 32))) | bit;",
+              "    }",
+              "}",
+              "static inline uint64_t rpaccel_get_bits(const uint32_t *w, unsigned lsb,",
+              "                                        unsigned width) {",
+              "    uint64_t v = 0;",
+              "    for (unsigned i = 0; i < width; i++) {",
+              "        unsigned b = lsb + i;",
+              "        v |= (uint64_t)((w[b / 32] >> (b % 32)) & 1u) << i;",
+              "    }",
+              "    return v;",
+              "}", "", f"#endif /* {guard} */", ""]
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The native testbench of the top level (`rpaccel.sim.native`) and the Dask regression
+runner (`rpaccel.sim.regress`): the same checks as the cocotb testbench, no Python per
+cycle."""
+
+import pytest
+
+from rpaccel.config import get_config
+from rpaccel.interface import ErrCause
+from rpaccel.runtime import Accelerator, AccelError
+from rpaccel.sim.native import build_native, problems, run_native
+
+
+@pytest.fixture(scope="module")
+def default_acc(models_dir, ml):
+    return Accelerator.from_models(get_config("default"), models_dir, ml=ml)
+
+
+def test_native_default_real_queries_faults_and_reset(default_acc, ml, tmp_path):
+    """Six real queries with idle gaps, backpressure and a stalling DRAM after a reset in
+    the middle of a query: an out-of-range id (flagged, ERR_WHERE / ERR_ID name it), a
+    candidate too long for the buffer (flagged), a header claiming too many candidates
+    (dropped), the others bit-exact. The checker catches a wrong answer, a missing flag
+    and a wrong status (each injected into the expectation afterwards)."""
+    qs = default_acc.movielens_queries(ml, 6, seed=21, candidates=60)
+    job = default_acc.job([b for b, _ in qs], {1: "id", 3: "beats", 4: "count"})
+    nb = build_native(default_acc.config)
+    mt = run_native(nb, job, tmp_path, idle=0.3, backpressure=0.3, dram_stall=0.3, seed=5,
+                    reset_mid=True)
+    assert problems(job, mt) == []
+    assert mt["errors"] == [False, True, False, True, False]
+    assert mt["counters"]["err_cause"] == ErrCause.ID_RANGE
+    assert mt["counters"]["queries"] == 5
+    assert mt["load_ok"] and mt["status_ok"] and mt["mixed_flags"] == 0
+    assert mt["cycles"] > 0 and len(mt["latency"]) == 5
+    # the checker fails on what it must catch
+    wrong = dict(job, queries=[dict(q) for q in job["queries"]])
+    a0 = list(wrong["queries"][0]["expect"])
+    a0[0] = (a0[0][0], a0[0][1] + 1)
+    wrong["queries"][0]["expect"] = a0
+    assert any("query 0 mismatch" in p and "expected" in p for p in problems(wrong, mt))
+    assert any("error flag missing" in p
+               for p in problems(job, dict(mt, errors=[False] * 5)))
+    assert problems(job, dict(mt, status_ok=False))
+
+
+def test_native_run_equals_cocotb_counters(default_acc, ml, tmp_path):
+    """Without random stalls both testbenches drive the same queries into the same
+    design: the answers and the per-stage counters (items, lookups, misses, MACs) are
+    equal; the native bench is the faster by far (cycles per second)."""
+    qs = default_acc.movielens_queries(ml, 2, seed=2, candidates=24)
+    batches = [b for b, _ in qs]
+    nat, (_, nf) = default_acc.simulate(batches, workdir=tmp_path / "n", bench="native",
+                                        check=True)
+    assert nf == 0 and nat.mismatches == 0
+    with pytest.raises(AccelError, match="load of the native bench must be 'dma'"):
+        default_acc.simulate(batches, bench="native", load="stream")
+    with pytest.raises(AccelError, match="bench must be 'cocotb' or 'native'"):
+        default_acc.simulate(batches, bench="python")
+    coc, (_, cf) = default_acc.simulate(batches, workdir=tmp_path / "c", check=True)
+    assert cf == 0
+    assert nat.answers == coc.answers
+    keys = [k for k in nat.counters if k[:2] in ("s0", "s1") and
+            k.split("_", 1)[1] in ("items", "lookups", "misses", "macs")]
+    assert {k: nat.counters[k] for k in keys} == {k: coc.counters[k] for k in keys}
+
+
+def test_native_load_bus_error_sets_load_bus(tmp_path):
+    """DRAM answers SLVERR on the reads of the first load image: ERR_CAUSE is LOAD_BUS
+    after the model load, and it clears through CTRL."""
+    from rpaccel.workloads import criteo_shaped
+
+    acc, queries = criteo_shaped(get_config("default"), seed=3)
+    job = acc.job(queries((12,)))
+    addr, beats, _ = job["loads"][0]
+    nb = build_native(acc.config)
+    mt = run_native(nb, job, tmp_path, bus_error=(addr, addr + 64))
+    assert mt["cause_after_load"] == ErrCause.LOAD_BUS
+    clean = run_native(nb, job, tmp_path / "clean")
+    assert clean["cause_after_load"] == ErrCause.NONE and problems(job, clean) == []
+
+
+def test_regress_on_a_scheduler_address(models_dir, tmp_path):
+    """The regression runner on a Dask scheduler given by address (an in-process cluster
+    here): two runs of random stimulus, every answer checked, one JSON report."""
+    from dask.distributed import LocalCluster
+
+    from rpaccel.sim.regress import SuiteEntry, regress
+
+    entry = SuiteEntry("tiny", "default", "criteo", (1, 40), 0.0)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        rep = regress((entry,), queries=6, chunk=3, seed=11,
+                      scheduler=cluster.scheduler_address, models_dir=models_dir,
+                      work_root=tmp_path, out=tmp_path / "r.json", log=lambda m: None)
+    assert rep["mismatch_free"] and rep["queries"] == 6 and rep["seed"] == 11
+    assert rep["configs"]["tiny"]["runs"] == 2
+    assert rep["configs"]["tiny"]["answered"] + rep["configs"]["tiny"]["dropped"] == 6
+    assert (tmp_path / "r.json").exists()
