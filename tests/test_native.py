@@ -43,6 +43,7 @@ def test_native_default_real_queries_faults_and_reset(default_acc, ml, tmp_path)
     assert problems(job, dict(mt, status_ok=False))
 
 
+@pytest.mark.slow  # the two benches side by side: docs/verification.md, make test-all
 def test_native_run_equals_cocotb_counters(default_acc, ml, tmp_path):
     """Without random stalls both testbenches drive the same queries into the same
     design: the answers and the per-stage counters (items, lookups, misses, MACs) are

@@ -128,6 +128,7 @@ def test_engine_with_four_pairs_per_cycle_on_verilator(tmp_path, qmodels, ml):
         assert eng.run(steps[m["name"].split("#")[0]], m["items"])["cycles"] == m["cycles"], m
 
 
+@pytest.mark.slow  # make bench perf checks the model against Verilator on 15 cases
 def test_model_within_tolerance_of_verilator_on_an_unseen_case(tmp_path):
     """A case the model was not tuned on (7 tables, ``cat`` then ``dot``, k 12 / 5, odd
     query sizes): latency of the first query and cycles per query back to back within 5%
