@@ -37,7 +37,7 @@ from ..interface import ID_VALUE, ErrCause, beat_packer, err_where, top_layouts
 from .runner import BUILD_ROOT, REPO_ROOT, VERILATOR_ARGS, tool_env
 
 __all__ = ["NativeBuild", "NativeError", "build_native", "script", "run_native", "problems",
-           "Op"]
+           "error_status_ok", "Op"]
 
 
 class NativeError(RuntimeError):
@@ -540,16 +540,7 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
         if name != "CTRL":
             counters[name.lower()] = next(it)[1]
     cleared = next(it)[1]
-    bad = [q["bad"] for q in queries if q["bad"]]
-    if bad:
-        first = bad[0]
-        status_ok = counters["err_cause"] == first["cause"]
-        if first["cause"] == ErrCause.ID_RANGE:
-            status_ok &= (counters["err_id"] == first["id"] and
-                          counters["err_where"] == err_where(0, first["table"]))
-    else:
-        status_ok = counters["err_cause"] == ErrCause.NONE or bool(bus_error)
-    status_ok &= cleared == 0
+    status_ok = error_status_ok(queries, counters, cleared, bool(bus_error))
     start = [starts.get(h, 0) for h in heads]
     latency = [e - s for s, e in zip(start, ends, strict=False)]
     return {"answers": answers, "errors": errors, "latency": latency,
@@ -558,6 +549,23 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
             "load_cycles": marks.get(1, 0) - marks.get(0, 0), "load_ok": bool(load_ok),
             "cause_after_load": cause_after_load, "bus_errors": errs, "cycles": end_cycle,
             "seconds": seconds}
+
+
+def error_status_ok(queries, counters: dict, cleared: int = 0, bus_error: bool = False) -> bool:
+    """Whether the error status read at the end of a run is right: ``ERR_CAUSE`` (and
+    for an out-of-range id ``ERR_ID`` / ``ERR_WHERE``) names the first fault among
+    ``queries`` (none without faults, unless DRAM was told to answer errors), and
+    ``cleared``, ``ERR_CAUSE`` read after the clear through ``CTRL``, is 0."""
+    bad = [q["bad"] for q in queries if q["bad"]]
+    if bad:
+        first = bad[0]
+        ok = counters["err_cause"] == first["cause"]
+        if first["cause"] == ErrCause.ID_RANGE:
+            ok &= (counters["err_id"] == first["id"] and
+                   counters["err_where"] == err_where(0, first["table"]))
+    else:
+        ok = counters["err_cause"] == ErrCause.NONE or bus_error
+    return bool(ok and cleared == 0)
 
 
 def problems(job: dict, metrics: dict, limit: int = 5) -> list:

@@ -21,7 +21,8 @@ from cocotb.triggers import ClockCycles, Event, Timer, with_timeout
 
 from ..hw.embedding import emb_layouts
 from ..hw.mlp_engine import engine_layouts, slot_width
-from ..interface import ID_VALUE, ErrCause, err_where, top_layouts
+from ..interface import ID_VALUE, ErrCause, top_layouts
+from .native import error_status_ok, problems
 from .streams import (
     CLOCK_NS,
     StreamSink,
@@ -191,38 +192,19 @@ async def top_matches_golden(dut):
         if name in ("CTRL",):
             continue
         counters[name.lower()] = await csr.read_dword(addr)
-    bad = [i for i, q in enumerate(queries) if q["bad"]]
-    status_ok = True
-    if bad:
+    cleared = 0
+    if any(q["bad"] for q in queries):
         # the first fault is reported; clearing the status works
-        first = queries[bad[0]]["bad"]
-        status_ok = counters["err_cause"] == first["cause"]
-        if first["cause"] == ErrCause.ID_RANGE:
-            status_ok &= (counters["err_id"] == first["id"] and
-                          counters["err_where"] == err_where(0, first["table"]))
         await csr.write_dword(regs["CTRL"], 1)
-        status_ok &= await csr.read_dword(regs["ERR_CAUSE"]) == 0
-    else:
-        status_ok = counters["err_cause"] == ErrCause.NONE
+        cleared = await csr.read_dword(regs["ERR_CAUSE"])
+    metrics = {"answers": answers, "errors": errors, "latency": latency,
+               "total_cycles": (ends[-1] - start[0]) if ends else 0, "counters": counters,
+               "status_ok": error_status_ok(queries, counters, cleared),
+               "mixed_flags": len(mixed_flags), "load_cycles": load_cycles}
     with open(params["metrics"], "w") as f:
-        json.dump({"answers": answers, "errors": errors, "latency": latency,
-                   "total_cycles": (ends[-1] - start[0]) if ends else 0,
-                   "counters": counters, "status_ok": status_ok,
-                   "mixed_flags": len(mixed_flags), "load_cycles": load_cycles}, f)
+        json.dump(metrics, f)
     if check:
-        assert len(answers) == len(answered), f"{len(answers)} of {len(answered)} answered"
-        wrong = 0
-        for i, (q, a, e) in enumerate(zip(answered, answers, errors, strict=True)):
-            if q["bad"]:
-                if not e:
-                    wrong += 1
-                    dut._log.error("answer %d (fault %r): error flag missing", i,
-                                   q["bad"]["fault"])
-            elif e or [tuple(x) for x in q["expect"]] != a:
-                wrong += 1
-                if wrong <= 5:
-                    dut._log.error("query %d mismatch (error flag %d)\n  expected %r\n  actual"
-                                   "   %r", i, e, q["expect"], a)
-        assert status_ok, f"error status wrong: {counters}"
-        assert not mixed_flags, f"queries {mixed_flags}: error flag on some beats only"
-        assert wrong == 0, f"{wrong} of {len(queries)} queries wrong"
+        wrong = problems(job, metrics)
+        for w in wrong:
+            dut._log.error("%s", w)
+        assert not wrong, f"{len(wrong)} problems, first: {wrong[0] if wrong else ''}"
