@@ -168,7 +168,9 @@ class Mesh(wiring.Component):
     mode : In(range(log2(partitions) + 1))
     act : In(stream.Signature(act_layout)).array(partitions)
     wload : In(stream.Signature(wload_layout)).array(partitions)
-        Weight rows per column group (always ready).
+        Weight rows per column group, one a cycle (``ready`` is always 1: the stream is not
+        declared ``always_ready`` so that the Mesh keeps its ``ready`` port when it is
+        generated alone, a top-level port Amaranth 0.5 cannot make of a constant).
     out : Out(stream.Signature(out_layout)).array(partitions)
     """
 

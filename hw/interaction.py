@@ -19,16 +19,10 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..config import RPAccelConfig
+from ..interface import pair_layout
 from .requant import RequantUnit, delay_line
 
-__all__ = ["InteractionUnit", "pair_layout"]
-
-
-def pair_layout(config: RPAccelConfig):
-    """One row of the pair-parameter memory: ``inter_pairs`` ``{mult, shift}``."""
-    pair = data.StructLayout({"mult": unsigned(config.mult_bits),
-                              "shift": unsigned(config.shift_bits)})
-    return data.ArrayLayout(pair, config.inter_pairs)
+__all__ = ["InteractionUnit"]
 
 
 class InteractionUnit(wiring.Component):
@@ -38,7 +32,7 @@ class InteractionUnit(wiring.Component):
     ----------
     config : RPAccelConfig
     lanes : int
-        int8 values per activation word (`rpaccel.hw.mlp_engine.EngineGeometry.lanes`).
+        int8 values per activation word (`rpaccel.interface.EngineGeometry.lanes`).
     words : int
         Words per item and region (the register file holds one region's words).
 
@@ -57,7 +51,7 @@ class InteractionUnit(wiring.Component):
     wr_en : Out(lanes)
         Byte enables of an output word write at (``wr_item``, ``wr_word``) of the
         destination region, data ``wr_data``.
-    pair_row : Out, pair_data : In(pair_layout)
+    pair_row : Out, pair_data : In(rpaccel.interface.pair_layout)
         Pair-parameter row read combinationally (pairs ``row * inter_pairs ...``).
     """
 

@@ -20,8 +20,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ..config import RPAccelConfig
+from ..interface import EngineGeometry, EngineTarget, Region, engine_layouts, slot_width
 from .embedding import EmbeddingUnit, emb_layouts
-from .mlp_engine import ComputeEngine, EngineGeometry, Region, Target, engine_layouts, slot_width
+from .mlp_engine import ComputeEngine
 from .topk import make_topk, topk_layouts
 
 __all__ = ["StageController", "StageTop", "stage_layouts"]
@@ -66,7 +67,8 @@ class StageController(wiring.Component):
         self.slot = slot
         self.geo = EngineGeometry(config)
         width = slot_width(config, slot)
-        _, _, _, eload_l, eout_l = engine_layouts(config, width)
+        lay = engine_layouts(config, width)
+        eload_l, eout_l = lay.load, lay.out
         _, _, _, req_l, resp_l = emb_layouts(config)
         tk_in, _ = topk_layouts(config)
         self.query_layout, self.run_layout = stage_layouts(config)
@@ -117,7 +119,7 @@ class StageController(wiring.Component):
         resp_go = Signal()
         dense_go = Signal()
         with m.If(gathering & self.emb_resp.valid & ~resp_done):
-            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(Target.ACT),
+            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(EngineTarget.ACT),
                          ld.addr.eq(geo.act_addr(Region.FEAT, ri, fword))]
             for j in range(A):
                 lane = Signal(signed(8), name=f"resp_lane{j}")
@@ -128,7 +130,7 @@ class StageController(wiring.Component):
                 m.d.comb += ld.data.word_select(j, 8).eq(lane)
             m.d.comb += resp_go.eq(self.eng_load.ready)
         with m.Elif(gathering & self.query.valid & q.dense & ~query_done):
-            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(Target.ACT),
+            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(EngineTarget.ACT),
                          ld.addr.eq(geo.act_addr(Region.A, qi, qw)),
                          ld.data.eq(q.word.as_value()),
                          self.query.ready.eq(self.eng_load.ready),

@@ -4,7 +4,9 @@ Everything a host needs to drive the accelerator is defined here without any Com
 the CSR map (`CSR`, `STAGE_CSR`, `csr_regs`) and the bit fields of its packed registers
 (`SHAPE`, `STATUS`, `ERR_WHERE`, `LOAD_CTRL`), the codes it reads and writes (`ErrCause`,
 `LoadUnit`, the load-beat targets `EngineTarget` and `EmbTarget`), and the payloads of
-the query and result streams (`top_layouts`, `beat_packer`). `rpaccel.hw` builds the
+the query and result streams (`top_layouts`, `beat_packer`), and the MLP engine's program and
+buffer formats (`StepKind`, `Region`, `EngineGeometry`, `engine_layouts`) that the host
+compiler `rpaccel.program` writes into load images. `rpaccel.hw` builds the
 hardware from these definitions; the runtime, the testbenches and the CLI pack and
 unpack with them; `c_header` writes them as a C header for a host driver (`rpaccel
 generate --block rpaccel` writes ``rpaccel.h`` beside ``csr.json``).
@@ -13,15 +15,19 @@ generate --block rpaccel` writes ``rpaccel.h`` beside ``csr.json``).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, enum
+from amaranth.utils import ceil_log2
 
 from .config import RPAccelConfig
 
 __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD_CTRL",
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
-           "beat_packer", "load_ctrl", "err_where", "c_header"]
+           "beat_packer", "load_ctrl", "err_where", "c_header", "query_slots", "StepKind",
+           "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
+           "pair_layout"]
 
 #: The ``ID`` register's value ("RPAC").
 ID_VALUE = 0x52504143
@@ -111,6 +117,98 @@ class EmbTarget(enum.IntEnum, shape=2):
     STATIC = 2
 
 
+class StepKind(enum.IntEnum, shape=2):
+    """``kind`` of an engine program step (one descriptor per step)."""
+
+    END = 0   # the run is over
+    MLP = 1   # one layer, tiled over the partition
+    DOT = 2   # DLRM dot interaction: the bottom output, then the feature-pair dot products
+    CAT = 3   # concatenation of the features
+
+
+class Region(enum.IntEnum, shape=2):
+    """Regions of an engine's activation buffer: two ping-pong buffers and the feature
+    region (bottom-MLP output and pooled embeddings, read by the interaction step)."""
+
+    A = 0
+    B = 1
+    FEAT = 2
+
+
+def slot_width(config: RPAccelConfig, slot: int) -> int:
+    """Columns of the widest partition that partition slot ``slot`` can be."""
+    return config.array_cols >> ceil_log2(slot + 1)
+
+
+class EngineGeometry:
+    """Sizes of an engine's buffers derived from ``config`` (hardware and host compiler).
+
+    Attributes
+    ----------
+    lanes : int
+        int8 values per activation-buffer word: ``lcm(array_rows, array_cols)``, so that a
+        k-tile (R values) and an output tile (P values, any mode) never straddle words.
+    words : int
+        Words per item and region.
+    bank_words : int
+        Words of one bank (regions A, B, FEAT); there are two banks, one for the running
+        sub-batch and one being loaded with the next.
+    act_depth : int
+        Words of the activation buffer.
+    """
+
+    def __init__(self, config: RPAccelConfig):
+        self.config = config
+        self.rows = config.array_rows
+        self.lanes = lanes(config)
+        self.words = -(-config.max_width // self.lanes)
+        self.bank_words = 3 * config.sub_batch * self.words
+        self.act_depth = 2 * self.bank_words
+
+    def act_addr(self, region: int, item: int, word: int) -> int:
+        """Address of a load beat within a bank (the engine adds the bank)."""
+        return (region * self.config.sub_batch + item) * self.words + word
+
+
+def pair_layout(config: RPAccelConfig):
+    """One row of an engine's pair-parameter memory: ``inter_pairs`` ``{mult, shift}``."""
+    pair = data.StructLayout({"mult": unsigned(config.mult_bits),
+                              "shift": unsigned(config.shift_bits)})
+    return data.ArrayLayout(pair, config.inter_pairs)
+
+
+class EngineLayouts(NamedTuple):
+    """The layouts of an engine of one width (`engine_layouts`)."""
+
+    desc: data.StructLayout   #: one program step
+    lane: data.StructLayout   #: one column's requantization parameters
+    pair: data.ArrayLayout    #: one row of pair parameters (`pair_layout`)
+    load: data.StructLayout   #: one beat of the engine's load stream (`EngineTarget`)
+    out: data.StructLayout    #: one final-layer result beat
+
+
+def engine_layouts(config: RPAccelConfig, width: int) -> EngineLayouts:
+    """Layouts of an engine of ``width`` columns (`slot_width`)."""
+    cfg = config
+    desc = data.StructLayout({
+        "kind": 2, "relu": 1, "final": 1, "src": 2, "dst": 2,
+        "k": range(cfg.max_width + 1), "n": range(cfg.max_width + 1),
+        "ktiles": range(cfg.max_width + 1), "ntiles": range(cfg.max_width + 1),
+        "wbase": range(cfg.weight_rows), "pbase": range(cfg.param_rows),
+        # interaction: features, elements per feature, words per feature
+        "feats": range(65), "d": range(cfg.max_width + 1), "dw": range(cfg.max_width + 1),
+    })
+    lane = data.StructLayout({"bias": signed(cfg.acc_bits), "mult": unsigned(cfg.mult_bits),
+                              "shift": unsigned(cfg.shift_bits)})
+    pair = pair_layout(cfg)
+    geo = EngineGeometry(cfg)
+    data_bits = max(geo.lanes * 8, width * 8, width * lane.size, desc.size, pair.size)
+    depth = max(cfg.weight_rows, cfg.param_rows, cfg.max_steps, cfg.max_pairs, geo.act_depth)
+    load = data.StructLayout({"target": 3, "addr": range(depth), "data": unsigned(data_bits)})
+    out = data.StructLayout({"acc": data.ArrayLayout(signed(cfg.acc_bits), width), "last": 1})
+    return EngineLayouts(desc, lane, pair, load, out)
+
+
 def load_ctrl(stage: int, unit: int) -> int:
     """The ``LOAD_CTRL`` word that loads ``unit`` (`LoadUnit`) of ``stage``."""
     return LOAD_CTRL.const({"stage": stage, "unit": unit}).as_value().value
@@ -119,6 +217,12 @@ def load_ctrl(stage: int, unit: int) -> int:
 def err_where(stage: int, table: int) -> int:
     """The ``ERR_WHERE`` word naming ``table`` of ``stage``."""
     return ERR_WHERE.const({"stage": stage, "table": table}).as_value().value
+
+
+def query_slots(config: RPAccelConfig) -> int:
+    """Queries in flight at once (candidate-buffer slots): one per stage, a power of two,
+    at least two so that stage 0 takes query q + 1 while a later stage runs query q."""
+    return 1 if config.stages == 1 else 1 << ceil_log2(config.stages)
 
 
 def lanes(config: RPAccelConfig) -> int:

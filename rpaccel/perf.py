@@ -117,7 +117,7 @@ class EngineTiming:
         while the previous item is emitted from the other (``emit``: its copies a word per
         cycle, then its pairs ``pairs_per_cycle`` at a time over their ``dw`` words, and one
         cycle to move on)."""
-        from .hw.mlp_engine import Kind
+        from .interface import StepKind as Kind
 
         f, dw = step["feats"], step["dw"]
         fill = -(-f * dw // 2) + 1
@@ -137,7 +137,7 @@ class EngineTiming:
     def interaction_per_item(step: dict, pairs_per_cycle: int = 1) -> int:
         """Steady-state cycles per item of the interaction unit: the slower of reading an
         item's feature words and emitting its outputs (plus the cycle between items)."""
-        from .hw.mlp_engine import Kind
+        from .interface import StepKind as Kind
 
         f, dw = step["feats"], step["dw"]
         fill = -(-f * dw // 2) + 1
@@ -153,7 +153,7 @@ class EngineTiming:
         drains and the run's start and end; ``blocked``: ``(start, end)`` cycles
         after the run starts during which the engine writes results into its activation
         buffer, which holds off the gather's writes for the next sub-batch)."""
-        from .hw.mlp_engine import Kind
+        from .interface import StepKind as Kind
 
         R, P = self.rows, self.cols
         issue0 = R + 3            # run accepted -> first item issued (first tile's weights)
@@ -414,7 +414,7 @@ class _Machine:
     """Event state of the whole top level."""
 
     def __init__(self, acc):
-        from .hw.top import query_slots
+        from .interface import query_slots
 
         cfg = acc.config
         self.acc = acc

@@ -4,7 +4,7 @@
 the engine's ``load`` stream (weights tiled for the partition, bias / requantization rows,
 the program and the pair parameters); `sub_batch_beats` turns a sub-batch of items into
 the activation words the program reads. Both follow the buffer geometry of
-`rpaccel.hw.mlp_engine`, which is derived from the same `RPAccelConfig`.
+`rpaccel.interface`, which is derived from the same `RPAccelConfig`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ class ProgramError(ValueError):
     """A model that does not fit the engine; the message names the limit and the value."""
 
 
-def _hw():
-    from .hw import mlp_engine  # Amaranth is needed only for the layouts
+def _iface():
+    from . import interface  # Amaranth is needed only for the layouts
 
-    return mlp_engine
+    return interface
 
 
 @dataclass
@@ -73,15 +73,16 @@ def pack_lanes(values, bits: int) -> int:
 
 class _Builder:
     def __init__(self, config: RPAccelConfig, width: int, mode: int):
-        hw = _hw()
-        self.hw = hw
+        iface = _iface()
+        self.iface = iface
         self.cfg = config
         self.width = width
         self.pcols = config.array_cols >> mode
         _check(self.pcols <= width, "the partition width (array_cols >> mode)",
                f"at most the engine width {width}", self.pcols)
-        self.geo = hw.EngineGeometry(config)
-        self.desc_l, self.lane_l, self.pair_l, self.load_l, _ = hw.engine_layouts(config, width)
+        self.geo = iface.EngineGeometry(config)
+        lay = iface.engine_layouts(config, width)
+        self.desc_l, self.lane_l, self.pair_l, self.load_l = lay.desc, lay.lane, lay.pair, lay.load
         self.prog = StageProgram(config, width, self.pcols)
 
     def layer(self, layer, src, dst, final):
@@ -105,7 +106,8 @@ class _Builder:
                 tile = pad[j * P:(j + 1) * P, i * R:(i + 1) * R].T  # [R, P]
                 for r in range(R):
                     row = list(tile[r]) + [0] * (self.width - P)
-                    self.prog.beats.append((self.hw.Target.WEIGHT, addr, pack_lanes(row, 8)))
+                    self.prog.beats.append((self.iface.EngineTarget.WEIGHT, addr,
+                                            pack_lanes(row, 8)))
                     addr += 1
         bias = np.zeros(nt * P, np.int64)
         bias[:n] = layer.bias
@@ -120,11 +122,11 @@ class _Builder:
                 v = self.lane_l.const({"bias": int(bias[j * P + c]), "mult": int(mult[j * P + c]),
                                        "shift": int(shift[j * P + c])}).as_value().value
                 word |= v << (c * lane_bits)
-            self.prog.beats.append((self.hw.Target.PARAM, pbase + j, word))
+            self.prog.beats.append((self.iface.EngineTarget.PARAM, pbase + j, word))
         self.prog.weight_rows = addr
         self.prog.param_rows = pbase + nt
-        self.step(kind=self.hw.Kind.MLP, relu=int(bool(layer.relu)), final=int(final), src=src,
-                  dst=dst, k=k, n=n, ktiles=kt, ntiles=nt, wbase=wbase, pbase=pbase)
+        self.step(kind=self.iface.StepKind.MLP, relu=int(bool(layer.relu)), final=int(final),
+                  src=src, dst=dst, k=k, n=n, ktiles=kt, ntiles=nt, wbase=wbase, pbase=pbase)
         if final:
             self.prog.outputs = nt
 
@@ -132,12 +134,12 @@ class _Builder:
         fields = {f: 0 for f, _ in self.desc_l} | fields
         _check(len(self.prog.steps) < self.cfg.max_steps, "program steps",
                f"at most max_steps {self.cfg.max_steps}", len(self.prog.steps) + 1)
-        self.prog.beats.append((self.hw.Target.PROG, len(self.prog.steps),
+        self.prog.beats.append((self.iface.EngineTarget.PROG, len(self.prog.steps),
                                 self.desc_l.const(fields).as_value().value))
         self.prog.steps.append(fields)
 
     def end(self):
-        self.step(kind=self.hw.Kind.END)
+        self.step(kind=self.iface.StepKind.END)
         return self.prog
 
 
@@ -145,7 +147,7 @@ def compile_layers(config: RPAccelConfig, width: int, mode: int, layers) -> Stag
     """Program a plain MLP: every layer but the last requantized (ping-pong buffers), the
     last one's int32 ``acc + bias`` streamed out. The input goes in region A."""
     b = _Builder(config, width, mode)
-    reg = b.hw.Region
+    reg = b.iface.Region
     src = reg.A
     for i, layer in enumerate(layers):
         final = i == len(layers) - 1
@@ -167,7 +169,7 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
         When the model does not fit the engine's buffers.
     """
     b = _Builder(config, width, mode)
-    reg, kind = b.hw.Region, b.hw.Kind
+    reg, kind = b.iface.Region, b.iface.StepKind
     geo = b.geo
     src = reg.A
     for i, layer in enumerate(q.bot):
@@ -189,7 +191,7 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
             lanes = [{"mult": int(q.pair_mult[p]), "shift": int(q.pair_shift[p])}
                      if p < pairs else {"mult": 0, "shift": 0}
                      for p in range(row * per, (row + 1) * per)]
-            b.prog.beats.append((b.hw.Target.PAIR, row,
+            b.prog.beats.append((b.iface.EngineTarget.PAIR, row,
                                  b.pair_l.const(lanes).as_value().value))
         b.step(kind=kind.DOT, feats=feats, d=d, dw=dw, dst=reg.A)
     else:
@@ -209,9 +211,9 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
     """Activation-buffer beats of one sub-batch: int8 dense inputs into region A, and for
     a stage the pooled int8 embeddings (one [items, d] array per table) into the feature
     region after the bottom MLP's output."""
-    hw = _hw()
+    iface = _iface()
     cfg = prog.config
-    geo = hw.EngineGeometry(cfg)
+    geo = iface.EngineGeometry(cfg)
     A = geo.lanes
     dense_q = np.asarray(dense_q, np.int64)
     items = dense_q.shape[0]
@@ -223,10 +225,11 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
         for w in range(-(-len(values) // A)):
             chunk = list(values[w * A:(w + 1) * A])
             chunk += [0] * (A - len(chunk))
-            beats.append((hw.Target.ACT, geo.act_addr(region, item, w), pack_lanes(chunk, 8)))
+            beats.append((iface.EngineTarget.ACT, geo.act_addr(region, item, w),
+                          pack_lanes(chunk, 8)))
 
     for i in range(items):
-        put(hw.Region.A, i, dense_q[i])
+        put(iface.Region.A, i, dense_q[i])
     if pooled is not None:
         dw = -(-prog.emb_dim // A)
         for i in range(items):
@@ -236,7 +239,7 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
                 for w in range(dw):
                     word = (t + 1) * dw + w
                     chunk = vals[word * A:(word + 1) * A]
-                    beats.append((hw.Target.ACT, geo.act_addr(hw.Region.FEAT, i, word),
+                    beats.append((iface.EngineTarget.ACT, geo.act_addr(iface.Region.FEAT, i, word),
                                   pack_lanes(chunk, 8)))
     return beats
 

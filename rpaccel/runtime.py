@@ -142,8 +142,14 @@ class Accelerator:
                  ml=None, names=None):
         from .hw.embedding import emb_layouts
         from .hw.loader import load_words
-        from .hw.mlp_engine import EngineGeometry, engine_layouts, slot_width
-        from .interface import LoadUnit, csr_regs, load_ctrl
+        from .interface import (
+            EngineGeometry,
+            LoadUnit,
+            csr_regs,
+            engine_layouts,
+            load_ctrl,
+            slot_width,
+        )
 
         cfg = config
         self.config = cfg
@@ -184,7 +190,7 @@ class Accelerator:
         self.loads, self._blobs = [], []
         mload_l = emb_layouts(cfg)[2]
         for s, (prog, img) in enumerate(zip(self.progs, self.images, strict=True)):
-            eload_l = engine_layouts(cfg, slot_width(cfg, s))[3]
+            eload_l = engine_layouts(cfg, slot_width(cfg, s)).load
             for unit, layout, count in ((LoadUnit.ENGINE, eload_l, len(prog.beats)),
                                         (LoadUnit.EMBEDDING, mload_l, img.load_beat_count())):
                 size = count * load_words(layout.size, cfg.axi_data_bits) * \

@@ -14,10 +14,11 @@ import sysconfig
 import time
 from pathlib import Path
 
+from ..blocks import get_block
 from ..config import RPAccelConfig
 from ..hw.harness import SynthHarness
 
-__all__ = ["BLOCKS", "TARGETS", "synthesize"]
+__all__ = ["TARGETS", "synthesize"]
 
 #: The harness clock's pin: G2 of the CABGA381 package, a PCLK input (ULX3S's 25 MHz
 #: clock in amaranth-boards). Left unconstrained, nextpnr may put the clock on a pin whose
@@ -31,53 +32,6 @@ TARGETS = {
     "ecp5-45f": ("--45k", "CABGA381", 43848),
     "ecp5-25f": ("--25k", "CABGA381", 24288),
 }
-
-
-def _requant(config):
-    from ..hw.requant import RequantUnit
-
-    return RequantUnit(config)
-
-
-def _topk(config):
-    from ..hw.topk import make_topk
-
-    return make_topk(config)
-
-
-def _approx(config):
-    from ..hw.approx_filter import ApproxFilter
-
-    return ApproxFilter(config)
-
-
-def _mesh(config):
-    from ..hw.array import Mesh
-
-    return Mesh(config)
-
-
-def _engine(config):
-    from ..hw.mlp_engine import ComputeEngine
-
-    return ComputeEngine(config)
-
-
-def _embedding(config):
-    from ..hw.embedding import EmbeddingUnit
-
-    return EmbeddingUnit(config)
-
-
-#: Blocks that can be generated, verified and synthesized on their own.
-def _top(config):
-    from ..hw.top import RPAccel
-
-    return RPAccel(config)
-
-
-BLOCKS = {"rpaccel": _top, "requant": _requant, "topk": _topk, "approx_filter": _approx,
-          "mesh": _mesh, "engine": _engine, "embedding": _embedding}
 
 
 def _tool(name: str) -> str:
@@ -166,8 +120,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     """
     from ..hw import to_rtlil
 
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
+    spec = get_block(block)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
     if router not in ("router1", "router2"):
@@ -176,7 +129,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     freq = freq_mhz or config.fclk_mhz
     out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    harness = SynthHarness(BLOCKS[block](config))
+    harness = SynthHarness(spec.build(config))
     (out_dir / "top.il").write_text(to_rtlil(harness, "top", ports=[harness.out]))
     reads = "read_rtlil top.il; "
     if config.tile_modules:  # the design instantiates the shared tile module by name

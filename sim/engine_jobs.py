@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..golden.quantize import QLayer
-from ..hw.mlp_engine import slot_width
+from ..interface import slot_width
 from ..program import compile_layers, compile_stage, sub_batch_beats
 
 __all__ = ["random_layers", "layers_job", "stage_job", "write_jobs", "expected_beats",

@@ -64,18 +64,16 @@ def lint_verilog(path, top: str, waivers: Path | None = WAIVERS) -> list[LintWar
 
 
 def lint_block(block: str, config: RPAccelConfig) -> dict:
-    """Generate ``block`` for ``config`` (`rpaccel.scripts.synth.BLOCKS`) into
-    ``build/lint/`` and lint it: ``{"block", "config", "warnings", "counts"}``."""
-
+    """Generate ``block`` for ``config`` (`rpaccel.blocks.BLOCKS`) into ``build/lint/``
+    and lint it: ``{"block", "config", "warnings", "counts"}``."""
+    from ..blocks import get_block
     from ..hw import to_verilog
-    from ..scripts.synth import BLOCKS
 
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {sorted(BLOCKS)}, not {block!r}")
+    spec = get_block(block)
     out = BUILD_ROOT / "lint" / f"{block}-{config.name}-{config.digest()}"
     out.mkdir(parents=True, exist_ok=True)
     vpath = out / f"{block}.v"
-    vpath.write_text(to_verilog(BLOCKS[block](config), config, block))
+    vpath.write_text(to_verilog(spec.build(config), config, block))
     warnings = lint_verilog(vpath, block)
     counts: dict[str, int] = {}
     for w in warnings:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..golden.pipeline import topk
-from ..hw.mlp_engine import EngineGeometry, slot_width
+from ..interface import EngineGeometry, slot_width
 from ..program import compile_stage
 from .emb_jobs import batch_bags, stage_image
 

@@ -19,7 +19,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from ..hw.mlp_engine import COUNTERS, engine_layouts, slot_width
+from ..hw.mlp_engine import COUNTERS
+from ..interface import engine_layouts, slot_width
 from .streams import (
     Scoreboard,
     StreamSink,
@@ -32,7 +33,8 @@ from .streams import (
 
 async def _slot(dut, cfg, p, job, params, metrics):
     width = slot_width(cfg, p)
-    _, _, _, load_l, out_l = engine_layouts(cfg, width)
+    lay = engine_layouts(cfg, width)
+    load_l, out_l = lay.load, lay.out
     seed = params.get("seed", 0) + p
     idle, bp = params.get("idle", 0.0), params.get("backpressure", 0.0)
     load = StreamSource(dut, f"load_{p}", dut.clk, load_l, idle, random.Random(seed))

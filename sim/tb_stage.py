@@ -17,9 +17,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..hw.embedding import emb_layouts
-from ..hw.mlp_engine import engine_layouts, slot_width
 from ..hw.stage import stage_layouts
 from ..hw.topk import topk_layouts
+from ..interface import engine_layouts, slot_width
 from .streams import (
     Scoreboard,
     StreamSink,
@@ -48,7 +48,7 @@ async def stage_matches_golden(dut):
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
-    _, _, _, eload_l, _ = engine_layouts(cfg, slot_width(cfg, params.get("slot", 0)))
+    eload_l = engine_layouts(cfg, slot_width(cfg, params.get("slot", 0))).load
     _, _, mload_l, _, _ = emb_layouts(cfg)
     await load_all(dut, "eload", eload_l, job["eload"])
     await load_all(dut, "mload", mload_l, job["mload"])

@@ -20,8 +20,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, Timer, with_timeout
 
 from ..hw.embedding import emb_layouts
-from ..hw.mlp_engine import engine_layouts, slot_width
-from ..interface import ID_VALUE, ErrCause, top_layouts
+from ..interface import ID_VALUE, ErrCause, engine_layouts, slot_width, top_layouts
 from .native import error_status_ok, problems
 from .streams import (
     CLOCK_NS,
@@ -87,7 +86,7 @@ async def _setup(dut, cfg, job, load="stream", check=False):
         await _dma_load(dut, csr, job["regs"], job["loads"], check)
     else:
         for s in range(cfg.stages):
-            _, _, _, eload_l, _ = engine_layouts(cfg, slot_width(cfg, s))
+            eload_l = engine_layouts(cfg, slot_width(cfg, s)).load
             _, _, mload_l, _, _ = emb_layouts(cfg)
             await load_all(dut, f"eload_{s}", eload_l, job["eload"][s])
             await load_all(dut, f"mload_{s}", mload_l, job["mload"][s])

@@ -3,22 +3,11 @@ writes, read-back, write pulses, DECERR on unmapped or read-only / write-only ad
 and the AXI4 read arbiter (one grant held until its AR handshake, round robin, ids
 carrying the manager, R routed by id)."""
 
-from amaranth import ClockDomain, Module
-from amaranth.sim import Simulator
+from rpaccel.hw.bus import AxiReadArbiter, CsrBank
 
-from rpaccel.hw.top import AxiReadArbiter, CsrBank
+from .amaranth_bench import run_bench
 
 REGS = {"A": (0x00, "rw", 16), "B": (0x04, "ro", 32), "C": (0x08, "wo", 32)}
-
-
-def _sim(dut, bench):
-    top = Module()
-    top.domains.sync = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 async def _write(ctx, dut, addr, data):
@@ -83,7 +72,7 @@ def test_csr_bank_registers_pulses_and_decerr():
         got["r_unmapped"] = await _read(ctx, b, 0x40)
         got["A_after"] = ctx.get(dut.A)
 
-    _sim(dut, bench)
+    run_bench(dut, bench)
     assert got["wA"] == (0, 0) and got["A"] == 0xBEEF
     assert got["rA"] == (0xBEEF, 0)
     assert got["rB"] == (0x12345678, 0)
@@ -137,7 +126,7 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
             await ctx.tick()
         ctx.set(o.rvalid, 0)
 
-    _sim(dut, bench)
+    run_bench(dut, bench)
     assert sorted(g[0] for g in grants) == [0, 1, 2], grants
     assert all(addr == 0x1000 * (who + 1) and mid == who + 1 for who, addr, mid in grants)
     # while the port stalls the AR stays with one manager and its address

@@ -13,7 +13,7 @@ from rpaccel.config import get_config
 from rpaccel.golden.model import interaction_pairs
 from rpaccel.golden.numerics import requantize
 from rpaccel.hw.interaction import InteractionUnit
-from rpaccel.hw.mlp_engine import Kind
+from rpaccel.interface import StepKind as Kind
 
 
 def golden(feat, d, cat, mult, shift):

@@ -8,6 +8,7 @@ from rpaccel.config import get_config
 from rpaccel.interface import ErrCause
 from rpaccel.runtime import Accelerator, AccelError
 from rpaccel.sim.native import build_native, problems, run_native
+from rpaccel.workloads import criteo_shaped
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,8 @@ def test_native_default_real_queries_faults_and_reset(default_acc, ml, tmp_path)
     the middle of a query: an out-of-range id (flagged, ERR_WHERE / ERR_ID name it), a
     candidate too long for the buffer (flagged), a header claiming too many candidates
     (dropped), the others bit-exact. The checker catches a wrong answer, a missing flag
-    and a wrong status (each injected into the expectation afterwards)."""
+    and a wrong status (each injected into the expectation afterwards). Then Criteo-shaped
+    models on the same build."""
     qs = default_acc.movielens_queries(ml, 6, seed=21, candidates=60)
     job = default_acc.job([b for b, _ in qs], {1: "id", 3: "beats", 4: "count"})
     nb = build_native(default_acc.config)
@@ -41,6 +43,13 @@ def test_native_default_real_queries_faults_and_reset(default_acc, ml, tmp_path)
     assert any("error flag missing" in p
                for p in problems(job, dict(mt, errors=[False] * 5)))
     assert problems(job, dict(mt, status_ok=False))
+    # Criteo-shaped models on the same build: a max_items query (two full sub-batches)
+    # and one of fewer candidates than stage 0 keeps
+    cacc, queries = criteo_shaped(default_acc.config, seed=3)
+    cjob = cacc.job(queries((default_acc.config.max_items, 9)), {})
+    cmt = run_native(nb, cjob, tmp_path / "criteo", idle=0.3, backpressure=0.3,
+                     dram_stall=0.3, seed=6)
+    assert problems(cjob, cmt) == [] and [len(a) for a in cmt["answers"]] == [10, 9]
 
 
 @pytest.mark.slow  # the two benches side by side: docs/verification.md, make test-all

@@ -11,7 +11,9 @@ import pytest
 
 from rpaccel import perf
 from rpaccel.config import get_config
-from rpaccel.hw.mlp_engine import ComputeEngine, Kind, slot_width
+from rpaccel.hw.mlp_engine import ComputeEngine
+from rpaccel.interface import StepKind as Kind
+from rpaccel.interface import slot_width
 from rpaccel.program import compile_layers
 from rpaccel.scripts.perf_report import (
     CALIBRATION,

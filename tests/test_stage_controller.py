@@ -11,8 +11,9 @@ from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from rpaccel.config import get_config
-from rpaccel.hw.mlp_engine import EngineGeometry, Region, Target
 from rpaccel.hw.stage import StageController
+from rpaccel.interface import EngineGeometry, Region
+from rpaccel.interface import EngineTarget as Target
 
 CFG = get_config("default")
 TABLES, DENSE_WORDS = 3, 1

@@ -1,0 +1,35 @@
+"""``rpaccel synth``: synthesis, placement and routing of a block for an FPGA."""
+
+from __future__ import annotations
+
+from ...blocks import get_block
+from ...config import get_config
+from .common import emit
+
+
+def run(args) -> int:
+    from ..synth import synthesize
+
+    defaults = get_block(args.block, param="--block").synth
+    config = args.config or defaults["config"]
+    res = synthesize(args.block, get_config(config), args.target or defaults["target"],
+                     freq_mhz=args.freq or defaults["freq_mhz"],
+                     router=args.router or defaults["router"])
+    emit(res, True)
+    return 0
+
+
+def add_parser(sub):
+    s = sub.add_parser("synth", help="synthesize a block for an FPGA (JSON out)")
+    s.add_argument("--block", default="requant",
+                   help="a block of rpaccel.blocks.BLOCKS (default requant)")
+    s.add_argument("--config", help="default: the block's (fpga-ecp5)")
+    s.add_argument("--target", help="default: the block's (ecp5-85f)")
+    s.add_argument("--freq", type=float,
+                   help="nextpnr target MHz (default: the block's, 200: high, so the report "
+                   "shows the achievable fmax)")
+    s.add_argument("--router", choices=["router1", "router2"],
+                   help="nextpnr router (default: the block's; router2 copes better with "
+                   "congested designs)")
+    s.set_defaults(func=run)
+    return s
