@@ -207,13 +207,14 @@ class EmbeddingUnit(wiring.Component):
         BAD, STATIC, DYN, FILL = range(4)
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=entry_l.size, depth=16)
         entry = Signal(entry_l)
-        m.d.comb += [queue.w_data.eq(entry), entry.table.eq(s1.table),
+        m.d.comb += [queue.w_stream.payload.eq(entry), entry.table.eq(s1.table),
                      entry.slot.eq(map_rd.data.slot), entry.offset.eq(offset),
                      entry.mshr.eq(free_idx), entry.last.eq(s1.last)]
         way = Signal(range(W))
         m.d.comb += entry.where.eq(set_idx * W + way)
         miss = ~bad & ~is_static & ~hit
-        m.d.comb += s1_done.eq(s1_valid & queue.w_rdy & (~miss | free))
+        m.d.comb += [queue.w_stream.valid.eq(s1_valid & (~miss | free)),
+                     s1_done.eq(queue.w_stream.valid & queue.w_stream.ready)]
         with m.If(bad):
             m.d.comb += entry.kind.eq(BAD)
         with m.Elif(is_static):
@@ -222,7 +223,6 @@ class EmbeddingUnit(wiring.Component):
             m.d.comb += [entry.kind.eq(DYN), way.eq(hit_way)]
         with m.Else():
             m.d.comb += [entry.kind.eq(FILL), way.eq(victim)]
-        m.d.comb += queue.w_en.eq(s1_done)
 
         cnt = {n: getattr(self, n) for n in ("lookups", "static_hits", "dynamic_hits",
                                              "misses", "dram_bytes", "bags")}
@@ -288,7 +288,7 @@ class EmbeddingUnit(wiring.Component):
 
         # ---- data side: the queue head reads its row; bags are summed ----------------
         head = Signal(entry_l)
-        m.d.comb += head.eq(queue.r_data)
+        m.d.comb += head.eq(queue.r_stream.payload)
         c1_valid = Signal()
         c1 = Signal(entry_l)
         c1_line = Signal(8 * L)
@@ -298,7 +298,8 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += c_adv.eq(~c1_valid | ~c1.last | rq.i.ready)
         head_ready = (head.kind != FILL) | Array(mshr_full)[head.mshr]
         pop = Signal()
-        m.d.comb += [pop.eq(queue.r_rdy & head_ready & c_adv), queue.r_en.eq(pop),
+        m.d.comb += [pop.eq(queue.r_stream.valid & head_ready & c_adv),
+                     queue.r_stream.ready.eq(pop),
                      st_rd.en.eq(c_adv), st_rd.addr.eq(head.slot),
                      dm_rd.en.eq(c_adv), dm_rd.addr.eq(head.where)]
         with m.If(c_adv):
@@ -344,13 +345,14 @@ class EmbeddingUnit(wiring.Component):
                          rq.i.payload.lanes[j].shift.eq(tl.shift)]
         # per-bag error flag and row width travel beside the requant pipeline
         m.submodules.side = side = fifo.SyncFIFO(width=1 + exact_log2(D) + 1, depth=8)
-        m.d.comb += [side.w_en.eq(rq.i.valid & rq.i.ready),
-                     side.w_data.eq(Cat(new_err, tl.row_shift)),
+        m.d.comb += [side.w_stream.valid.eq(rq.i.valid & rq.i.ready),
+                     side.w_stream.payload.eq(Cat(new_err, tl.row_shift)),
                      self.resp.valid.eq(rq.o.valid), rq.o.ready.eq(self.resp.ready),
-                     side.r_en.eq(rq.o.valid & self.resp.ready)]
-        err_out = side.r_data[0]
+                     side.r_stream.ready.eq(rq.o.valid & self.resp.ready)]
+        err_out = side.r_stream.payload[0]
         width_out = Signal(range(D + 1))
-        m.d.comb += [width_out.eq(1 << side.r_data[1:]), self.resp.payload.error.eq(err_out)]
+        m.d.comb += [width_out.eq(1 << side.r_stream.payload[1:]),
+                     self.resp.payload.error.eq(err_out)]
         for j in range(D):
             m.d.comb += self.resp.payload.vec[j].eq(
                 Mux(err_out | (j >= width_out), 0, rq.o.payload[j]))

@@ -9,14 +9,20 @@ DRAM after the embedding tables. The host starts a load with three CSR writes
 """
 
 from amaranth import Array, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
 from .embedding import axi4_read_signature
 
-__all__ = ["ModelLoader", "load_words", "load_packer", "load_image"]
+__all__ = ["ModelLoader", "load_words", "load_packer", "load_image", "cmd_layout"]
+
+
+def cmd_layout(config: RPAccelConfig, targets: int):
+    """A load command: the image's DRAM byte address, its beats and the target unit."""
+    return data.StructLayout({"addr": unsigned(config.axi_addr_bits), "beats": unsigned(32),
+                              "target": range(targets)})
 
 
 def load_words(width: int, data_bits: int) -> int:
@@ -50,7 +56,8 @@ class ModelLoader(wiring.Component):
 
     AR: INCR bursts of whole words, as long as allowed (256 beats, never across a 4 KiB
     boundary), issued back to back without waiting for data; R is back-pressured only by
-    ``out``. ``start`` is taken when idle; ``busy`` holds until the last beat left on
+    ``out``. A command on ``cmd`` is taken when idle (one of 0 beats does nothing); ``busy``
+    holds until the last beat left on
     ``out``; ``done`` counts the beats delivered by the current (last) load; ``bus_error``
     pulses on an R beat answered with SLVERR / DECERR (its data are still delivered).
     ``out.payload`` is as wide as the widest target's words; bits above the current
@@ -72,8 +79,7 @@ class ModelLoader(wiring.Component):
         self.words = [load_words(w, self.data_bits) for w in self.widths]
         n = len(self.widths)
         super().__init__({
-            "start": In(1), "addr": In(cfg.axi_addr_bits), "beats": In(32),
-            "target_in": In(range(n)),
+            "cmd": In(stream.Signature(cmd_layout(cfg, n))),
             "busy": Out(1), "done": Out(32), "bus_error": Out(1), "target": Out(range(n)),
             "axi": Out(axi4_read_signature(cfg.axi_addr_bits, self.data_bits, id_bits)),
             "out": Out(stream.Signature(unsigned(max(self.words) * self.data_bits))),
@@ -108,10 +114,11 @@ class ModelLoader(wiring.Component):
         ov = Signal()
         m.d.comb += [self.out.payload.eq(buf), self.out.valid.eq(ov),
                      a.rready.eq(self.busy & (~ov | self.out.ready))]
+        beats = Signal(32)  # of the running load
         taken = self.out.valid & self.out.ready
         with m.If(taken):
             m.d.sync += [ov.eq(0), self.done.eq(self.done + 1)]
-            with m.If(self.done + 1 == self.beats):
+            with m.If(self.done + 1 == beats):
                 m.d.sync += self.busy.eq(0)
         with m.If(a.rvalid & a.rready):
             m.d.sync += [buf.word_select(w, D).eq(a.rdata), w.eq(w + 1)]
@@ -119,8 +126,10 @@ class ModelLoader(wiring.Component):
                 m.d.sync += [w.eq(0), ov.eq(1)]
         m.d.comb += self.bus_error.eq(a.rvalid & a.rready & (a.rresp >= 2))
 
-        with m.If(self.start & ~self.busy & (self.beats != 0)):
-            m.d.sync += [self.busy.eq(1), self.done.eq(0), self.target.eq(self.target_in),
-                         ar_addr.eq(self.addr & ~(B - 1)), w.eq(0), ov.eq(0),
-                         ar_left.eq(self.beats * Array(self.words)[self.target_in])]
+        c = self.cmd.payload
+        m.d.comb += self.cmd.ready.eq(~self.busy)
+        with m.If(self.cmd.valid & self.cmd.ready & (c.beats != 0)):
+            m.d.sync += [self.busy.eq(1), self.done.eq(0), self.target.eq(c.target),
+                         beats.eq(c.beats), ar_addr.eq(c.addr & ~(B - 1)), w.eq(0), ov.eq(0),
+                         ar_left.eq(c.beats * Array(self.words)[c.target])]
         return m

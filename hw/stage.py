@@ -57,9 +57,9 @@ class StageController(wiring.Component):
     topk : Out(stream of the top-k input layout)
     emb_errors : Out(16)
         Bags that came back with ``error`` (out-of-range ids) since reset.
-    qerr_valid, qerr : Out(1)
-        One pulse per query when its last sub-batch is gathered; ``qerr``: some bag of the
-        query came back with ``error``.
+    qerr : Out(stream.Signature(1))
+        One beat per query when its last sub-batch is gathered (the controller waits for
+        ``ready``): 1 if some bag of the query came back with ``error``.
     """
 
     def __init__(self, config: RPAccelConfig, slot: int = 0):
@@ -85,7 +85,7 @@ class StageController(wiring.Component):
             "emb_resp": In(stream.Signature(resp_l)),
             "topk": Out(stream.Signature(tk_in)),
             "emb_errors": Out(16),
-            "qerr_valid": Out(1), "qerr": Out(1),
+            "qerr": Out(stream.Signature(1)),
         })
 
     def elaborate(self, platform):
@@ -142,7 +142,7 @@ class StageController(wiring.Component):
 
         # error of the query being gathered (sticky until its last sub-batch is gathered)
         qerr_acc = Signal()
-        m.d.comb += self.qerr.eq(qerr_acc)
+        m.d.comb += self.qerr.payload.eq(qerr_acc)
 
         # the last word of a pooled vector releases it
         m.d.comb += self.emb_resp.ready.eq(resp_go & (rw == self.dw - 1))
@@ -172,19 +172,19 @@ class StageController(wiring.Component):
         tk = self.topk.payload
         started_l = data.StructLayout({"base": cfg.topk_id_bits, "k": len(k), "last": 1})
         m.submodules.started = started = fifo.SyncFIFO(width=started_l.size, depth=2)
-        head = started_l(started.r_data)
+        head = started_l(started.r_stream.payload)
         now = Signal(started_l)
         m.d.comb += [now.base.eq(base), now.k.eq(k), now.last.eq(qlast),
-                     started.w_data.eq(now)]
-        m.d.comb += [self.topk.valid.eq(self.eng_out.valid & started.r_rdy),
-                     self.eng_out.ready.eq(self.topk.ready & started.r_rdy),
+                     started.w_stream.payload.eq(now)]
+        m.d.comb += [self.topk.valid.eq(self.eng_out.valid & started.r_stream.valid),
+                     self.eng_out.ready.eq(self.topk.ready & started.r_stream.valid),
                      tk.lanes[0].valid.eq(1), tk.lanes[0].id.eq(head.base + sb),
                      tk.lanes[0].score.eq(self.eng_out.payload.acc[0]), tk.k.eq(head.k),
                      tk.last.eq(head.last & self.eng_out.payload.last)]
         with m.If(self.eng_out.valid & self.eng_out.ready):
             m.d.sync += sb.eq(Mux(self.eng_out.payload.last, 0, sb + 1))
-        m.d.comb += started.r_en.eq(self.eng_out.valid & self.eng_out.ready &
-                                    self.eng_out.payload.last)
+        m.d.comb += started.r_stream.ready.eq(self.eng_out.valid & self.eng_out.ready &
+                                             self.eng_out.payload.last)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -198,17 +198,19 @@ class StageController(wiring.Component):
             with m.State("GATHER"):
                 m.d.comb += gathering.eq(1)
                 with m.If(query_done & resp_done):
-                    with m.If(qlast):
-                        m.d.comb += self.qerr_valid.eq(1)
+                    m.d.comb += self.qerr.valid.eq(qlast)
+                    with m.If(~qlast):
+                        m.next = "START"
+                    with m.Elif(self.qerr.ready):
                         m.d.sync += qerr_acc.eq(0)
-                    m.next = "START"
+                        m.next = "START"
             with m.State("START"):
                 # the engine takes the run once the previous one is done; the next
                 # sub-batch's gather then overlaps this one's compute
-                m.d.comb += [self.eng_run.valid.eq(started.w_rdy),
-                             self.eng_run.payload.eq(items)]
-                with m.If(self.eng_run.ready & started.w_rdy):
-                    m.d.comb += started.w_en.eq(1)
+                m.d.comb += [self.eng_run.valid.eq(started.w_stream.ready),
+                             self.eng_run.payload.eq(items),
+                             started.w_stream.valid.eq(self.eng_run.ready)]
+                with m.If(self.eng_run.ready & started.w_stream.ready):
                     m.next = "IDLE"
         return m
 

@@ -126,9 +126,10 @@ class RPAccel(wiring.Component):
         ctrl = data.View(LOAD_CTRL, csr.LOAD_CTRL_data[:LOAD_CTRL.size])
         load_stage, load_unit = ctrl.stage, ctrl.unit
         load_ok = Signal()
-        m.d.comb += [dma.addr.eq(csr.LOAD_ADDR), dma.beats.eq(csr.LOAD_BEATS),
-                     dma.target_in.eq(Cat(load_unit, load_stage)),
-                     dma.start.eq(csr.LOAD_CTRL & load_ok)]
+        cmd = dma.cmd.payload
+        m.d.comb += [cmd.addr.eq(csr.LOAD_ADDR), cmd.beats.eq(csr.LOAD_BEATS),
+                     cmd.target.eq(Cat(load_unit, load_stage)),
+                     dma.cmd.valid.eq(csr.LOAD_CTRL & load_ok)]
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         wiring.connect(m, arb.out, wiring.flipped(self.axi))
         m.d.comb += ce.mode.eq(exact_log2(cfg.partitions))
@@ -276,16 +277,17 @@ class RPAccel(wiring.Component):
         if NS > 1:
             f = fifo.SyncFIFO(width=1, depth=limit)
             m.submodules.qerr_front = f
-            m.d.comb += [f.w_en.eq(admitted), f.w_data.eq(fe.bad),
-                         f.r_en.eq(res_done)]
-            errs.append(f.r_data & f.r_rdy)
+            # never full: a query is admitted only while fewer than `limit` are in flight
+            m.d.comb += [f.w_stream.valid.eq(admitted), f.w_stream.payload.eq(fe.bad),
+                         f.r_stream.ready.eq(res_done)]
+            errs.append(f.r_stream.payload & f.r_stream.valid)
         for st in range(NS):
             f = fifo.SyncFIFO(width=1, depth=max(2, slots))
             m.submodules[f"qerr{st}"] = f
             ctl = self.ctls[st]
-            m.d.comb += [f.w_en.eq(ctl.qerr_valid), f.w_data.eq(ctl.qerr),
-                         f.r_en.eq(res_done)]
-            errs.append(f.r_data & f.r_rdy)
+            wiring.connect(m, ctl.qerr, f.w_stream)
+            m.d.comb += f.r_stream.ready.eq(res_done)
+            errs.append(f.r_stream.payload & f.r_stream.valid)
         rp = res.payload
         m.d.comb += [res.valid.eq(last.valid), last.ready.eq(res.ready),
                      rp.id.eq(last.payload.id), rp.score.eq(last.payload.score),

@@ -11,15 +11,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import RPAccelConfig, require
-from .golden.cache import CacheModel, table_bases
+from .golden.cache import CacheModel, batch_trace, profile_hot_rows, table_bases
 from .golden.numerics import requantize
 from .program import pack_lanes
 
-__all__ = ["EmbeddingImage", "EmbError"]
+__all__ = ["EmbeddingImage", "EmbError", "batch_bags"]
 
 
 class EmbError(ValueError):
     """Tables that do not fit the embedding unit; the message names limit and value."""
+
+
+def batch_bags(batch, tables=None):
+    """Bags ``(table, ids)`` of a `Batch` in item order (every table of every item)."""
+    bags = []
+    tables = range(len(batch.indices)) if tables is None else tables
+    ends = [np.append(o[1:], len(i)) for i, o in zip(batch.indices, batch.offsets, strict=True)]
+    for item in range(batch.size):
+        for t in tables:
+            ids = batch.indices[t][batch.offsets[t][item]:ends[t][item]]
+            bags.append((t, [int(v) for v in ids]))
+    return bags
 
 
 def _check(ok, what, rule, value):
@@ -76,6 +88,20 @@ class EmbeddingImage:
         _check(end <= 1 << cfg.axi_addr_bits, "DRAM bytes of the tables",
                "at most 2**axi_addr_bits", end)
         self.dram_size = end
+
+    @classmethod
+    def for_stage(cls, config: RPAccelConfig, q, profile=None, static_bytes: int = 0,
+                  dram_base: int = 0) -> EmbeddingImage:
+        """The image of a `QuantizedStage`'s tables, its static cache pinned with the rows
+        a frequency profile of ``profile`` (a `Batch`) ranks hottest, within
+        ``static_bytes`` and the static cache's slots (none without a profile)."""
+        row_bytes = [int(e.shape[1]) for e in q.emb]
+        pinned = {}
+        if profile is not None and static_bytes:
+            budget = min(static_bytes, config.static_rows * min(row_bytes))
+            pinned = profile_hot_rows(batch_trace(profile), row_bytes, budget)
+        return cls(config, [np.asarray(e) for e in q.emb], pinned, np.asarray(q.pool_mult),
+                   np.asarray(q.pool_shift), dram_base=dram_base)
 
     def dram(self) -> bytes:
         """The DRAM bytes from address 0 to the end of the last table (zeros below

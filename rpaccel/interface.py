@@ -25,8 +25,8 @@ from .config import RPAccelConfig
 
 __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD_CTRL",
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
-           "beat_packer", "load_ctrl", "err_where", "c_header", "query_slots", "StepKind",
-           "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
+           "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
+           "StepKind", "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
            "pair_layout"]
 
 #: The ``ID`` register's value ("RPAC").
@@ -241,6 +241,37 @@ def top_layouts(config: RPAccelConfig):
     result = data.StructLayout({"id": unsigned(cfg.topk_id_bits),
                                 "score": signed(cfg.score_bits), "last": 1, "error": 1})
     return query, result
+
+
+def query_beats(config: RPAccelConfig, dense: list, bags: list) -> list:
+    """The query stream of one query, as dicts of ``top_layouts(config)[0]``: the header,
+    then per candidate the dense words of every stage (``stage`` = s) and its bags.
+
+    Parameters
+    ----------
+    dense : list of int array [items, features]
+        Per stage, the candidates' dense features quantized with that stage's scale.
+    bags : list of (table, ids)
+        Every table's bag of every candidate, in item order (`rpaccel.emb_program.batch_bags`).
+    """
+    A = lanes(config)
+    n = len(dense[0])
+    zero = [0] * A
+    per_item = len(bags) // n
+    beats = [{"head": 1, "dense": 0, "stage": 0, "word": zero, "table": 0, "id": n,
+              "last": 0}]
+    for i in range(n):
+        for s, d in enumerate(dense):
+            for w in range(-(-d.shape[1] // A)):
+                word = [int(v) for v in d[i, w * A:(w + 1) * A]]
+                beats.append({"head": 0, "dense": 1, "stage": s,
+                              "word": word + [0] * (A - len(word)), "table": 0, "id": 0,
+                              "last": 0})
+        for t, ids in bags[i * per_item:(i + 1) * per_item]:
+            for j, v in enumerate(ids):
+                beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero, "table": t,
+                              "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1)})
+    return beats
 
 
 def beat_packer(layout):

@@ -27,7 +27,6 @@ import numpy as np
 
 from .config import RPAccelConfig, require
 from .emb_program import EmbeddingImage
-from .golden.cache import batch_trace, profile_hot_rows
 from .golden.pipeline import Pipeline, Stage, hit_rate, ndcg
 from .program import compile_stage
 
@@ -175,14 +174,7 @@ class Accelerator:
         align = max(4096, cfg.cache_sets * cfg.line_bytes)  # keeps golden set indices
         self.images, base = [], 0
         for q, _ in self.stages:
-            row_bytes = [int(e.shape[1]) for e in q.emb]
-            pinned = {}
-            if profile is not None and static_bytes:
-                budget = min(static_bytes, cfg.static_rows * min(row_bytes))
-                pinned = profile_hot_rows(batch_trace(profile), row_bytes, budget)
-            img = EmbeddingImage(cfg, [np.asarray(e) for e in q.emb], pinned,
-                                 np.asarray(q.pool_mult), np.asarray(q.pool_shift),
-                                 dram_base=base)
+            img = EmbeddingImage.for_stage(cfg, q, profile, static_bytes, dram_base=base)
             self.images.append(img)
             base = -(-img.dram_size // align) * align
         # load images after the tables: stage s's engine image, then its embedding image
@@ -272,37 +264,26 @@ class Accelerator:
 
     def query_beats(self, batch) -> list:
         """The query stream of one query (dicts of `rpaccel.hw.top.top_layouts` [0])."""
-        from .sim.emb_jobs import batch_bags
+        from .emb_program import batch_bags
+        from .interface import query_beats
 
         cfg, A = self.config, self.geo.lanes
         n = batch.size
         _check(1 <= n <= cfg.max_items, "candidates of a query",
                f"from 1 to max_items ({cfg.max_items})", n)
-        zero = [0] * A
         dense = [q.quantize_dense(batch.dense) for q, _ in self.stages]
         bags = batch_bags(batch)
         t_count = len(batch.indices)
-        beats = [{"head": 1, "dense": 0, "stage": 0, "word": zero, "table": 0, "id": n,
-                  "last": 0}]
+        later_words = sum(-(-d.shape[1] // A) for d in dense[1:])
         for i in range(n):
-            kept = 0
-            for s, d in enumerate(dense):
-                for w in range(-(-d.shape[1] // A)):
-                    word = [int(v) for v in d[i, w * A:(w + 1) * A]]
-                    beats.append({"head": 0, "dense": 1, "stage": s,
-                                  "word": word + [0] * (A - len(word)), "table": 0, "id": 0,
-                                  "last": 0})
-                    kept += s > 0
-            for t, ids in bags[i * t_count:(i + 1) * t_count]:
+            item_bags = bags[i * t_count:(i + 1) * t_count]
+            for t, ids in item_bags:
                 _check(len(ids) >= 1, f"bag of table {t} (candidate {i})", "non-empty", ids)
-                for j, v in enumerate(ids):
-                    beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero, "table": t,
-                                  "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1)})
-                    kept += 1
+            kept = later_words + sum(len(ids) for _, ids in item_bags)
             if cfg.stages > 1:
                 _check(kept <= cfg.cand_beats, f"buffered beats of candidate {i}",
                        f"at most cand_beats ({cfg.cand_beats})", kept)
-        return beats
+        return query_beats(cfg, dense, bags)
 
     def golden(self, batch) -> list:
         """The golden int8 pipeline's answer ``[(id, score)]``, best first."""

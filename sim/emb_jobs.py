@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..emb_program import EmbeddingImage
-from ..golden.cache import batch_trace, profile_hot_rows
+from ..emb_program import EmbeddingImage, batch_bags
 
 __all__ = ["write_job", "batch_bags", "stage_image", "run_embedding", "random_job"]
 
@@ -24,27 +23,10 @@ def write_job(path, image: EmbeddingImage, bags) -> Path:
     return path
 
 
-def batch_bags(batch, tables=None):
-    """Bags ``(table, ids)`` of a `Batch` in item order (every table of every item)."""
-    bags = []
-    tables = range(len(batch.indices)) if tables is None else tables
-    ends = [np.append(o[1:], len(i)) for i, o in zip(batch.indices, batch.offsets, strict=True)]
-    for item in range(batch.size):
-        for t in tables:
-            ids = batch.indices[t][batch.offsets[t][item]:ends[t][item]]
-            bags.append((t, [int(v) for v in ids]))
-    return bags
-
-
 def stage_image(config, q, profile_batch, static_bytes: int) -> EmbeddingImage:
     """The int8 tables of a `QuantizedStage` with the rows a frequency profile of
-    ``profile_batch`` pins within ``static_bytes`` (and ``static_rows`` slots)."""
-    row_bytes = [int(e.shape[1]) for e in q.emb]
-    # at most as many rows as the static cache has slots
-    static_bytes = min(static_bytes, config.static_rows * min(row_bytes))
-    pinned = profile_hot_rows(batch_trace(profile_batch), row_bytes, static_bytes)
-    return EmbeddingImage(config, [np.asarray(e) for e in q.emb], pinned,
-                          np.asarray(q.pool_mult), np.asarray(q.pool_shift))
+    ``profile_batch`` ranks hottest pinned (`EmbeddingImage.for_stage`)."""
+    return EmbeddingImage.for_stage(config, q, profile_batch, static_bytes)
 
 
 def random_job(config, path, seed=0, n_bags=200) -> Path:

@@ -8,30 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from ..golden.pipeline import topk
-from ..interface import EngineGeometry, slot_width
+from ..interface import EngineGeometry, query_beats, slot_width
 from ..program import compile_stage
 from .emb_jobs import batch_bags, stage_image
 
 __all__ = ["stage_query_job", "write_stage_job"]
 
 
-def _query_beats(geo, q, batch):
-    """Per item: dense words, then every table's bag (ids with ``last`` on the last)."""
-    A = geo.lanes
-    dense = q.quantize_dense(batch.dense)
-    bags = batch_bags(batch)
-    t_count = len(batch.indices)
-    beats = []
-    for i in range(batch.size):
-        for w in range(-(-dense.shape[1] // A)):
-            word = [int(v) for v in dense[i, w * A:(w + 1) * A]]
-            beats.append({"dense": 1, "word": word + [0] * (A - len(word)), "table": 0,
-                          "id": 0, "last": 0})
-        for t, ids in bags[i * t_count:(i + 1) * t_count]:
-            for j, v in enumerate(ids):
-                beats.append({"dense": 0, "word": [0] * A, "table": t, "id": int(v) & 0xFFFFFFFF,
-                              "last": int(j == len(ids) - 1)})
-    return beats
+def _query_beats(config, q, batch):
+    """The stage's query stream of a sub-batch: the top level's query beats of one stage
+    (`rpaccel.interface.query_beats`) without the header and the top-level fields."""
+    beats = query_beats(config, [q.quantize_dense(batch.dense)], batch_bags(batch))
+    return [{k: v for k, v in b.items() if k not in ("head", "stage")} for b in beats[1:]]
 
 
 def stage_query_job(config, q, profile_batch, queries, k, slot=0, mode=0, static_bytes=1024):
@@ -50,7 +38,7 @@ def stage_query_job(config, q, profile_batch, queries, k, slot=0, mode=0, static
             s1 = min(n, s0 + config.sub_batch)
             sub = batch.take(np.arange(s0, s1))
             subs.append({"items": s1 - s0, "base": s0, "k": k, "last": int(s1 == n),
-                         "beats": _query_beats(geo, q, sub)})
+                         "beats": _query_beats(config, q, sub)})
         out.append({"subs": subs, "expect": [(int(i), int(scores[i])) for i in best]})
     d = q.float_model.emb_dim
     return {"eload": prog.beats, "mload": img.load_beats(), "dram": img.dram(),

@@ -3,7 +3,8 @@
 The job pickle (``RPACCEL_TB["jobs"]``): ``{"dram": bytes, "loads": [(addr, target,
 [beat values])]}``, images made by `rpaccel.hw.loader.load_image`. Every load's beats must
 come out in order, whole, with the right ``target``; every AR burst must be INCR of whole
-words, at most 256 beats and inside one 4 KiB page; a start while busy is ignored.
+words, at most 256 beats and inside one 4 KiB page; a command offered while busy is not
+taken.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import cocotb
 from amaranth import unsigned
 from amaranth.lib import data
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from .streams import StreamSink, axi_ram, tb_params
+from ..hw.loader import cmd_layout
+from .streams import StreamSink, axi_ram, tb_config, tb_params
 
 
 @cocotb.test()
@@ -30,8 +32,9 @@ async def loader_delivers_images(dut):
     data_bytes = params["data_bits"] // 8
     Clock(dut.clk, 10, unit="ns").start()
     axi_ram(dut, job["dram"], params.get("dram_stall", 0.0), random.Random(seed))
-    for name in ("start", "addr", "beats", "target_in", "out__ready"):
+    for name in ("cmd__valid", "cmd__payload", "out__ready"):
         getattr(dut, name).value = 0
+    cmd_l = cmd_layout(tb_config(), len(params["widths"]))
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
@@ -67,13 +70,19 @@ async def loader_delivers_images(dut):
         got.clear()
         bursts.clear()
         await RisingEdge(dut.clk)
-        dut.addr.value, dut.beats.value, dut.target_in.value = addr, len(beats), target
-        dut.start.value = 1
+        dut.cmd__payload.value = cmd_l.const({"addr": addr, "beats": len(beats),
+                                             "target": target}).as_value().value
+        dut.cmd__valid.value = 1
         await RisingEdge(dut.clk)
-        # a second start while busy (another target) must change nothing
-        dut.target_in.value = (target + 1) % len(widths)
+        # a second command offered while busy (another target) must not be taken
+        dut.cmd__payload.value = cmd_l.const({"addr": addr, "beats": len(beats),
+                                             "target": (target + 1) % len(widths)}
+                                            ).as_value().value
+        await ReadOnly()
+        taken_busy = int(dut.cmd__ready.value)
         await RisingEdge(dut.clk)
-        dut.start.value = 0
+        dut.cmd__valid.value = 0
+        assert not taken_busy, "a load command was taken while busy"
         for _ in range(50 * len(beats) * params["max_words"] + 1000):
             await RisingEdge(dut.clk)
             if not int(dut.busy.value):

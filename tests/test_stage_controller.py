@@ -3,7 +3,8 @@ simulator: two sub-batches of one query against models of the engine, the embedd
 and the top-k unit that stall at random. Every dense word and pooled-vector word must
 reach the engine's activation buffer at its address, each run its item count, each score
 the top-k unit with its query position, k and last; bags flagged by the embedding unit are
-counted and flag the query once it is gathered."""
+counted and flag the query once it is gathered (one beat on the stalled ``qerr``
+stream)."""
 
 import random
 
@@ -138,16 +139,19 @@ def test_stage_controller_gathers_runs_and_scores():
         total = sum(r[0] for r in RUNS)
         while len(got["topk"]) < total:
             ctx.set(dut.topk.ready, int(rng.random() > 0.3))
-            _, _, p, valid, ready, qv, qe = await ctx.tick().sample(
-                dut.topk.payload, dut.topk.valid, dut.topk.ready, dut.qerr_valid, dut.qerr)
-            if qv:
+            ctx.set(dut.qerr.ready, int(rng.random() > 0.5))
+            _, _, p, valid, ready, qv, qr, qe = await ctx.tick().sample(
+                dut.topk.payload, dut.topk.valid, dut.topk.ready, dut.qerr.valid,
+                dut.qerr.ready, dut.qerr.payload)
+            if qv and qr:
                 got["qerr"].append(int(qe))
             if valid and ready:
                 lane = p.lanes[0]
                 got["topk"].append((int(lane.valid), int(lane.id), int(lane.score),
                                     int(p.k), int(p.last)))
+        ctx.set(dut.qerr.ready, 1)
         for _ in range(20):
-            _, _, qv, qe = await ctx.tick().sample(dut.qerr_valid, dut.qerr)
+            _, _, qv, qe = await ctx.tick().sample(dut.qerr.valid, dut.qerr.payload)
             if qv:
                 got["qerr"].append(int(qe))
         got["errors"] = ctx.get(dut.emb_errors)
