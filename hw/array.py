@@ -77,7 +77,12 @@ class Tile(wiring.Component):
 
     def __init__(self, rows: int, cols: int):
         self.rows, self.cols = rows, cols
-        super().__init__({
+        super().__init__(self.ports(rows, cols))
+
+    @staticmethod
+    def ports(rows: int, cols: int) -> wiring.Signature:
+        """The tile's signature (also the port list of the shared tile module)."""
+        return wiring.Signature({
             "x_in": In(signed(8)).array(rows), "valid_in": In(1).array(rows),
             "flag_in": In(1).array(rows), "psum_in": In(signed(32)).array(cols),
             "load": In(1).array(rows), "load_w": In(signed(8)).array(rows, cols),
@@ -115,10 +120,10 @@ def tile_module_name(config: RPAccelConfig) -> str:
     return f"rpaccel_tile{config.block}x{config.block}"
 
 
-def tile_instance(config: RPAccelConfig, tile: Tile) -> Instance:
-    """An `Instance` of the shared tile module wired to ``tile``'s port signals (``tile``
-    itself is not elaborated): the tile's logic is written once, not once per tile."""
-    tile._MustUse__silence = True  # only its port signals are used
+def tile_instance(config: RPAccelConfig, tile) -> Instance:
+    """An `Instance` of the shared tile module wired to the signals of ``tile``, an
+    interface of `Tile.ports` (``signature.create()``): the tile's logic is written once,
+    not once per tile."""
     ports = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
     for path, member, value in tile.signature.flatten(tile):
         ports[("i_" if member.flow == In else "o_") + "__".join(map(str, path))] = value
@@ -218,7 +223,10 @@ class Mesh(wiring.Component):
         # tiles, organised as [tile column][tile row]; each column group has gcols // b
         # tile columns
         tcols_per_group = gcols // b
-        grid = [[Tile(b, b) for _ in range(rows // b)] for _ in range(cols // b)]
+        def tile():
+            return Tile.ports(b, b).create() if cfg.tile_modules else Tile(b, b)
+
+        grid = [[tile() for _ in range(rows // b)] for _ in range(cols // b)]
         for tc, tcol in enumerate(grid):
             for tr, t in enumerate(tcol):
                 m.submodules[f"tile_{tr}_{tc}"] = \
