@@ -262,6 +262,8 @@ class StageTop(wiring.Component):
         m.submodules.embedding = emb
         m.submodules.controller = ctl
         m.submodules.topk = tk = make_topk(self.config)
+        # the one-stage top has no per-query error output: the report is taken and dropped
+        m.d.comb += ctl.qerr.ready.eq(1)
         m.d.comb += [ce.mode.eq(self.mode), ctl.dense_words.eq(self.dense_words),
                      ctl.tables.eq(self.tables), ctl.dw.eq(self.dw),
                      self.emb_errors.eq(ctl.emb_errors), self.cycles.eq(getattr(ce, f"cycles_{p}")),
