@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..emb_program import EmbeddingImage, batch_bags
+from ..emb_program import EmbeddingImage
 
-__all__ = ["write_job", "batch_bags", "stage_image", "run_embedding", "random_job"]
+__all__ = ["write_job", "run_embedding", "random_job"]
 
 
 def write_job(path, image: EmbeddingImage, bags) -> Path:
@@ -21,12 +21,6 @@ def write_job(path, image: EmbeddingImage, bags) -> Path:
                      "expect": vecs, "errors": errs, "counters": counters,
                      "first_error": first}, f)
     return path
-
-
-def stage_image(config, q, profile_batch, static_bytes: int) -> EmbeddingImage:
-    """The int8 tables of a `QuantizedStage` with the rows a frequency profile of
-    ``profile_batch`` ranks hottest pinned (`EmbeddingImage.for_stage`)."""
-    return EmbeddingImage.for_stage(config, q, profile_batch, static_bytes)
 
 
 def random_job(config, path, seed=0, n_bags=200) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..emb_program import EmbeddingImage, batch_bags
 from ..golden.pipeline import topk
 from ..interface import EngineGeometry, query_beats, slot_width
 from ..program import compile_stage
-from .emb_jobs import batch_bags, stage_image
 
 __all__ = ["stage_query_job", "write_stage_job"]
 
@@ -27,7 +27,7 @@ def stage_query_job(config, q, profile_batch, queries, k, slot=0, mode=0, static
     sub-batches' query beats and run beats and the golden top-k ``[(id, score)]``."""
     geo = EngineGeometry(config)
     prog = compile_stage(config, slot_width(config, slot), mode, q)
-    img = stage_image(config, q, profile_batch, static_bytes)
+    img = EmbeddingImage.for_stage(config, q, profile_batch, static_bytes)
     out = []
     for batch in queries:
         n = batch.size

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from rpaccel.config import get_config
-from rpaccel.emb_program import EmbeddingImage, EmbError
+from rpaccel.emb_program import EmbeddingImage, EmbError, batch_bags
 from rpaccel.golden.cache import batch_trace
-from rpaccel.sim.emb_jobs import batch_bags, run_embedding, stage_image
+from rpaccel.sim.emb_jobs import run_embedding
 
 CFG = get_config("default")
 
@@ -41,7 +41,7 @@ def test_image_refuses_tables_that_do_not_fit():
 def test_image_matches_golden_pooling(qmodels, ml):
     q = qmodels["medium"]
     batch = ml.batch(np.full(5, 7), np.arange(5))
-    img = stage_image(CFG, q, batch, 256)
+    img = EmbeddingImage.for_stage(CFG, q, batch, 256)
     vecs, errs, counters, first = img.expected(batch_bags(batch))
     pooled = q.pooled(batch)
     assert [v[:16] for v in vecs] == [pooled[t][i].tolist() for i in range(5)
@@ -89,7 +89,7 @@ def test_verilator_movielens_query_trace(tmp_path, qmodels, ml):
     users, items, _ = ml.training_samples(1, rng)  # the profile: training-set frequencies
     pick = rng.choice(len(users), 400, replace=False)
     prof = ml.batch(users[pick], items[pick])
-    img = stage_image(CFG, q, prof, 2048)
+    img = EmbeddingImage.for_stage(CFG, q, prof, 2048)
     tests, failed = run_embedding(CFG, img, batch_bags(batch), tmp_path, seed=3)
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
 
