@@ -27,7 +27,9 @@ def axi4_lite_signature(addr_bits: int = 12, data_bits: int = 32) -> wiring.Sign
 
 
 class CsrBank(wiring.Component):
-    """AXI4-Lite registers: ``rw`` registers are outputs, ``ro`` registers inputs.
+    """AXI4-Lite registers: ``rw`` registers are outputs, ``ro`` registers inputs; a ``wo``
+    register is a write pulse ``<name>`` with ``<name>_data``, a ``wr`` register the same
+    and reads back its ``<name>_rd`` input (a setting the design takes or refuses).
 
     One write (AW and W together) and one read in flight; responses are OKAY, an unmapped
     address reads 0 and answers DECERR.
@@ -48,6 +50,8 @@ class CsrBank(wiring.Component):
             else:
                 members[name] = Out(1)  # write pulse
                 members[name + "_data"] = Out(32)
+                if acc == "wr":
+                    members[name + "_rd"] = In(width)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -83,7 +87,8 @@ class CsrBank(wiring.Component):
                 if acc == "wo":
                     continue
                 with m.If(b.araddr == addr):
-                    m.d.sync += [b.rdata.eq(getattr(self, name)), b.rresp.eq(0)]
+                    value = getattr(self, name + "_rd" if acc == "wr" else name)
+                    m.d.sync += [b.rdata.eq(value), b.rresp.eq(0)]
         return m
 
 

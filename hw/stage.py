@@ -60,11 +60,21 @@ class StageController(wiring.Component):
     qerr : Out(stream.Signature(1))
         One beat per query when its last sub-batch is gathered (the controller waits for
         ``ready``): 1 if some bag of the query came back with ``error``.
+
+    Parameters
+    ----------
+    config : RPAccelConfig
+    slot : int
+        The engine slot whose layouts ``eng_*`` have.
+    runs : int
+        Runs started and not yet scored the controller keeps track of (at least 2; one
+        more than the engines the stage may have, `rpaccel.hw.dispatch`).
     """
 
-    def __init__(self, config: RPAccelConfig, slot: int = 0):
+    def __init__(self, config: RPAccelConfig, slot: int = 0, runs: int = 2):
         self.config = config
         self.slot = slot
+        self.runs = runs
         self.geo = EngineGeometry(config)
         width = slot_width(config, slot)
         lay = engine_layouts(config, width)
@@ -171,7 +181,7 @@ class StageController(wiring.Component):
         sb = Signal(range(cfg.sub_batch + 1))
         tk = self.topk.payload
         started_l = data.StructLayout({"base": cfg.topk_id_bits, "k": len(k), "last": 1})
-        m.submodules.started = started = fifo.SyncFIFO(width=started_l.size, depth=2)
+        m.submodules.started = started = fifo.SyncFIFO(width=started_l.size, depth=self.runs)
         head = started_l(started.r_stream.payload)
         now = Signal(started_l)
         m.d.comb += [now.base.eq(base), now.k.eq(k), now.last.eq(qlast),

@@ -27,7 +27,7 @@ error}``; ``error`` marks every beat of a query in which some id was out of rang
 bags pooled to zero), the query's answer is then not to be used.
 """
 
-from amaranth import Cat, Module, Signal
+from amaranth import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -35,6 +35,8 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
 from ..interface import (
+    ENGINE_MAP,
+    ENGINE_NONE,
     ERR_WHERE,
     ID_VALUE,
     LOAD_CTRL,
@@ -43,10 +45,12 @@ from ..interface import (
     ErrCause,
     LoadUnit,
     csr_regs,
+    default_engine_map,
     query_slots,
     top_layouts,
 )
 from .bus import AxiReadArbiter, CsrBank, axi4_lite_signature
+from .dispatch import EngineCrossbar
 from .embedding import EmbeddingUnit
 from .front_end import QueryFrontEnd
 from .loader import ModelLoader
@@ -61,14 +65,16 @@ __all__ = ["RPAccel"]
 class RPAccel(wiring.Component):
     """The accelerator (see the module docstring for blocks and streams).
 
-    Stage ``s`` runs on array partition ``s`` (the engine's mode is fixed at
-    ``log2(partitions)``). Its model (program and weights for the engine; tables'
-    descriptors, static-cache map and rows for the embedding unit) is loaded from DRAM by
-    the model loader (``LOAD_*`` CSRs), or streamed in through ``eload_<s>`` /
-    ``mload_<s>``, which take precedence. Model constants and ``k`` per stage are CSRs
-    (``csr``, AXI4-Lite); embedding rows and load images are read from DRAM through
-    ``axi`` (AXI4 read, ``arid = {manager, MSHR}``: manager s < stages is stage s's
-    embedding unit, manager ``stages`` the loader).
+    Engine ``e`` (``config.engine_count`` of them) drives array partition ``e`` (the mode
+    is fixed at ``log2(partitions)``); the stage each engine serves is the ``ENGINE_MAP``
+    CSR (after reset engine e serves stage e, extra engines the last stage), and a stage
+    with several engines runs its sub-batches on them in turn (`EngineCrossbar`). An
+    engine's program and weights, and a stage's embedding tables' descriptors, static-cache
+    map and rows, are loaded from DRAM by the model loader (``LOAD_*`` CSRs), or streamed
+    in through ``eload_<e>`` / ``mload_<s>``, which take precedence. Model constants and
+    ``k`` per stage are CSRs (``csr``, AXI4-Lite); embedding rows and load images are
+    read from DRAM through ``axi`` (AXI4 read, ``arid = {manager, MSHR}``: manager
+    s < stages is stage s's embedding unit, manager ``stages`` the loader).
 
     Members
     -------
@@ -76,28 +82,32 @@ class RPAccel(wiring.Component):
     query : In(stream of ``top_layouts()[0]``)
     result : Out(stream of ``top_layouts()[1]``)
     axi : Out(AXI4 read)
-    eload_<s>, mload_<s> : In(stream)
+    eload_<e>, mload_<s> : In(stream)
     """
 
     def __init__(self, config: RPAccelConfig):
         cfg = config
         self.config = cfg
         self.slots = query_slots(cfg)
-        self.ce = ComputeEngine(cfg, engines=cfg.stages)
+        NE = cfg.engine_count
+        self.ce = ComputeEngine(cfg, engines=NE)
         self.embs = [EmbeddingUnit(cfg) for _ in range(cfg.stages)]
-        self.ctls = [StageController(cfg, s) for s in range(cfg.stages)]
+        # a stage has at most NE - stages + 1 engines: that many runs in flight, and one
+        self.ctls = [StageController(cfg, s, runs=NE - cfg.stages + 2)
+                     for s in range(cfg.stages)]
         self.query_layout, self.result_layout = top_layouts(cfg)
         self.regs = csr_regs(cfg)
         emb_id_bits = max(1, ceil_log2(cfg.mshrs))
         # managers 0 .. stages-1: the embedding units; manager `stages`: the model loader
         self.arb = AxiReadArbiter(cfg.stages + 1, cfg.axi_addr_bits, cfg.axi_data_bits,
                                   emb_id_bits)
+        # loader target 2 i + unit: engine i's or stage i's embedding unit's load port
+        eng_w = [self.ce.signature.members[f"load_{e}"].signature.members["payload"].shape.size
+                 for e in range(NE)]
+        emb_w = self.embs[0].signature.members["load"].signature.members["payload"].shape.size
         widths = []
-        for st in range(cfg.stages):
-            widths += [self.ce.signature.members[f"load_{st}"].signature.members[
-                           "payload"].shape.size,
-                       self.embs[st].signature.members["load"].signature.members[
-                           "payload"].shape.size]
+        for i in range(max(NE, cfg.stages)):
+            widths += [eng_w[min(i, NE - 1)], emb_w]
         self.loader = ModelLoader(cfg, widths, emb_id_bits)
         members = {
             "csr": In(axi4_lite_signature()),
@@ -105,15 +115,16 @@ class RPAccel(wiring.Component):
             "result": Out(stream.Signature(self.result_layout)),
             "axi": Out(self.arb.signature.members["out"].signature),
         }
+        for e in range(NE):
+            members[f"eload_{e}"] = In(self.ce.signature.members[f"load_{e}"].signature.flip())
         for st in range(cfg.stages):
-            members[f"eload_{st}"] = In(self.ce.signature.members[f"load_{st}"].signature.flip())
             members[f"mload_{st}"] = In(self.embs[st].signature.members["load"].signature.flip())
         super().__init__(members)
 
     def elaborate(self, platform):  # noqa: C901 (the top level, read top to bottom)
         m = Module()
         cfg = self.config
-        NS, slots = cfg.stages, self.slots
+        NS, NE, slots = cfg.stages, cfg.engine_count, self.slots
         item_bits = exact_log2(cfg.max_items)
         beat_bits = exact_log2(cfg.cand_beats)
         ql = self.query_layout
@@ -135,6 +146,26 @@ class RPAccel(wiring.Component):
         m.d.comb += ce.mode.eq(exact_log2(cfg.partitions))
         reg = {n: getattr(csr, n) for n in self.regs}
 
+        # ---- engine map: taken while the machine is idle, if every stage gets an engine --
+        m.submodules.crossbar = xbar = EngineCrossbar(cfg)
+        emap = Signal(data.ArrayLayout(2, NE), init=list(default_engine_map(cfg)))
+        restart = Signal()
+        m.d.comb += [xbar.owner.eq(emap), xbar.restart.eq(restart)]
+        map_write = csr.ENGINE_MAP
+        new_map = data.View(ENGINE_MAP, csr.ENGINE_MAP_data[:ENGINE_MAP.size])
+        fields = [new_map[f"e{e}"] for e in range(NE)]
+        # reads: the map in use, engines that do not exist serve no stage
+        m.d.comb += csr.ENGINE_MAP_rd.eq(Cat(emap, *[C(ENGINE_NONE, 2)
+                                                     for _ in range(NE, 4)]))
+        map_valid = Signal()
+        m.d.comb += map_valid.eq(
+            Cat(*[Cat(*[f == st for f in fields]).any() for st in range(NS)]).all() &
+            Cat(*[(f < NS) | (f == ENGINE_NONE) for f in fields]).all())
+        map_ok = Signal()
+        m.d.sync += restart.eq(0)
+        with m.If(map_write & map_ok):
+            m.d.sync += [emap.eq(Cat(*fields)), restart.eq(1)]
+
         tks = []
         for st in range(NS):
             emb, ctl = self.embs[st], self.ctls[st]
@@ -146,17 +177,24 @@ class RPAccel(wiring.Component):
                          ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]
             # load ports: host stream, else the loader, else (engine) the controller's
             # activation beats
-            _load_mux(m, getattr(ce, f"load_{st}"), [
-                (getattr(self, f"eload_{st}"), None),
-                (dma.out, dma.target == 2 * st + LoadUnit.ENGINE), (ctl.eng_load, None)])
             _load_mux(m, emb.load, [
                 (getattr(self, f"mload_{st}"), None),
                 (dma.out, dma.target == 2 * st + LoadUnit.EMBEDDING)])
-            wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{st}"))
-            wiring.connect(m, getattr(ce, f"out_{st}"), ctl.eng_out)
+            wiring.connect(m, ctl.eng_load, getattr(xbar, f"load_{st}"))
+            wiring.connect(m, ctl.eng_run, getattr(xbar, f"run_{st}"))
+            wiring.connect(m, getattr(xbar, f"out_{st}"), ctl.eng_out)
             wiring.connect(m, ctl.emb_req, emb.req)
             wiring.connect(m, emb.resp, ctl.emb_resp)
             wiring.connect(m, emb.axi, getattr(arb, f"m{st}"))
+
+        for e in range(NE):
+            # load ports: host stream, else the loader, else the crossbar's activation beats
+            _load_mux(m, getattr(ce, f"load_{e}"), [
+                (getattr(self, f"eload_{e}"), None),
+                (dma.out, dma.target == 2 * e + LoadUnit.ENGINE),
+                (getattr(xbar, f"eload_{e}"), None)])
+            wiring.connect(m, getattr(xbar, f"erun_{e}"), getattr(ce, f"run_{e}"))
+            wiring.connect(m, getattr(ce, f"out_{e}"), getattr(xbar, f"eout_{e}"))
 
         # ---- status, error, counters ------------------------------------------------------
         # queries admitted and not yet answered; with one stage there is no candidate
@@ -168,8 +206,11 @@ class RPAccel(wiring.Component):
         m.d.comb += res_done.eq(res.valid & res.ready & res.payload.last)
         # a load overwrites what a running query uses: only when no query is in the machine
         front_idle = Signal()
-        m.d.comb += load_ok.eq(~dma.busy & front_idle & (inflight == 0) &
-                               (csr.LOAD_BEATS != 0) & (load_stage < NS))
+        machine_idle = Signal()
+        m.d.comb += machine_idle.eq(~dma.busy & front_idle & (inflight == 0))
+        m.d.comb += load_ok.eq(machine_idle & (csr.LOAD_BEATS != 0) &
+                               (load_stage < Mux(load_unit == LoadUnit.ENGINE, NE, NS)))
+        m.d.comb += map_ok.eq(machine_idle & map_valid)
         front_err = Signal(2)
         err_clear = Signal()
         m.d.comb += err_clear.eq(csr.CTRL & csr.CTRL_data[0])
@@ -185,6 +226,8 @@ class RPAccel(wiring.Component):
                 m.d.sync += cause.eq(ErrCause.LOAD_BUS)
             with m.If(csr.LOAD_CTRL & ~load_ok):
                 m.d.sync += cause.eq(ErrCause.LOAD_REFUSED)
+            with m.If(map_write & ~map_ok):
+                m.d.sync += cause.eq(ErrCause.ENGINE_MAP)
             for st in reversed(range(NS)):
                 e = self.embs[st]
                 at = Signal(ERR_WHERE, name=f"err_where{st}")
@@ -216,13 +259,17 @@ class RPAccel(wiring.Component):
             e, tk = self.embs[st], tks[st]
             m.d.comb += e.err_clear.eq(err_clear)
             items, macs, ecyc = Signal(32), Signal(32), Signal(32)
-            was_busy = Signal()
-            busy = getattr(ce, f"busy_{st}")
-            m.d.sync += was_busy.eq(busy)
-            with m.If(busy):
-                m.d.sync += ecyc.eq(ecyc + 1)
-            with m.If(was_busy & ~busy):  # the engine's counters are per run: add them up
-                m.d.sync += macs.eq(macs + getattr(ce, f"macs_{st}"))
+            # engine cycles and MACs of the stage's engines (an engine's counters are per
+            # run: added up when it falls idle)
+            busy_n, run_macs = [], []
+            for g in range(NE):
+                busy = getattr(ce, f"busy_{g}")
+                was_busy = Signal(name=f"was_busy{st}_{g}")
+                m.d.sync += was_busy.eq(busy)
+                mine = emap[g] == st
+                busy_n.append(busy & mine)
+                run_macs.append(Mux(mine & was_busy & ~busy, getattr(ce, f"macs_{g}"), 0))
+            m.d.sync += [ecyc.eq(ecyc + sum(busy_n)), macs.eq(macs + sum(run_macs))]
             with m.If(tk.i.valid & tk.i.ready):
                 m.d.sync += items.eq(items + tk.i.payload.lanes[0].valid)
             m.d.comb += [getattr(csr, f"S{st}_ITEMS").eq(items),

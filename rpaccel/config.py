@@ -51,6 +51,11 @@ class RPAccelConfig:
         Number of array partitions (1, 2 or 4); one partition is the monolithic array.
     stages : int
         Number of pipeline stages the accelerator runs (1 to 3).
+    engines : int
+        MLP engines, one per partition slot: ``0`` for one per stage, else from
+        ``stages`` to ``partitions``. Which stage each engine serves is set at run time
+        (the ``ENGINE_MAP`` CSR, `rpaccel.runtime.Accelerator`'s ``engine_map``); a stage
+        with several engines runs its sub-batches on them in turn.
     act_bits : int
         Width of activations and weights (int8 in RPAccel).
     acc_bits : int
@@ -131,6 +136,7 @@ class RPAccelConfig:
     block: int = 4
     partitions: int = 2
     stages: int = 2
+    engines: int = 0
     act_bits: int = 8
     acc_bits: int = 32
     mult_bits: int = 16
@@ -179,6 +185,10 @@ class RPAccelConfig:
         _require(self.stages <= self.partitions, "stages",
                  f"at most partitions ({self.partitions}): each stage runs on its own "
                  "partition", self.stages)
+        _require(_is_int(self.engines) and
+                 (self.engines == 0 or self.stages <= self.engines <= self.partitions),
+                 "engines", f"0 (one per stage) or an integer from stages ({self.stages}) to "
+                 f"partitions ({self.partitions})", self.engines)
         blocks_cols = self.array_cols // self.block
         _require(blocks_cols % self.partitions == 0, "partitions",
                  f"a divisor of the number of block columns ({blocks_cols})", self.partitions)
@@ -242,6 +252,11 @@ class RPAccelConfig:
                  self.emb_dim)
 
     @property
+    def engine_count(self) -> int:
+        """MLP engines generated (``engines``, or one per stage when it is 0)."""
+        return self.engines or self.stages
+
+    @property
     def max_shift(self) -> int:
         """Largest right shift the requantize unit accepts."""
         return (1 << self.shift_bits) - 1
@@ -275,6 +290,8 @@ CONFIGS: dict[str, RPAccelConfig] = {
     "default": _DEFAULT,
     "three-stage": _DEFAULT.replace(name="three-stage", array_cols=16, partitions=4, stages=3),
     "baseline": _DEFAULT.replace(name="baseline", partitions=1, stages=1),
+    # one stage on both partitions' engines, sub-batches in turn (the engine map's test bed)
+    "two-engine": _DEFAULT.replace(name="two-engine", stages=1, engines=2),
     # the default array with room for the quality table's 1,000-candidate queries
     "ml1000": _DEFAULT.replace(name="ml1000", max_items=1024),
     "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=8192,

@@ -24,6 +24,8 @@ from amaranth.utils import ceil_log2
 from .config import RPAccelConfig
 
 __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD_CTRL",
+           "ENGINE_MAP", "ENGINE_NONE", "default_engine_map", "check_engine_map",
+           "engine_map_word",
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
            "StepKind", "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
@@ -50,6 +52,7 @@ CSR = {
     "LOAD_CTRL": (0x30, "wo"),  # write: start a load (LOAD_CTRL layout)
     "LOAD_STATUS": (0x34, "ro"),  # bit 0: a load is running
     "LOAD_DONE": (0x38, "ro"),  # beats delivered by the current (last) load
+    "ENGINE_MAP": (0x3C, "wr"),  # the stage each engine serves (ENGINE_MAP layout)
 }
 #: Per-stage CSRs at ``STAGE_BASE + STAGE_STRIDE * stage + offset``.
 STAGE_CSR = {
@@ -77,8 +80,16 @@ SHAPE = data.StructLayout({"stages": 4, "partitions": 4, "rows": 12, "cols": 12}
 STATUS = data.StructLayout({"busy": 1, "error": 1, "_pad": 6, "inflight": 8})
 #: ``ERR_WHERE``: the stage and table of the first out-of-range id.
 ERR_WHERE = data.StructLayout({"stage": 8, "table": 8})
-#: ``LOAD_CTRL`` (written): the stage and unit a load image is for.
+#: ``LOAD_CTRL`` (written): the unit a load image is for and its index: the engine
+#: (``unit`` ENGINE) or the stage (``unit`` EMBEDDING).
 LOAD_CTRL = data.StructLayout({"stage": 2, "_pad": 2, "unit": 1})
+#: ``ENGINE_MAP``: per engine the stage it serves (`ENGINE_NONE`: none); reads the map in
+#: use (after reset `default_engine_map`). A write is taken only while no query or load
+#: is in the machine and when it gives every stage an engine and names no other stage;
+#: otherwise the map stays and ``ERR_CAUSE`` is ENGINE_MAP.
+ENGINE_MAP = data.StructLayout({f"e{e}": 2 for e in range(4)})
+#: An ``ENGINE_MAP`` entry: the engine serves no stage.
+ENGINE_NONE = 3
 
 
 class ErrCause(enum.IntEnum, shape=8):
@@ -90,6 +101,7 @@ class ErrCause(enum.IntEnum, shape=8):
     CAND_COUNT = 3     # a header with more than max_items candidates (query dropped)
     LOAD_REFUSED = 4   # LOAD_CTRL ignored: a load or a query running, 0 beats, no such stage
     LOAD_BUS = 5       # DRAM answered a load's read with SLVERR / DECERR
+    ENGINE_MAP = 6     # ENGINE_MAP not taken: a stage without an engine, or no such stage
 
 
 class LoadUnit(enum.IntEnum, shape=1):
@@ -209,9 +221,40 @@ def engine_layouts(config: RPAccelConfig, width: int) -> EngineLayouts:
     return EngineLayouts(desc, lane, pair, load, out)
 
 
-def load_ctrl(stage: int, unit: int) -> int:
-    """The ``LOAD_CTRL`` word that loads ``unit`` (`LoadUnit`) of ``stage``."""
-    return LOAD_CTRL.const({"stage": stage, "unit": unit}).as_value().value
+def load_ctrl(index: int, unit: int) -> int:
+    """The ``LOAD_CTRL`` word that loads ``unit`` (`LoadUnit`): engine ``index`` or the
+    embedding unit of stage ``index``."""
+    return LOAD_CTRL.const({"stage": index, "unit": unit}).as_value().value
+
+
+def default_engine_map(config: RPAccelConfig) -> tuple:
+    """The ``ENGINE_MAP`` after reset: engine e serves stage e, the engines beyond the
+    stages serve the last stage."""
+    return tuple(min(e, config.stages - 1) for e in range(config.engine_count))
+
+
+def check_engine_map(config: RPAccelConfig, engine_map) -> tuple:
+    """``engine_map`` (the stage of each engine, ``None`` for none) as a tuple, or a
+    `ValueError` naming the rule it breaks."""
+    from .config import require
+
+    em = tuple(engine_map)
+    require(len(em) == config.engine_count, "engine_map",
+            f"one stage (or None) per engine ({config.engine_count} engines)", engine_map,
+            ValueError)
+    require(all(s is None or (isinstance(s, int) and 0 <= s < config.stages) for s in em),
+            "engine_map", f"stages from 0 to {config.stages - 1} or None", engine_map,
+            ValueError)
+    require(all(s in em for s in range(config.stages)), "engine_map",
+            "a map giving every stage at least one engine", engine_map, ValueError)
+    return em
+
+
+def engine_map_word(engine_map) -> int:
+    """The ``ENGINE_MAP`` word of ``engine_map`` (a stage or ``None`` per engine)."""
+    em = list(engine_map) + [None] * (4 - len(engine_map))
+    return ENGINE_MAP.const({f"e{e}": ENGINE_NONE if s is None else s
+                             for e, s in enumerate(em)}).as_value().value
 
 
 def err_where(stage: int, table: int) -> int:
@@ -321,7 +364,7 @@ def _fields(prefix: str, layout) -> list:
 def c_header(config: RPAccelConfig, load_beat_bits: dict | None = None) -> str:
     """A C header of the accelerator generated from ``config``: the CSR map, register
     fields, codes, the query and result beat layouts (bit offsets, LSB first) and, given
-    ``load_beat_bits`` (``{"engine": [bits per stage], "embedding": bits}``), the sizes of
+    ``load_beat_bits`` (``{"engine": [bits per engine], "embedding": bits}``), the sizes of
     the load images' beats. With it a C driver needs nothing else: it copies the load
     images and tables (``Accelerator.dram``) into DRAM, writes the CSRs, streams query
     beats and reads result beats."""
@@ -335,6 +378,7 @@ def c_header(config: RPAccelConfig, load_beat_bits: dict | None = None) -> str:
         "/* ---- configuration */",
         f"#define RPACCEL_STAGES {cfg.stages}u",
         f"#define RPACCEL_PARTITIONS {cfg.partitions}u",
+        f"#define RPACCEL_ENGINES {cfg.engine_count}u",
         f"#define RPACCEL_ARRAY_ROWS {cfg.array_rows}u",
         f"#define RPACCEL_ARRAY_COLS {cfg.array_cols}u",
         f"#define RPACCEL_LANES {lanes(cfg)}u",
@@ -356,7 +400,7 @@ def c_header(config: RPAccelConfig, load_beat_bits: dict | None = None) -> str:
         lines.append(f"#define RPACCEL_CSR_S_{name} 0x{off:02x}u /* {acc} */")
     lines += ["", "/* ---- packed registers (bit offsets) */"]
     for reg, layout in (("SHAPE", SHAPE), ("STATUS", STATUS), ("ERR_WHERE", ERR_WHERE),
-                        ("LOAD_CTRL", LOAD_CTRL)):
+                        ("LOAD_CTRL", LOAD_CTRL), ("ENGINE_MAP", ENGINE_MAP)):
         lines += _fields(f"RPACCEL_{reg}", layout)
     lines += ["#define RPACCEL_LOAD_CTRL_WORD(stage, unit) "
               "(((uint32_t)(stage) << RPACCEL_LOAD_CTRL_STAGE_LSB) | "

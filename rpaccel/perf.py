@@ -430,11 +430,16 @@ class _Machine:
         self.emb = [_Embedding(cfg, img, axi) for img, axi in zip(acc.images, self.axis,
                                                                   strict=True)]
         self.fe_free = 0
+        emap = acc.engine_map
+        # the engines of each stage, used in turn; their results are taken in that order
+        self.stage_engs = [[e for e, st in enumerate(emap) if st == s] for s in range(self.ns)]
+        self.next_eng = [0] * self.ns
+        self.out_end = [0] * self.ns       # a stage's last result beat taken
         self.ctl_idle = [0] * self.ns      # controller back in IDLE
-        self.eng_free = [0] * self.ns      # engine takes the next run
+        self.eng_free = [0] * len(emap)    # engine takes the next run
         self.rp_free = [0] * self.ns       # replay unit back in COLLECT
         self.tk_free = [0] * self.ns       # top-k bank free for the next query
-        self.blocked = [[] for _ in range(self.ns)]  # engine writes of the last run
+        self.blocked = [[] for _ in emap]  # engine writes of its last run
         self.ends = []                     # result end of every admitted query
         self.busy = {"fe": 0, "axi": 0}
         for s in range(self.ns):
@@ -451,13 +456,13 @@ class _Machine:
             self.run_cache[key] = self.eng.run(self.acc.progs[s].steps, n)
         return self.run_cache[key]
 
-    def gather(self, s: int, beats, t0: int, st: dict) -> tuple[int, int]:
+    def gather(self, s: int, e: int, beats, t0: int, st: dict) -> tuple[int, int]:
         """Stream ``beats`` (the sub-batch's beats as the feeder presents them, one per
-        cycle from ``t0``) into stage ``s``: returns the cycles the feeder's last beat is
-        taken and the gather is done."""
+        cycle from ``t0``) into stage ``s``, for engine ``e``: returns the cycles the
+        feeder's last beat is taken and the gather is done."""
         emb = self.emb[s]
         dw = max(1, -(-self.acc.progs[s].emb_dim // self.acc.geo.lanes))
-        port = _Port(t0, self.blocked[s])
+        port = _Port(t0, self.blocked[e])
         t = t0             # feeder's next beat
         resp = t0          # the last pooled vector's last word written
         pending = []       # pop cycles of finished bags
@@ -497,23 +502,31 @@ class _Machine:
         end or replay) can present the first run beat. Returns (feed end, last score)."""
         t = feed_start
         last_score = t
+        engs = self.stage_engs[s]
         for n, beats in sub_batches:
+            e = engs[self.next_eng[s]]
+            self.next_eng[s] = (self.next_eng[s] + 1) % len(engs)
             # run beat: the feeder waits for the controller to be idle
             t = max(t, self.ctl_idle[s]) + 1
             g0 = t + 1
-            feed_end, g_end = self.gather(s, beats, g0, st)
+            feed_end, g_end = self.gather(s, e, beats, g0, st)
             self.busy[f"gather{s}"] += g_end - g0
             st["gather"] += g_end - g0
-            start = max(g_end + 1, self.eng_free[s])
+            start = max(g_end + 1, self.eng_free[e])
             r = self.engine_run(s, n)
-            self.blocked[s] = [(start + a, start + b) for a, b in r["blocked"]]
-            self.eng_free[s] = start + r["cycles"] + 1
+            self.blocked[e] = [(start + a, start + b) for a, b in r["blocked"]]
+            # results leave in run order: an engine done before the stage's previous run
+            # holds its results (one beat per item) until that run's are taken
+            end = max(start + r["cycles"], self.out_end[s] + n)
+            self.out_end[s] = end
+            self.eng_free[e] = end + 1
             self.ctl_idle[s] = start + 1
-            last_score = start + r["cycles"] - _LAT["score"]
-            self.busy[f"engine{s}"] += r["cycles"]
+            last_score = end - _LAT["score"]
+            self.busy[f"engine{s}"] += (end - start) / len(engs)
+            parts = dict(r, cycles=end - start, fixed=r["fixed"] + end - start - r["cycles"])
             for k in _PARTS:
-                st["engine"][k] += r[k]
-                self.parts[s][k] += r[k]
+                st["engine"][k] += parts[k]
+                self.parts[s][k] += parts[k]
             st["sub_batches"] += 1
             st["items"] += n
             t = feed_end  # the feeder's next run beat follows the sub-batch's last beat
@@ -644,6 +657,55 @@ def predict(acc, batches, alone: bool = True) -> Prediction:
             lone.append(solo.query(per, b.size, idle))
     return Prediction(acc.config, queries, [q.latency for q in lone], total, m.busy,
                       lone, limit=m.limit, engine_parts=m.parts)
+
+
+def engine_maps(config: RPAccelConfig) -> list[tuple]:
+    """Every way to give each stage a run of consecutive engines, all engines used, stages
+    in order: ``(0, 1, 1, 1)``, ``(0, 0, 1, 1)``, ... (on equal partitions any other map
+    times the same as one of these)."""
+    from itertools import combinations
+
+    E, NS = config.engine_count, config.stages
+    out = []
+    for cuts in combinations(range(1, E), NS - 1):
+        bounds = (0, *cuts, E)
+        out.append(tuple(s for s in range(NS) for _ in range(bounds[s + 1] - bounds[s])))
+    return out
+
+
+def best_engine_map(make_acc, batches, goal: str = "throughput"):
+    """The engine map (`engine_maps`) under which the model runs ``batches`` best.
+
+    Parameters
+    ----------
+    make_acc : callable
+        ``engine_map -> Accelerator``.
+    batches : sequence of Batch
+    goal : str
+        ``"throughput"`` (fewest cycles between results back to back, then latency) or
+        ``"latency"`` (a query alone, then throughput).
+
+    Returns
+    -------
+    best : tuple
+        The map.
+    table : list of dict
+        ``{"engine_map", "latency_cycles", "interval_cycles"}`` per map tried.
+    """
+    if goal not in ("throughput", "latency"):
+        raise ValueError(f"goal must be 'throughput' or 'latency', not {goal!r}")
+    table, preds = [], {}
+    acc0 = make_acc(None)
+    for em in engine_maps(acc0.config):
+        pred = predict(make_acc(em), batches)
+        preds[em] = pred
+        table.append({"engine_map": list(em), "latency_cycles": float(np.mean(pred.alone)),
+                      "interval_cycles": float(pred.interval)})
+    keys = ("interval_cycles", "latency_cycles")
+    if goal == "latency":
+        keys = keys[::-1]
+    best = min(table, key=lambda r: tuple(r[k] for k in keys))
+    return tuple(best["engine_map"]), table
 
 
 def stage_service(pred: Prediction) -> list[float]:

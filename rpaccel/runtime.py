@@ -60,6 +60,16 @@ def parse_stages(spec: str) -> tuple:
     return tuple(out)
 
 
+def parse_engine_map(spec: str) -> tuple:
+    """``"0,1,1,-"`` -> ``(0, 1, 1, None)``: the stage of each engine, ``-`` for none."""
+    out = []
+    for part in spec.split(","):
+        _check(part == "-" or part.isdigit(), "an engine map entry",
+               "a stage number or '-' (no stage)", part)
+        out.append(None if part == "-" else int(part))
+    return tuple(out)
+
+
 @dataclass
 class SimRun:
     """What one simulation returned.
@@ -125,11 +135,22 @@ class Accelerator:
         The data set the stage models were trained on (`movielens_queries` draws from it).
     names : sequence of str, optional
         The stage models' names (`pipeline_spec` pairs them with their k).
+    engine_map : sequence of int or None, optional
+        The stage each of the ``config.engine_count`` MLP engines serves (``None``: none),
+        written into the ``ENGINE_MAP`` CSR; every stage needs one. A stage with several
+        engines runs its sub-batches on them in turn. Default
+        `rpaccel.interface.default_engine_map` (engine e serves stage e, extra engines the
+        last stage); `rpaccel.perf.best_engine_map` picks one for a workload.
 
     Attributes
     ----------
     pipeline_spec : tuple of (str, int)
         ``(("small", 16), ("large", 10))``-like; ``("stage<s>", k)`` without ``names``.
+    engine_map : tuple
+        The engine map in use.
+    progs, engine_progs : list of Program
+        Each stage's compiled program (for its first engine) and each engine's (None for
+        an engine without a stage).
 
     Raises
     ------
@@ -138,14 +159,17 @@ class Accelerator:
     """
 
     def __init__(self, config: RPAccelConfig, stages, profile=None, static_bytes: int = 1024,
-                 ml=None, names=None):
+                 ml=None, names=None, engine_map=None):
         from .hw.embedding import emb_layouts
         from .hw.loader import load_words
         from .interface import (
             EngineGeometry,
             LoadUnit,
+            check_engine_map,
             csr_regs,
+            default_engine_map,
             engine_layouts,
+            engine_map_word,
             load_ctrl,
             slot_width,
         )
@@ -169,32 +193,42 @@ class Accelerator:
                "the same for every stage (a candidate's ids are buffered once)", tables)
         self.geo = geo = EngineGeometry(cfg)
         self.mode = cfg.partitions.bit_length() - 1
-        self.progs = [compile_stage(cfg, slot_width(cfg, s), self.mode, q)
-                      for s, (q, _) in enumerate(self.stages)]
+        try:
+            self.engine_map = check_engine_map(
+                cfg, default_engine_map(cfg) if engine_map is None else engine_map)
+        except ValueError as e:
+            raise AccelError(str(e)) from None
+        # every engine's program is its stage's, compiled for its slot (load-beat width)
+        self.engine_progs = [None if s is None else
+                             compile_stage(cfg, slot_width(cfg, e), self.mode,
+                                           self.stages[s][0])
+                             for e, s in enumerate(self.engine_map)]
+        self.progs = [self.engine_progs[self.engine_map.index(s)]
+                      for s in range(len(self.stages))]
         align = max(4096, cfg.cache_sets * cfg.line_bytes)  # keeps golden set indices
         self.images, base = [], 0
         for q, _ in self.stages:
             img = EmbeddingImage.for_stage(cfg, q, profile, static_bytes, dram_base=base)
             self.images.append(img)
             base = -(-img.dram_size // align) * align
-        # load images after the tables: stage s's engine image, then its embedding image
-        # (the addresses are planned here; the bytes are made on first use, `dram`)
+        # load images after the tables: every engine's image, then every stage's embedding
+        # image (the addresses are planned here; the bytes are made on first use, `dram`)
         self.loads, self._blobs = [], []
         mload_l = emb_layouts(cfg)[2]
-        for s, (prog, img) in enumerate(zip(self.progs, self.images, strict=True)):
-            eload_l = engine_layouts(cfg, slot_width(cfg, s)).load
-            for unit, layout, count in ((LoadUnit.ENGINE, eload_l, len(prog.beats)),
-                                        (LoadUnit.EMBEDDING, mload_l, img.load_beat_count())):
-                size = count * load_words(layout.size, cfg.axi_data_bits) * \
-                    cfg.axi_data_bits // 8
-                self.loads.append((base, count, load_ctrl(s, unit)))
-                self._blobs.append((base, layout, s, unit))
-                base = -(-(base + size) // 4096) * 4096
+        units = [(LoadUnit.ENGINE, e, engine_layouts(cfg, slot_width(cfg, e)).load,
+                  len(prog.beats)) for e, prog in enumerate(self.engine_progs) if prog]
+        units += [(LoadUnit.EMBEDDING, s, mload_l, img.load_beat_count())
+                  for s, img in enumerate(self.images)]
+        for unit, index, layout, count in units:
+            size = count * load_words(layout.size, cfg.axi_data_bits) * cfg.axi_data_bits // 8
+            self.loads.append((base, count, load_ctrl(index, unit)))
+            self._blobs.append((base, layout, index, unit))
+            base = -(-(base + size) // 4096) * 4096
         _check(base <= 1 << min(32, cfg.axi_addr_bits), "DRAM image (tables + load images)",
                f"within the {min(32, cfg.axi_addr_bits)}-bit address space", base)
         self.dram_size = base
         regs = csr_regs(cfg)
-        self.csr_writes = []
+        self.csr_writes = [(regs["ENGINE_MAP"][0], engine_map_word(self.engine_map))]
         for s, ((q, k), prog) in enumerate(zip(self.stages, self.progs, strict=True)):
             for name, value in (("K", k), ("DENSE_WORDS", -(-prog.dense_dim // geo.lanes)),
                                 ("TABLES", len(q.emb)), ("DW", -(-prog.emb_dim // geo.lanes))):
@@ -218,7 +252,7 @@ class Accelerator:
             d = img.dram()
             dram[img.dram_base:len(d)] = d[img.dram_base:]
         for addr, layout, s, unit in self._blobs:
-            beats = (self.progs[s].beats if unit == LoadUnit.ENGINE
+            beats = (self.engine_progs[s].beats if unit == LoadUnit.ENGINE
                      else self.emb_load_beats[s])
             blob = load_image(layout, beats, self.config.axi_data_bits)
             dram[addr:addr + len(blob)] = blob
@@ -226,7 +260,8 @@ class Accelerator:
 
     @classmethod
     def from_models(cls, config: RPAccelConfig, models_dir, pipeline=None, ml=None,
-                    static_bytes: int = 1024, seed: int = 0) -> Accelerator:
+                    static_bytes: int = 1024, seed: int = 0,
+                    engine_map=None) -> Accelerator:
         """Trained models from ``models_dir`` (`rpaccel.golden.train.build_models`), with the
         static caches profiled on 400 MovieLens training samples.
 
@@ -246,7 +281,7 @@ class Accelerator:
         pick = rng.choice(len(users), 400, replace=False)
         prof = ml.batch(users[pick], items[pick])
         return cls(config, [(qm[n], k) for n, k in pipeline], prof, static_bytes, ml=ml,
-                   names=[n for n, _ in pipeline])
+                   names=[n for n, _ in pipeline], engine_map=engine_map)
 
     # ---- queries ------------------------------------------------------------------------
     def movielens_queries(self, ml, n: int, seed: int = 0, candidates: int = 100):
@@ -334,7 +369,8 @@ class Accelerator:
             # a query whose header claims too many candidates is dropped: no answer
             queries.append({"beats": beats, "expect": exp, "bad": wrong,
                             "dropped": fault == "count"})
-        return {"csr": self.csr_writes, "eload": [p.beats for p in self.progs],
+        return {"csr": self.csr_writes,
+                "eload": [p.beats if p else [] for p in self.engine_progs],
                 "mload": self.emb_load_beats, "dram": self.dram,
                 "loads": self.loads, "regs": self.regs, "queries": queries}
 

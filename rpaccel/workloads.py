@@ -46,16 +46,23 @@ DESIGNS = ("paper", "paper-baseline")
 
 def design_config(design: str, stages: int, overrides=None) -> RPAccelConfig:
     """The config a design runs an ``stages``-stage pipeline on: ``paper`` with one array
-    partition per stage (the partition count rounded up to 1, 2 or 4), or
-    ``paper-baseline`` (one stage only); ``overrides`` (field -> value) change the named
-    config first (validated like any config)."""
+    partition per stage (the partition count rounded up to 1, 2 or 4; with ``engines``
+    set, its partitions and engines as they are, shared by the stages through the engine
+    map), or ``paper-baseline`` (one stage only); ``overrides`` (field -> value) change
+    the named config first (validated like any config)."""
     cfg = get_config(design)
+    if design == "paper-baseline" and overrides:
+        # one partition: one engine, whatever the design under test shares
+        overrides = {k: v for k, v in overrides.items() if k != "engines"}
     if overrides:
         cfg = cfg.replace(**overrides)
     if design == "paper-baseline":
         if stages != 1:
             raise ValueError(f"stages must be 1 on paper-baseline, not {stages!r}")
         return cfg
+    if cfg.engines:
+        # engines set: the partitions stay, the stages share the engines (engine map)
+        return cfg.replace(name=f"{cfg.name}-{stages}stage", stages=stages)
     parts = 1 if stages == 1 else (2 if stages == 2 else 4)
     return cfg.replace(name=f"{cfg.name}-{stages}stage", stages=stages, partitions=parts)
 
@@ -77,12 +84,13 @@ def _criteo_models(rows: int, tables: int, seed: int = 0):
 
 
 def workload_accelerator(workload: str, design: str, pipeline: str, models_dir=None,
-                         rows: int | None = None, overrides=None):
+                         rows: int | None = None, overrides=None, engine_map=None):
     """An `Accelerator` of ``design`` loaded with ``pipeline`` of ``workload``.
 
     ``rows`` overrides the Criteo table rows (tests use small tables). The static caches
     get the whole ``static_rows`` budget, except on ``paper-baseline`` (no embedding
-    cache: nothing pinned, a one-line dynamic cache).
+    cache: nothing pinned, a one-line dynamic cache). ``engine_map``: the stage of each
+    engine (`rpaccel.runtime.Accelerator`).
     """
     from .runtime import Accelerator
 
@@ -92,10 +100,12 @@ def workload_accelerator(workload: str, design: str, pipeline: str, models_dir=N
     if workload == "recpipe-criteo":
         w = WORKLOADS[workload]
         models, profile = _criteo_models(rows or w["rows"], w["tables"])
-        return Accelerator(cfg, [(models[m], k) for m, k in spec], profile, static_bytes)
+        return Accelerator(cfg, [(models[m], k) for m, k in spec], profile, static_bytes,
+                           engine_map=engine_map)
     if models_dir is None:
         raise ValueError("models_dir is needed for the ml100k workload (make models)")
-    return Accelerator.from_models(cfg, models_dir, pipeline=spec, static_bytes=static_bytes)
+    return Accelerator.from_models(cfg, models_dir, pipeline=spec, static_bytes=static_bytes,
+                                   engine_map=engine_map)
 
 
 def workload_queries(workload: str, acc, n: int, seed: int = 0, rows: int | None = None,

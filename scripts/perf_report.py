@@ -199,8 +199,20 @@ def perf_rows(workload: str, designs=None, n_queries: int = 4, models_dir=None,
                                        overrides=overrides)
             batches = workload_queries(workload, acc, n_queries, rows=rows,
                                        candidates=candidates)
+            tried = None
+            if acc.config.engine_count > acc.config.stages:
+                # more engines than stages: the model picks the engine map
+
+                def make(em, design=design, pipe=pipe):
+                    return workload_accelerator(workload, design, pipe, models_dir, rows=rows,
+                                                overrides=overrides, engine_map=em)
+
+                em, tried = perf.best_engine_map(make, batches)
+                acc = make(em)
             pred = perf.predict(acc, batches)
             out.append(_row(workload, design, pipe, acc, pred))
+            if tried:
+                out[-1]["engine_maps_tried"] = tried
             if progress:
                 progress(out[-1])
     return out
@@ -223,9 +235,11 @@ def _row(workload, design, pipe, acc, pred) -> dict:
                        "gather_cycles": float(np.mean([p["gather"] for p in per])),
                        **eng, "topk_drain": float(np.mean([p["topk_drain"] for p in per])),
                        "embedding": emb,
-                       "partition_cols": cfg.array_cols >> (cfg.partitions.bit_length() - 1)})
+                       "partition_cols": cfg.array_cols >> (cfg.partitions.bit_length() - 1),
+                       "engines": acc.engine_map.count(s)})
     util = pred.utilization()
     return {"workload": workload, "design": design, "config": cfg.name, "pipeline": pipe,
+            "engine_map": ["-" if x is None else x for x in acc.engine_map],
             "queries": n, "fclk_mhz": f,
             "latency_cycles": alone, "latency_us": round(alone / f, 2),
             "cycles_per_query": pred.cycles_per_query, "interval_cycles": pred.interval,

@@ -391,9 +391,10 @@ def script(job: dict, answered: int, beats: int, check: bool = True,
            reset_mid_beats: int = 0, drain: int = 5) -> list:
     """The command script of one run of ``job`` (`rpaccel.runtime.Accelerator.job`):
     reset, the CSR writes each read back, the model load by the loader (with ``check``,
-    a refused load of 0 beats first), the queries, every register read at the end and the
-    error status cleared. ``reset_mid_beats``: a first session of that many query beats
-    (the model loaded, then a reset mid-query) before everything else."""
+    a refused load of 0 beats and a refused engine map first), the queries, every
+    register read at the end and the error status cleared. ``reset_mid_beats``: a first
+    session of that many query beats (the model loaded, then a reset mid-query) before
+    everything else."""
     regs = job["regs"]
     cmds = []
 
@@ -406,6 +407,9 @@ def script(job: dict, answered: int, beats: int, check: bool = True,
         if checked and check:
             cmds.extend([(Op.WRITE, regs["LOAD_BEATS"], 0), (Op.WRITE, regs["LOAD_CTRL"], 0),
                      (Op.READ, regs["ERR_CAUSE"], 0), (Op.WRITE, regs["CTRL"], 1)])
+            # an engine map leaving every stage without an engine: refused, the map stays
+            cmds.extend([(Op.WRITE, regs["ENGINE_MAP"], 0xFF), (Op.READ, regs["ERR_CAUSE"], 0),
+                         (Op.READ, regs["ENGINE_MAP"], 0), (Op.WRITE, regs["CTRL"], 1)])
         cmds.append((Op.MARK, 0, 0))
         for addr, n, ctrl in job["loads"]:
             cmds.extend([(Op.WRITE, regs["LOAD_ADDR"], addr), (Op.WRITE, regs["LOAD_BEATS"], n),
@@ -531,6 +535,8 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
         load_ok &= next(it)[1] == value
     if check:
         load_ok &= next(it)[1] == ErrCause.LOAD_REFUSED
+        load_ok &= next(it)[1] == ErrCause.ENGINE_MAP
+        load_ok &= next(it)[1] == dict(job["csr"])[regs["ENGINE_MAP"]]
     load_done = [next(it)[1] for _ in job["loads"]]
     load_ok &= load_done == [n for _, n, _ in job["loads"]]
     cause_after_load = next(it)[1]

@@ -37,12 +37,21 @@ from .streams import (
 async def _dma_load(dut, csr, regs, loads, check: bool):
     """Model load by the accelerator's loader: per image LOAD_ADDR, LOAD_BEATS, LOAD_CTRL,
     then poll LOAD_STATUS. With ``check``, a refused start (0 beats) must set
-    ERR_CAUSE = LOAD_REFUSED first, and every load must deliver all its beats."""
+    ERR_CAUSE = LOAD_REFUSED first, an engine map without engines ENGINE_MAP (the map in
+    use unchanged), and every load must deliver all its beats."""
     if check:
         await csr.write_dword(regs["LOAD_BEATS"], 0)
         await csr.write_dword(regs["LOAD_CTRL"], 0)
         cause = await csr.read_dword(regs["ERR_CAUSE"])
         assert cause == ErrCause.LOAD_REFUSED, f"LOAD of 0 beats: ERR_CAUSE {cause}"
+        await csr.write_dword(regs["CTRL"], 1)
+        # an engine map that leaves every stage without an engine: refused, the map stays
+        before = await csr.read_dword(regs["ENGINE_MAP"])
+        await csr.write_dword(regs["ENGINE_MAP"], 0xFF)
+        cause = await csr.read_dword(regs["ERR_CAUSE"])
+        assert cause == ErrCause.ENGINE_MAP, f"ENGINE_MAP of no engines: ERR_CAUSE {cause}"
+        after = await csr.read_dword(regs["ENGINE_MAP"])
+        assert after == before, f"refused ENGINE_MAP: map 0x{before:02x} became 0x{after:02x}"
         await csr.write_dword(regs["CTRL"], 1)
     for addr, beats, ctrl in loads:
         await csr.write_dword(regs["LOAD_ADDR"], addr)
@@ -61,8 +70,9 @@ async def _setup(dut, cfg, job, load="stream", check=False):
     from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
     dut.rst.value = 1
+    for e in range(cfg.engine_count):
+        getattr(dut, f"eload_{e}__valid").value = 0
     for s in range(cfg.stages):
-        getattr(dut, f"eload_{s}__valid").value = 0
         getattr(dut, f"mload_{s}__valid").value = 0
     dut.query__valid.value = 0
     dut.result__ready.value = 0  # undriven inputs are X in Icarus
@@ -85,10 +95,11 @@ async def _setup(dut, cfg, job, load="stream", check=False):
     if load == "dma":
         await _dma_load(dut, csr, job["regs"], job["loads"], check)
     else:
+        for e in range(cfg.engine_count):
+            eload_l = engine_layouts(cfg, slot_width(cfg, e)).load
+            await load_all(dut, f"eload_{e}", eload_l, job["eload"][e])
+        _, _, mload_l, _, _ = emb_layouts(cfg)
         for s in range(cfg.stages):
-            eload_l = engine_layouts(cfg, slot_width(cfg, s)).load
-            _, _, mload_l, _, _ = emb_layouts(cfg)
-            await load_all(dut, f"eload_{s}", eload_l, job["eload"][s])
             await load_all(dut, f"mload_{s}", mload_l, job["mload"][s])
     cycles = sim_cycle() - t0
     dut._log.info("model loaded (%s) in %d cycles", load, cycles)

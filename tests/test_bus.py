@@ -7,7 +7,8 @@ from rpaccel.hw.bus import AxiReadArbiter, CsrBank
 
 from .amaranth_bench import run_bench
 
-REGS = {"A": (0x00, "rw", 16), "B": (0x04, "ro", 32), "C": (0x08, "wo", 32)}
+REGS = {"A": (0x00, "rw", 16), "B": (0x04, "ro", 32), "C": (0x08, "wo", 32),
+        "D": (0x0C, "wr", 8)}
 
 
 async def _write(ctx, dut, addr, data):
@@ -71,6 +72,10 @@ def test_csr_bank_registers_pulses_and_decerr():
         got["w_unmapped"] = await _write(ctx, b, 0x40, 7)
         got["r_unmapped"] = await _read(ctx, b, 0x40)
         got["A_after"] = ctx.get(dut.A)
+        # write-strobed, read from the design: the pulse carries the data, a read sees D_rd
+        ctx.set(dut.D_rd, 0x5A)
+        got["wD"] = await _write(ctx, b, 0x0C, 0x77)
+        got["rD"] = await _read(ctx, b, 0x0C)
 
     run_bench(dut, bench)
     assert got["wA"] == (0, 0) and got["A"] == 0xBEEF
@@ -81,6 +86,7 @@ def test_csr_bank_registers_pulses_and_decerr():
     assert got["wB"][0] == 3 and got["rC"] == (0, 3)
     assert got["w_unmapped"][0] == 3 and got["r_unmapped"] == (0, 3)
     assert got["A_after"] == 0xBEEF, "refused writes change nothing"
+    assert got["wD"][0] == 0 and got["rD"] == (0x5A, 0), "a wr register reads its _rd input"
 
 
 def test_read_arbiter_holds_grants_round_robin_and_routes_r():

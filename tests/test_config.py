@@ -31,6 +31,12 @@ def test_frozen():
     ({"tile_modules": 1}, "tile_modules must be True or False, not 1"),
     ({"stages": 2, "partitions": 1}, "stages must be at most partitions (1): each stage runs "
                                      "on its own partition, not 2"),
+    ({"engines": 1}, "engines must be 0 (one per stage) or an integer from stages (2) to "
+                     "partitions (2), not 1"),
+    ({"engines": 4}, "engines must be 0 (one per stage) or an integer from stages (2) to "
+                     "partitions (2), not 4"),
+    ({"engines": 2.0}, "engines must be 0 (one per stage) or an integer from stages (2) to "
+                       "partitions (2), not 2.0"),
     ({"topk_k": 256}, "topk_k must be at most max_items (128): a stage cannot keep more "
                       "items than a query has, not 256"),
     ({"static_rows": 16384}, "static_rows must be at most emb_map_rows (8192): the static "

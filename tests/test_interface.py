@@ -84,3 +84,24 @@ int main(void) {
     assert [int(x, 16) for x in out[1:4]] == [itf.load_ctrl(1, itf.LoadUnit.EMBEDDING),
                                              regs["S1_MISSES"][0], regs["LOAD_CTRL"][0]]
     assert out[4] == "1"
+
+
+def test_engine_map_words_and_rules():
+    from rpaccel.config import get_config
+
+    cfg = get_config("three-stage").replace(engines=4)
+    assert itf.default_engine_map(cfg) == (0, 1, 2, 2)
+    assert itf.default_engine_map(get_config("default")) == (0, 1)
+    # two bits per engine, LSB first; unused engines read as ENGINE_NONE
+    assert itf.engine_map_word((0, 1, 2, 2)) == 0 | 1 << 2 | 2 << 4 | 2 << 6
+    assert itf.engine_map_word((1, 0)) == 1 | 3 << 4 | 3 << 6
+    assert itf.check_engine_map(cfg, [2, None, 0, 1]) == (2, None, 0, 1)
+    for bad, rule in (((0, 1, 2), "one stage (or None) per engine (4 engines)"),
+                      ((0, 1, 3, 2), "stages from 0 to 2 or None"),
+                      ((0, 0, 1, None), "a map giving every stage at least one engine")):
+        try:
+            itf.check_engine_map(cfg, bad)
+        except ValueError as e:
+            assert f"engine_map must be {rule}, not {bad!r}" == str(e)
+        else:
+            raise AssertionError(f"{bad} was taken")

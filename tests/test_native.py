@@ -16,13 +16,13 @@ def default_acc(models_dir, ml):
     return Accelerator.from_models(get_config("default"), models_dir, ml=ml)
 
 
-def test_native_default_real_queries_faults_and_reset(default_acc, ml, tmp_path):
+def test_native_default_real_queries_faults_and_reset(default_acc, models_dir, ml, tmp_path):
     """Six real queries with idle gaps, backpressure and a stalling DRAM after a reset in
     the middle of a query: an out-of-range id (flagged, ERR_WHERE / ERR_ID name it), a
     candidate too long for the buffer (flagged), a header claiming too many candidates
     (dropped), the others bit-exact. The checker catches a wrong answer, a missing flag
     and a wrong status (each injected into the expectation afterwards). Then Criteo-shaped
-    models on the same build."""
+    models on the same build, and the real models with the two engines swapped."""
     qs = default_acc.movielens_queries(ml, 6, seed=21, candidates=60)
     job = default_acc.job([b for b, _ in qs], {1: "id", 3: "beats", 4: "count"})
     nb = build_native(default_acc.config)
@@ -50,6 +50,11 @@ def test_native_default_real_queries_faults_and_reset(default_acc, ml, tmp_path)
     cmt = run_native(nb, cjob, tmp_path / "criteo", idle=0.3, backpressure=0.3,
                      dram_stall=0.3, seed=6)
     assert problems(cjob, cmt) == [] and [len(a) for a in cmt["answers"]] == [10, 9]
+    # the engines swapped through ENGINE_MAP: stage 0 on engine 1, stage 1 on engine 0
+    sacc = Accelerator.from_models(default_acc.config, models_dir, ml=ml, engine_map=(1, 0))
+    sjob = sacc.job([b for b, _ in qs[:2]])
+    smt = run_native(nb, sjob, tmp_path / "swapped", backpressure=0.2, seed=7)
+    assert problems(sjob, smt) == [] and smt["load_ok"]
 
 
 @pytest.mark.slow  # the two benches side by side: docs/verification.md, make test-all
@@ -106,3 +111,39 @@ def test_regress_on_a_scheduler_address(models_dir, tmp_path):
     assert rep["configs"]["tiny"]["runs"] == 2
     assert rep["configs"]["tiny"]["answered"] + rep["configs"]["tiny"]["dropped"] == 6
     assert (tmp_path / "r.json").exists()
+
+
+def test_native_two_engines_serve_one_stage(models_dir, ml, tmp_path):
+    """`two-engine`: one stage (large, keeps 10) whose sub-batches alternate between the
+    two partitions' engines. Real 100-candidate queries (two sub-batches each) with idle
+    gaps, backpressure, DRAM stalls and an out-of-range id: bit-exact, the bad query
+    flagged, a refused engine map (no engine for the stage) leaves the map in use. On the
+    same build without stalls, with both engines and with engine 0 alone: the cycle model
+    within 2% of both, and two engines faster than one."""
+    from rpaccel import perf
+
+    cfg = get_config("two-engine")
+    nb = build_native(cfg)
+    acc = Accelerator.from_models(cfg, models_dir, ml=ml)
+    assert acc.engine_map == (0, 0)
+    qs = [b for b, _ in acc.movielens_queries(ml, 4, seed=5, candidates=100)]
+    job = acc.job(qs, {2: "id"})
+    mt = run_native(nb, job, tmp_path / "faults", idle=0.3, backpressure=0.3,
+                    dram_stall=0.3, seed=9)
+    assert problems(job, mt) == []
+    assert mt["errors"] == [False, False, True, False]
+    assert mt["load_ok"] and mt["status_ok"]
+    cycles = {}
+    for em in ((0, 0), (0, None)):
+        a = Accelerator.from_models(cfg, models_dir, ml=ml, engine_map=em)
+        j = a.job(qs[:3])
+        m = run_native(nb, j, tmp_path / str(em[1]))
+        assert problems(j, m) == [], em
+        pred = perf.predict(a, qs[:3], alone=False)
+        rtl = m["total_cycles"]
+        assert abs(pred.total_cycles / rtl - 1) < 0.02, (em, pred.total_cycles, rtl)
+        model_busy = sum(q.stages[0]["engine"]["cycles"] for q in pred.queries)
+        assert abs(model_busy / m["counters"]["s0_engine_cycles"] - 1) < 0.01, (
+            em, model_busy, m["counters"]["s0_engine_cycles"])
+        cycles[em] = rtl
+    assert cycles[(0, 0)] < 0.75 * cycles[(0, None)], cycles

@@ -7,7 +7,7 @@ import pytest
 
 from rpaccel.config import get_config
 from rpaccel.interface import ErrCause
-from rpaccel.runtime import Accelerator, AccelError, parse_stages
+from rpaccel.runtime import Accelerator, AccelError, parse_engine_map, parse_stages
 from rpaccel.sim.runner import simulator_available
 
 
@@ -26,6 +26,20 @@ def test_runtime_refuses_bad_input(default_acc, qmodels, ml):
         default_acc.query_beats(ml.batch(np.zeros(200, int), np.arange(200)))
     with pytest.raises(AccelError, match="a stage must be written MODEL:K"):
         parse_stages("small:16,large")
+    two = [(qmodels["small"], 16), (qmodels["large"], 10)]
+    with pytest.raises(AccelError, match=r"engine_map must be a map giving every stage at "
+                                         r"least one engine, not \(1, 1\)"):
+        Accelerator(cfg, two, engine_map=(1, 1))
+    with pytest.raises(AccelError, match=r"engine_map must be one stage \(or None\) per "
+                                         r"engine \(2 engines\), not \(0, 1, 1\)"):
+        Accelerator(cfg, two, engine_map=(0, 1, 1))
+    with pytest.raises(AccelError, match="an engine map entry must be a stage number or '-'"):
+        parse_engine_map("0,x")
+    assert parse_engine_map("0,-,1") == (0, None, 1)
+    # the swapped map: stage 0's model is compiled for and loaded into engine 1
+    swapped = Accelerator(cfg, two, engine_map=(1, 0))
+    assert [ctrl >> 4 for _, _, ctrl in swapped.loads] == [0, 0, 1, 1]
+    assert swapped.progs[0] is swapped.engine_progs[1]
 
 
 def test_golden_answers_are_the_pipelines(default_acc, ml):

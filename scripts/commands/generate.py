@@ -47,7 +47,7 @@ def run(args) -> int:
             {n: {"addr": a, "access": acc} for n, (a, acc, _) in csr_regs(cfg).items()},
             indent=2))
         beats = {"engine": [engine_layouts(cfg, slot_width(cfg, s)).load.size
-                            for s in range(cfg.stages)],
+                            for s in range(cfg.engine_count)],
                  "embedding": emb_layouts(cfg)[2].size}
         (out / "rpaccel.h").write_text(c_header(cfg, beats))
         written += [out / "csr.json", out / "rpaccel.h"]

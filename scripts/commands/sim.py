@@ -17,16 +17,18 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
                candidates: int = 100, pipeline=None, sim: str = "verilator", idle: float = 0.0,
                backpressure: float = 0.0, dram_stall: float = 0.0, progress: bool = False,
                ml=None, load: str = "dma", waves: bool = False,
-               bench: str = "cocotb") -> dict:
+               bench: str = "cocotb", engine_map=None) -> dict:
     """Run MovieLens queries through the generated top level and compare with golden
-    (``bench``: the cocotb testbench or the native one, `rpaccel.sim.native`)."""
-    from ...runtime import Accelerator, parse_stages, quality
+    (``bench``: the cocotb testbench or the native one, `rpaccel.sim.native`;
+    ``engine_map``: ``"0,1,1,1"``-like, the stage of each engine)."""
+    from ...runtime import Accelerator, parse_engine_map, parse_stages, quality
 
     cfg = get_config(config_name)
     if not isinstance(n_queries, int) or n_queries < 1:
         raise ValueError(f"--queries must be a positive integer, not {n_queries!r}")
     stages = parse_stages(pipeline) if pipeline else None
-    acc = Accelerator.from_models(cfg, models_dir, stages, ml=ml)
+    emap = parse_engine_map(engine_map) if engine_map else None
+    acc = Accelerator.from_models(cfg, models_dir, stages, ml=ml, engine_map=emap)
     qs = acc.movielens_queries(acc.ml, n_queries, seed=seed, candidates=candidates)
     batches = [b for b, _ in qs]
     t0 = time.time()
@@ -57,6 +59,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
     lat = np.array(run.latency, float)
     return {
         "config": cfg.name, "pipeline": ",".join(f"{n}:{k}" for n, k in acc.pipeline_spec),
+        "engine_map": ["-" if x is None else x for x in acc.engine_map],
         "queries": len(batches), "candidates": candidates, "seed": seed, "simulator": sim,
         "bench": bench,
         "mismatches": run.mismatches, "error_flags": int(sum(run.errors)),
@@ -139,7 +142,8 @@ def run(args) -> int:
     rep = sim_report(args.config, models_dir(args.models), args.queries, args.seed,
                      args.candidates, args.pipeline, args.sim, args.idle, args.backpressure,
                      args.dram_stall, progress=not args.json and sys.stderr.isatty(),
-                     load=args.load, waves=args.waves, bench=args.bench)
+                     load=args.load, waves=args.waves, bench=args.bench,
+                     engine_map=args.engine_map)
     text = json.dumps(rep, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +162,9 @@ def add_parser(sub):
     s.add_argument("--pipeline", help="MODEL:K per stage, e.g. small:16,large:10 "
                    "(default: by the config's number of stages)")
     s.add_argument("--models", help="model directory (default build/models)")
+    s.add_argument("--engine-map", help="the stage each MLP engine serves, e.g. 0,1,1,1 "
+                   "('-': none; default: engine e serves stage e, extra engines the last "
+                   "stage)")
     s.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     s.add_argument("--idle", type=float, default=0.0, help="idle probability, query stream")
     s.add_argument("--backpressure", type=float, default=0.0)
