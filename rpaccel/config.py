@@ -292,6 +292,9 @@ CONFIGS: dict[str, RPAccelConfig] = {
     "baseline": _DEFAULT.replace(name="baseline", partitions=1, stages=1),
     # one stage on both partitions' engines, sub-batches in turn (the engine map's test bed)
     "two-engine": _DEFAULT.replace(name="two-engine", stages=1, engines=2),
+    # two stages sharing four 4-column partitions' engines (after reset: 1 + 3)
+    "shared-engines": _DEFAULT.replace(name="shared-engines", array_cols=16, partitions=4,
+                                       engines=4),
     # the default array with room for the quality table's 1,000-candidate queries
     "ml1000": _DEFAULT.replace(name="ml1000", max_items=1024),
     "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=8192,

@@ -147,3 +147,30 @@ def test_native_two_engines_serve_one_stage(models_dir, ml, tmp_path):
             em, model_busy, m["counters"]["s0_engine_cycles"])
         cycles[em] = rtl
     assert cycles[(0, 0)] < 0.75 * cycles[(0, None)], cycles
+
+
+@pytest.mark.slow  # a 4-engine build: make test-all
+def test_native_shared_engines_two_stages(models_dir, ml, tmp_path):
+    """`shared-engines` (two stages, four engines): real queries at the iso-quality
+    pipeline (small keeps 32, large 10) under the maps 1 + 3 and 2 + 2, one run with idle
+    gaps, backpressure, DRAM stalls and a bad id; bit-exact, the model within 2% of the
+    RTL without stalls."""
+    from rpaccel import perf
+
+    cfg = get_config("shared-engines")
+    nb = build_native(cfg)
+    pipe = (("small", 32), ("large", 10))
+    for em, faults in (((0, 1, 1, 1), True), ((0, 0, 1, 1), False)):
+        acc = Accelerator.from_models(cfg, models_dir, pipe, ml=ml, engine_map=em)
+        qs = [b for b, _ in acc.movielens_queries(ml, 3, seed=11)]
+        if faults:
+            job = acc.job(qs, {1: "id"})
+            mt = run_native(nb, job, tmp_path / "faults", idle=0.3, backpressure=0.3,
+                            dram_stall=0.3, seed=3)
+            assert problems(job, mt) == [] and mt["errors"] == [False, True, False], em
+        job = acc.job(qs)
+        mt = run_native(nb, job, tmp_path / "".join(map(str, em)))
+        assert problems(job, mt) == [], em
+        pred = perf.predict(acc, qs, alone=False)
+        assert abs(pred.total_cycles / mt["total_cycles"] - 1) < 0.02, (
+            em, pred.total_cycles, mt["total_cycles"])
