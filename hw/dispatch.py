@@ -80,7 +80,7 @@ class EngineCrossbar(wiring.Component):
         """The engine serving stage ``s`` after ``cur`` (wrapping to ``first``)."""
         nxt = Signal(range(self.n_eng), name=name)
         m.d.comb += nxt.eq(first)
-        for e in reversed(range(self.n_eng)):
+        for e in reversed(range(1, self.n_eng)):  # no engine comes before engine 0
             with m.If((self.owner[e] == s) & (cur < e)):
                 m.d.comb += nxt.eq(e)
         return nxt

@@ -32,7 +32,7 @@ class CalCase:
     ignored: ``queries`` users of 100 candidates); "criteo": random Criteo-shaped models
     with ``tables`` tables, one interaction per stage from ``inter`` (cycled), bags of
     ``bag`` ids, k per stage ``ks`` (default by stages) and queries of ``sizes``
-    candidates.
+    candidates. ``engine_map``: the stage of each engine (default: the config's).
     """
 
     config: str
@@ -46,20 +46,24 @@ class CalCase:
     ks: tuple = ()
     seed: int = 0
     candidates: int = 100
+    engine_map: tuple = ()
 
     @property
     def name(self) -> str:
+        emap = (" map " + ",".join("-" if s is None else str(s) for s in self.engine_map)
+                if self.engine_map else "")
         if self.kind == "ml":
             return (f"ml100k {self.pipeline or 'default'} x{self.queries}"
-                    + (f" of {self.candidates}" if self.candidates != 100 else ""))
+                    + (f" of {self.candidates}" if self.candidates != 100 else "") + emap)
         return (f"criteo {self.tables}t {self.inter} bag{self.bag} "
                 f"{'/'.join(map(str, self.sizes))}" + (f" k{'/'.join(map(str, self.ks))}"
-                                                       if self.ks else ""))
+                                                       if self.ks else "") + emap)
 
 
-#: The calibration set of ``rpaccel bench perf``: five configs, trained and random models,
-#: 2 to 8 tables, ``dot`` and ``cat``, 40 to 128 candidates, and the quality table's
-#: 1,000-candidate MovieLens queries.
+#: The calibration set of ``rpaccel bench perf``: seven configs, trained and random models,
+#: 2 to 8 tables, ``dot`` and ``cat``, 40 to 128 candidates, the quality table's
+#: 1,000-candidate MovieLens queries, and stages sharing engines (two-engine,
+#: shared-engines).
 CALIBRATION = (
     CalCase("default", "ml", "small:16,large:10", queries=3),
     CalCase("default", "ml", "small:32,large:10", queries=2),
@@ -76,14 +80,18 @@ CALIBRATION = (
     CalCase("fpga-ecp5", "ml", "small:16,medium:10", queries=3),
     CalCase("fpga-ecp5", "criteo", tables=4, inter="cat,dot", bag=2, sizes=(64, 128)),
     CalCase("ml1000", "ml", "small:32,large:10", queries=2, candidates=1000),
+    CalCase("two-engine", "ml", "large:10", queries=2),
+    CalCase("shared-engines", "ml", "small:32,large:10", queries=2, engine_map=(0, 0, 1, 1)),
+    CalCase("shared-engines", "criteo", tables=3, inter="dot,cat", bag=2, sizes=(128, 100, 70)),
 )
 
 
 def criteo_accelerator(cfg, tables: int, inter: str = "dot", bag: int = 1, ks=(),
-                       seed: int = 0):
+                       seed: int = 0, engine_map=None):
     """An `Accelerator` of random Criteo-shaped stage models (13 dense features,
     ``tables`` Zipf tables of 30-400 rows, bottom 13-16-d, top 24 wide, d = 8 / 16 / 16
-    per stage, interactions from ``inter`` cycled) and a query maker ``sizes -> batches``."""
+    per stage, interactions from ``inter`` cycled; ``engine_map`` as the runtime's) and a
+    query maker ``sizes -> batches``."""
     from ..golden.data import criteo_synthetic
     from ..golden.quantize import quantize_model
     from ..golden.zoo import ModelSize, random_model
@@ -100,7 +108,7 @@ def criteo_accelerator(cfg, tables: int, inter: str = "dot", bag: int = 1, ks=()
         calib = criteo_synthetic(300, rows, seed=seed + 10 + s, bag_size=bag)
         stages.append((quantize_model(model, calib), k))
     prof = criteo_synthetic(300, rows, seed=seed + 20, bag_size=bag)
-    acc = Accelerator(cfg, stages, prof, static_bytes=256)
+    acc = Accelerator(cfg, stages, prof, static_bytes=256, engine_map=engine_map)
 
     def queries(sizes):
         return [criteo_synthetic(n, rows, seed=seed + 30 + i, bag_size=bag)
@@ -119,11 +127,12 @@ def case_accelerator(case: CalCase, models_dir=None, ml=None):
 
         ml = ml or load_ml100k()
         pipe = parse_stages(case.pipeline) if case.pipeline else None
-        acc = Accelerator.from_models(cfg, models_dir, pipeline=pipe, ml=ml)
+        acc = Accelerator.from_models(cfg, models_dir, pipeline=pipe, ml=ml,
+                                      engine_map=case.engine_map or None)
         return acc, [b for b, _ in acc.movielens_queries(ml, case.queries, seed=case.seed + 1,
                                                          candidates=case.candidates)]
     acc, queries = criteo_accelerator(cfg, case.tables, case.inter, case.bag, case.ks,
-                                      case.seed)
+                                      case.seed, engine_map=case.engine_map or None)
     return acc, queries(case.sizes)
 
 
