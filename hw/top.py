@@ -175,8 +175,7 @@ class RPAccel(wiring.Component):
             tks.append(tk)
             m.d.comb += [ctl.dense_words.eq(reg[f"S{st}_DENSE_WORDS"]),
                          ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]
-            # load ports: host stream, else the loader, else (engine) the controller's
-            # activation beats
+            # embedding load port: host stream, else the loader
             _load_mux(m, emb.load, [
                 (getattr(self, f"mload_{st}"), None),
                 (dma.out, dma.target == 2 * st + LoadUnit.EMBEDDING)])
@@ -255,21 +254,23 @@ class RPAccel(wiring.Component):
                      csr.QUERIES.eq(queries), csr.CYCLES.eq(cycles),
                      csr.BUSY_CYCLES.eq(busy_cycles), csr.LOAD_STATUS.eq(dma.busy),
                      csr.LOAD_DONE.eq(dma.done)]
+        # an engine's counters are per run: its MACs are added when it falls idle
+        busy = [getattr(ce, f"busy_{g}") for g in range(NE)]
+        run_done = []
+        for g in range(NE):
+            was_busy = Signal(name=f"was_busy{g}")
+            m.d.sync += was_busy.eq(busy[g])
+            run_done.append(was_busy & ~busy[g])
         for st in range(NS):
             e, tk = self.embs[st], tks[st]
             m.d.comb += e.err_clear.eq(err_clear)
             items, macs, ecyc = Signal(32), Signal(32), Signal(32)
-            # engine cycles and MACs of the stage's engines (an engine's counters are per
-            # run: added up when it falls idle)
-            busy_n, run_macs = [], []
-            for g in range(NE):
-                busy = getattr(ce, f"busy_{g}")
-                was_busy = Signal(name=f"was_busy{st}_{g}")
-                m.d.sync += was_busy.eq(busy)
-                mine = emap[g] == st
-                busy_n.append(busy & mine)
-                run_macs.append(Mux(mine & was_busy & ~busy, getattr(ce, f"macs_{g}"), 0))
-            m.d.sync += [ecyc.eq(ecyc + sum(busy_n)), macs.eq(macs + sum(run_macs))]
+            # engine cycles and MACs summed over the stage's engines
+            mine = [emap[g] == st for g in range(NE)]
+            m.d.sync += [
+                ecyc.eq(ecyc + sum(busy[g] & mine[g] for g in range(NE))),
+                macs.eq(macs + sum(Mux(mine[g] & run_done[g], getattr(ce, f"macs_{g}"), 0)
+                                   for g in range(NE)))]
             with m.If(tk.i.valid & tk.i.ready):
                 m.d.sync += items.eq(items + tk.i.payload.lanes[0].valid)
             m.d.comb += [getattr(csr, f"S{st}_ITEMS").eq(items),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -673,13 +674,27 @@ def engine_maps(config: RPAccelConfig) -> list[tuple]:
     return out
 
 
-def best_engine_map(make_acc, batches, goal: str = "throughput"):
-    """The engine map (`engine_maps`) under which the model runs ``batches`` best.
+class EngineMapChoice(NamedTuple):
+    """What `best_engine_map` returns."""
+
+    engine_map: tuple
+    #: ``{"engine_map", "latency_cycles", "interval_cycles"}`` per map tried.
+    table: list
+    #: The accelerator with the chosen map and its prediction.
+    acc: object
+    prediction: Prediction
+
+
+def best_engine_map(config: RPAccelConfig, make_acc, batches,
+                    goal: str = "throughput") -> EngineMapChoice:
+    """The engine map (`engine_maps` of ``config``) under which the model runs ``batches``
+    best.
 
     Parameters
     ----------
+    config : RPAccelConfig
     make_acc : callable
-        ``engine_map -> Accelerator``.
+        ``engine_map -> Accelerator`` on ``config``.
     batches : sequence of Batch
     goal : str
         ``"throughput"`` (fewest cycles between results back to back, then latency) or
@@ -687,25 +702,24 @@ def best_engine_map(make_acc, batches, goal: str = "throughput"):
 
     Returns
     -------
-    best : tuple
-        The map.
-    table : list of dict
-        ``{"engine_map", "latency_cycles", "interval_cycles"}`` per map tried.
+    EngineMapChoice
     """
     if goal not in ("throughput", "latency"):
         raise ValueError(f"goal must be 'throughput' or 'latency', not {goal!r}")
-    table, preds = [], {}
-    acc0 = make_acc(None)
-    for em in engine_maps(acc0.config):
-        pred = predict(make_acc(em), batches)
-        preds[em] = pred
-        table.append({"engine_map": list(em), "latency_cycles": float(np.mean(pred.alone)),
-                      "interval_cycles": float(pred.interval)})
     keys = ("interval_cycles", "latency_cycles")
     if goal == "latency":
         keys = keys[::-1]
-    best = min(table, key=lambda r: tuple(r[k] for k in keys))
-    return tuple(best["engine_map"]), table
+    table, best = [], None
+    for em in engine_maps(config):
+        acc = make_acc(em)
+        pred = predict(acc, batches)
+        row = {"engine_map": list(em), "latency_cycles": float(np.mean(pred.alone)),
+               "interval_cycles": float(pred.interval)}
+        table.append(row)
+        score = tuple(row[k] for k in keys)
+        if best is None or score < best[0]:
+            best = (score, em, acc, pred)
+    return EngineMapChoice(best[1], table, best[2], best[3])
 
 
 def stage_service(pred: Prediction) -> list[float]:

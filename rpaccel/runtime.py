@@ -198,10 +198,14 @@ class Accelerator:
                 cfg, default_engine_map(cfg) if engine_map is None else engine_map)
         except ValueError as e:
             raise AccelError(str(e)) from None
-        # every engine's program is its stage's, compiled for its slot (load-beat width)
-        self.engine_progs = [None if s is None else
-                             compile_stage(cfg, slot_width(cfg, e), self.mode,
-                                           self.stages[s][0])
+        # every engine's program is its stage's, compiled for its slot's width (the load
+        # beats' layout): once per stage and width
+        compiled = {}
+        for e, s in enumerate(self.engine_map):
+            key = (s, slot_width(cfg, e))
+            if s is not None and key not in compiled:
+                compiled[key] = compile_stage(cfg, key[1], self.mode, self.stages[s][0])
+        self.engine_progs = [None if s is None else compiled[s, slot_width(cfg, e)]
                              for e, s in enumerate(self.engine_map)]
         self.progs = [self.engine_progs[self.engine_map.index(s)]
                       for s in range(len(self.stages))]

@@ -216,9 +216,10 @@ def perf_rows(workload: str, designs=None, n_queries: int = 4, models_dir=None,
                     return workload_accelerator(workload, design, pipe, models_dir, rows=rows,
                                                 overrides=overrides, engine_map=em)
 
-                em, tried = perf.best_engine_map(make, batches)
-                acc = make(em)
-            pred = perf.predict(acc, batches)
+                choice = perf.best_engine_map(acc.config, make, batches)
+                acc, pred, tried = choice.acc, choice.prediction, choice.table
+            else:
+                pred = perf.predict(acc, batches)
             out.append(_row(workload, design, pipe, acc, pred))
             if tried:
                 out[-1]["engine_maps_tried"] = tried
