@@ -24,6 +24,8 @@ __all__ = [
     "CacheStats",
     "CacheModel",
     "profile_hot_rows",
+    "batch_hot_order",
+    "pin_hot_rows",
     "belady_hits",
     "belady_bounds",
     "table_bases",
@@ -145,10 +147,43 @@ def profile_hot_rows(trace, row_bytes, budget_bytes: int) -> dict[int, set[int]]
     """Pick the rows to pin: the most frequent ``(table, row)`` of a profiling trace, in
     order of frequency (ties: lower table, then lower row), until ``budget_bytes`` is used."""
     counts = Counter((int(t), int(r)) for t, r in trace)
-    order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    order = [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return pin_hot_rows(order, row_bytes, budget_bytes)
+
+
+_BATCH_ORDERS: dict = {}  # id(batch) -> (weak reference to it, its hot-row order)
+
+
+def batch_hot_order(batch) -> list[tuple[int, int]]:
+    """Every ``(table, row)`` a batch looks up, most frequent first (ties: lower table,
+    then lower row): `profile_hot_rows`' order of ``batch_trace(batch)``, counted with
+    NumPy and kept per batch object (a profile pins many configurations' caches)."""
+    import weakref
+
+    hit = _BATCH_ORDERS.get(id(batch))
+    if hit is not None and hit[0]() is batch:
+        return hit[1]
+    tabs, rows, cnts = [], [], []
+    for t, (ind, off) in enumerate(zip(batch.indices, batch.offsets, strict=True)):
+        start = int(off[0]) if batch.size and len(off) else len(ind)
+        r, c = np.unique(np.asarray(ind[start:], np.int64), return_counts=True)
+        tabs.append(np.full(len(r), t, np.int64))
+        rows.append(r)
+        cnts.append(c)
+    t_all, r_all, c_all = (np.concatenate(x) if x else np.zeros(0, np.int64)
+                           for x in (tabs, rows, cnts))
+    idx = np.lexsort((r_all, t_all, -c_all))
+    order = list(zip(t_all[idx].tolist(), r_all[idx].tolist(), strict=True))
+    _BATCH_ORDERS[id(batch)] = (weakref.ref(batch), order)
+    return order
+
+
+def pin_hot_rows(order, row_bytes, budget_bytes: int) -> dict[int, set[int]]:
+    """The rows of ``order`` (``(table, row)``, hottest first) that fit ``budget_bytes``,
+    taken in order (a row that does not fit is skipped, later smaller ones may)."""
     pinned: dict[int, set[int]] = {}
     used = 0
-    for (t, r), _ in order:
+    for t, r in order:
         if used + row_bytes[t] > budget_bytes:
             continue
         pinned.setdefault(t, set()).add(r)

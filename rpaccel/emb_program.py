@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import RPAccelConfig, require
-from .golden.cache import CacheModel, batch_trace, profile_hot_rows, table_bases
+from .golden.cache import CacheModel, batch_hot_order, pin_hot_rows, table_bases
 from .golden.numerics import requantize
 from .program import pack_lanes
 
@@ -99,7 +99,7 @@ class EmbeddingImage:
         pinned = {}
         if profile is not None and static_bytes:
             budget = min(static_bytes, config.static_rows * min(row_bytes))
-            pinned = profile_hot_rows(batch_trace(profile), row_bytes, budget)
+            pinned = pin_hot_rows(batch_hot_order(profile), row_bytes, budget)
         return cls(config, [np.asarray(e) for e in q.emb], pinned, np.asarray(q.pool_mult),
                    np.asarray(q.pool_shift), dram_base=dram_base)
 

@@ -587,11 +587,12 @@ class _Machine:
         return q
 
 
-def _stage_beats(acc, batch, s: int, order=None):
+def _stage_beats(acc, batch, s: int, order=None, beats=None):
     """Per item, the beats stage ``s``'s feeder presents: ``("dense", stage)`` or
     ``("id", table, row, last)``; for s >= 1 (replay) only the buffered ones, items in
-    the order ``order`` (the survivors, best first)."""
-    beats = acc.query_beats(batch)[1:]
+    the order ``order`` (the survivors, best first). ``beats``: the query's beats
+    (``acc.query_beats(batch)``) when already made."""
+    beats = (acc.query_beats(batch) if beats is None else beats)[1:]
     items, cur = [], []
     for b in beats:
         if b["dense"]:
@@ -643,9 +644,10 @@ def predict(acc, batches, alone: bool = True) -> Prediction:
     beats = []
     for b in batches:
         surv = _survivors(acc, b)
-        per = [_stage_beats(acc, b, 0)]
+        qb = acc.query_beats(b)
+        per = [_stage_beats(acc, b, 0, beats=qb)]
         for s in range(1, acc.config.stages):
-            per.append(_stage_beats(acc, b, s, surv[s - 1]))
+            per.append(_stage_beats(acc, b, s, surv[s - 1], beats=qb))
         beats.append(per)
     queries = [m.query(per, b.size, 0) for per, b in zip(beats, batches, strict=True)]
     m.busy["axi"] = sum(a.busy for a in m.axis)

@@ -7,7 +7,13 @@ top-k on. Per pipeline, device and mode this measures the latency of one query a
 (host to device, pipeline, answer back to host) and the throughput of batches of queries,
 with the GPU's board power beside it.
 
-Run ``python -m rpaccel.scripts.baselines --devices cpu,cuda --out baselines.json``.
+With ``--stages`` it measures single stages instead (`STAGES`: one model scoring ``items``
+items per query and keeping ``keep``), the per-stage service times a heterogeneous
+scheduler needs to map each stage of a pipeline onto CPU, GPU or accelerator; add
+``--pipelines all`` to measure both in one run.
+
+Run ``python -m rpaccel.scripts.baselines --devices cpu,cuda --out baselines.json``
+(or ``python scripts/baselines.py ...``: the module needs only numpy and torch).
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ except ImportError:  # the "train" extra is optional: macs_per_query needs no to
     torch = None
     F = None
 
-__all__ = ["MODELS", "PIPELINES", "MODES", "ModelSpec", "Stage", "macs_per_query",
-           "build_models", "make_queries", "run_pipeline", "run_baselines", "format_table",
-           "main"]
+__all__ = ["MODELS", "PIPELINES", "STAGES", "MODES", "ModelSpec", "Stage", "stage_name",
+           "entry_stages", "macs_per_query", "build_models", "make_queries", "run_pipeline",
+           "run_baselines", "format_table", "main"]
 
 DENSE = 13
 TABLES = 26
@@ -78,6 +84,34 @@ PIPELINES = {
                                   Stage("large", 128, 64)),
 }
 
+
+
+def stage_name(stage: Stage) -> str:
+    """Name of a single-stage entry of `STAGES`.
+
+    Parameters
+    ----------
+    stage : Stage
+        The stage.
+
+    Returns
+    -------
+    str
+        ``"stage <model> <items>-><keep>"``, e.g. ``"stage small 4096->512"``.
+    """
+    return f"stage {stage.model} {stage.items}->{stage.keep}"
+
+
+#: Single stages, measured alone like pipelines: every stage of `PIPELINES` and the
+#: one-stage pipeline's large model at 4096 items. Keys are `stage_name` of the value.
+STAGES = {stage_name(s): s for s in (
+    Stage("small", 4096, 512),
+    Stage("med", 512, 128),
+    Stage("large", 512, 64),
+    Stage("large", 128, 64),
+    Stage("large", 4096, 64),
+)}
+
 #: (mode, dtype) cells measured per device.
 MODES = {
     "cpu": (("eager", "fp32"),),
@@ -95,6 +129,9 @@ def _check_tables():
         for a, b in zip(stages[:-1], stages[1:], strict=True):
             if b.items != a.keep:
                 raise ValueError(f"pipeline {name}: a stage scores {b.items}, not {a.keep}")
+    for name, st in STAGES.items():
+        if st.model not in MODELS or not 0 < st.keep <= st.items or name in PIPELINES:
+            raise ValueError(f"stage entry {name}: {st} is not a valid stage")
 
 
 _check_tables()
@@ -106,13 +143,33 @@ def _model_macs(spec: ModelSpec) -> int:
     return mlp + PAIRS * spec.emb_dim
 
 
+def entry_stages(name: str) -> tuple[Stage, ...]:
+    """The stages of a measured entry: a pipeline or a single-stage entry.
+
+    Parameters
+    ----------
+    name : str
+        A key of `PIPELINES` or of `STAGES`.
+
+    Returns
+    -------
+    tuple of Stage
+        The pipeline's stages, or the one stage of a `STAGES` entry.
+    """
+    if name in PIPELINES:
+        return PIPELINES[name]
+    if name in STAGES:
+        return (STAGES[name],)
+    raise KeyError(f"{name!r} is neither a pipeline nor a stage entry")
+
+
 def macs_per_query(pipeline_name: str) -> int:
-    """Dense multiply-accumulates of one query through a pipeline.
+    """Dense multiply-accumulates of one query through a pipeline or a single stage.
 
     Parameters
     ----------
     pipeline_name : str
-        A key of `PIPELINES`.
+        A key of `PIPELINES` or of `STAGES`.
 
     Returns
     -------
@@ -121,7 +178,7 @@ def macs_per_query(pipeline_name: str) -> int:
         (``in * out``) and the interaction's 351 dot products of ``emb_dim`` each.
         Embedding gathers, bias adds and top-k are not counted.
     """
-    return sum(s.items * _model_macs(MODELS[s.model]) for s in PIPELINES[pipeline_name])
+    return sum(s.items * _model_macs(MODELS[s.model]) for s in entry_stages(pipeline_name))
 
 
 def _need_torch():
@@ -229,12 +286,12 @@ def make_queries(n_queries: int, rows: int = 100_000, items: int = 4096, seed: i
 
 
 def run_pipeline(pipeline_name: str, models: dict, dense, ids) -> list:
-    """Score a batch of queries through a pipeline.
+    """Score a batch of queries through a pipeline (or a single-stage entry).
 
     Parameters
     ----------
     pipeline_name : str
-        A key of `PIPELINES`.
+        A key of `PIPELINES` or of `STAGES`.
     models : dict
         From `build_models`, on the device of ``dense`` and ``ids``.
     dense, ids : torch.Tensor
@@ -247,7 +304,7 @@ def run_pipeline(pipeline_name: str, models: dict, dense, ids) -> list:
         Per stage, the survivors' candidate ids (positions in the query's candidate list,
         int64 ``[Q, keep]``) and scores (``[Q, keep]``, best first). The last is the answer.
     """
-    stages = PIPELINES[pipeline_name]
+    stages = entry_stages(pipeline_name)
     q, n = dense.shape[:2]
     if n != stages[0].items:
         raise ValueError(f"{pipeline_name} takes {stages[0].items} items, got {n}")
@@ -283,7 +340,7 @@ def _eager_runner(name, models, device):
 def _graph_runner(name, models, device, q, host_dense):
     """The whole pipeline, top-k and gathers included, captured as one CUDA graph for
     batches of ``q`` queries; inputs go through static buffers."""
-    items = PIPELINES[name][0].items
+    items = entry_stages(name)[0].items
     s_dense = torch.empty(q, items, DENSE, device=device)
     s_ids = torch.zeros(q, items, TABLES, dtype=torch.int64, device=device)
     s_dense.copy_(host_dense[:q])
@@ -436,11 +493,11 @@ def _host_batches(q, rows, items, pinned, seed, count):
 
 def _cell(name, device, mode, dtype, models, pool, batch_sizes, queries, warmup, rows,
           budget_s, sampler, progress):
-    """One (pipeline, device, mode, dtype) row: latency, then throughput per batch size."""
-    items = PIPELINES[name][0].items
+    """One (pipeline or stage entry, device, mode, dtype) row: latency, then throughput per
+    batch size."""
+    items = entry_stages(name)[0].items
     cuda = device.type == "cuda"
-    row = {"pipeline": name, "device": device.type, "mode": mode, "dtype": dtype,
-           "macs_per_query": macs_per_query(name)}
+    row = {**_row_head(name, device.type, mode, dtype), "macs_per_query": macs_per_query(name)}
     if mode == "cuda-graph":
         fn = _graph_runner(name, models, device, 1, pool[0])
     else:
@@ -476,6 +533,14 @@ def _cell(name, device, mode, dtype, models, pool, batch_sizes, queries, warmup,
     return row
 
 
+def _row_head(name, dev, mode, dtype) -> dict:
+    """A row's first fields; a stage entry's also name its model, items and keep."""
+    row = {"pipeline": name, "device": dev, "mode": mode, "dtype": dtype}
+    if name in STAGES:
+        row.update(asdict(STAGES[name]))
+    return row
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -490,8 +555,9 @@ def _cpu_model() -> str:
 def run_baselines(devices=("cpu", "cuda"), queries: int = 200, warmup: int = 20,
                   batch_sizes=(16, 64, 256), rows: int = 100_000, threads: int | None = None,
                   progress=print, time_budget_s: float = 30.0, cpu_max_batch: int = 64,
-                  pipelines=None) -> dict:
-    """Measure the pipelines of `PIPELINES` on each device in each mode of `MODES`.
+                  pipelines=None, stages=()) -> dict:
+    """Measure the pipelines of `PIPELINES` (and single stages of `STAGES`) on each device in
+    each mode of `MODES`.
 
     Parameters
     ----------
@@ -517,22 +583,34 @@ def run_baselines(devices=("cpu", "cuda"), queries: int = 200, warmup: int = 20,
         Batch sizes on the CPU are clipped to this, as large batches there run for
         seconds each.
     pipelines : iterable of str, optional
-        Keys of `PIPELINES` (default: all).
+        Keys of `PIPELINES` (default: all; pass ``()`` to measure stage entries alone).
+    stages : iterable of str, optional
+        Keys of `STAGES`, measured after the pipelines in the same way (default: none;
+        ``list(STAGES)`` for all).
 
     Returns
     -------
     dict
-        ``{"meta": {...}, "rows": [...]}``: one row per pipeline, device, mode and dtype with
-        ``p50_ms``, ``p95_ms``, ``mean_ms`` (one query, host to host), ``queries`` (how
-        many were timed), ``batched`` (``batch``, ``qps``, ``power_w``, ``qps_per_w``,
-        ``batches``, ``seconds``) and ``macs_per_query``; a row whose run failed has
-        ``error`` instead.
+        ``{"meta": {...}, "rows": [...]}``: one row per pipeline or stage entry, device,
+        mode and dtype with ``p50_ms``, ``p95_ms``, ``mean_ms`` (one query, host to host),
+        ``queries`` (how many were timed), ``batched`` (``batch``, ``qps``, ``power_w``,
+        ``qps_per_w``, ``batches``, ``seconds``) and ``macs_per_query``; a row whose run
+        failed has ``error`` instead. The entry's name is in ``pipeline``; a stage entry's
+        row also has ``model``, ``items`` and ``keep``, and ``meta`` then has ``stages``
+        beside ``pipelines``.
     """
     _need_torch()
     threads = threads or os.cpu_count() or 1
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     pipelines = list(PIPELINES if pipelines is None else pipelines)
+    stages = list(stages or ())
+    for name in pipelines:
+        if name not in PIPELINES:
+            raise ValueError(f"unknown pipeline {name!r} (one of {'; '.join(PIPELINES)})")
+    for name in stages:
+        if name not in STAGES:
+            raise ValueError(f"unknown stage entry {name!r} (one of {'; '.join(STAGES)})")
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
@@ -550,18 +628,21 @@ def run_baselines(devices=("cpu", "cuda"), queries: int = 200, warmup: int = 20,
         "pipelines": {k: [asdict(s) for s in PIPELINES[k]] for k in pipelines},
         "notes": [],
     }
+    if stages:
+        meta["stages"] = {k: asdict(STAGES[k]) for k in stages}
     rows_out = []
     try:
         with torch.inference_mode():
             for dev in devices:
-                rows_out += _run_device(dev, meta, pipelines, queries, warmup, batch_sizes,
-                                        rows, time_budget_s, cpu_max_batch, progress)
+                rows_out += _run_device(dev, meta, pipelines + stages, queries, warmup,
+                                        batch_sizes, rows, time_budget_s, cpu_max_batch,
+                                        progress)
     finally:
         torch.set_num_threads(old_threads)
     return {"meta": meta, "rows": rows_out}
 
 
-def _run_device(dev, meta, pipelines, queries, warmup, batch_sizes, rows, budget_s,
+def _run_device(dev, meta, entries, queries, warmup, batch_sizes, rows, budget_s,
                 cpu_max_batch, progress):
     if dev not in MODES:
         raise ValueError(f"unknown device {dev!r} (one of {', '.join(MODES)})")
@@ -581,19 +662,24 @@ def _run_device(dev, meta, pipelines, queries, warmup, batch_sizes, rows, budget
     else:
         sizes = sorted({min(b, cpu_max_batch) for b in batch_sizes})
     meta.setdefault("batch_sizes_used", {})[dev] = sizes
-    items = PIPELINES[pipelines[0]][0].items
-    pool = _host_batches(8, rows, items, dev == "cuda", seed=1, count=1)[0]
+    # single-query inputs, one pool per number of items (the pipelines' is the same as ever)
+    pools = {}
+    for name in entries:
+        items = entry_stages(name)[0].items
+        if items not in pools:
+            pools[items] = _host_batches(8, rows, items, dev == "cuda", seed=1, count=1)[0]
     out = []
     try:
         for mode, dtype in MODES[dev]:
             models = build_models(rows, device, dtype)
-            for name in pipelines:
+            for name in entries:
+                pool = pools[entry_stages(name)[0].items]
                 try:
                     out.append(_cell(name, device, mode, dtype, models, pool, sizes, queries,
                                      warmup, rows, budget_s, sampler, progress))
                 except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
                     # keep going: one failed cell (memory, capture) should not lose the rest
-                    out.append({"pipeline": name, "device": dev, "mode": mode, "dtype": dtype,
+                    out.append({**_row_head(name, dev, mode, dtype),
                                 "error": f"{type(e).__name__}: {str(e)[:300]}"})
                     progress(f"{name} {dev} {mode} {dtype}: {out[-1]['error']}")
             del models
@@ -640,6 +726,15 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(",") if x)
 
 
+def _names(s: str | None, table: dict) -> list[str] | None:
+    """Comma-separated keys of ``table``; ``"all"`` for every key, None stays None."""
+    if s is None:
+        return None
+    if s.strip() == "all":
+        return list(table)
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
 def main(argv=None) -> int:
     """Command line: measure the baselines, print a table, optionally write JSON.
 
@@ -665,14 +760,23 @@ def main(argv=None) -> int:
                    help="seconds of measuring per pipeline, device and mode, about")
     p.add_argument("--cpu-max-batch", type=int, default=64)
     p.add_argument("--pipelines", default=None,
-                   help=f"comma-separated subset of: {'; '.join(PIPELINES)}")
+                   help=f"comma-separated subset of: {'; '.join(PIPELINES)}; or 'all' "
+                        "(default: all, unless --stages is given)")
+    p.add_argument("--stages", nargs="?", const="all", default=None,
+                   help="measure single-stage entries instead of the pipelines (as well, "
+                        "with --pipelines): comma-separated subset of: "
+                        f"{'; '.join(STAGES)} (default: all)")
     p.add_argument("--out", default=None, help="write the JSON here")
     a = p.parse_args(argv)
-    pipelines = None if a.pipelines is None else [s.strip() for s in a.pipelines.split(",")]
+    stages = _names(a.stages, STAGES)
+    pipelines = _names(a.pipelines, PIPELINES)
+    if stages is not None and pipelines is None:
+        pipelines = []
     result = run_baselines(devices=tuple(d for d in a.devices.split(",") if d),
                            queries=a.queries, warmup=a.warmup, batch_sizes=a.batch_sizes,
                            rows=a.rows, threads=a.threads, time_budget_s=a.time_budget,
                            cpu_max_batch=a.cpu_max_batch, pipelines=pipelines,
+                           stages=stages or (),
                            progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(result))
     if a.out:

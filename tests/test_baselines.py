@@ -5,13 +5,17 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rpaccel.scripts.baselines import (  # noqa: E402
+    MODELS,
     PIPELINES,
+    STAGES,
     build_models,
     format_table,
     macs_per_query,
+    main,
     make_queries,
     run_baselines,
     run_pipeline,
+    stage_name,
 )
 
 ROWS = 1000
@@ -73,3 +77,59 @@ def test_run_baselines_cpu(tmp_path):
         (b,) = r["batched"]
         assert b["batch"] == 2 and b["qps"] > 0 and b["batches"] >= 2
     assert "1-stage large" in format_table(res)
+
+
+def test_stage_entries_add_up_to_pipelines():
+    for name, st in STAGES.items():
+        assert name == stage_name(st) == f"stage {st.model} {st.items}->{st.keep}"
+        assert st.model in MODELS and 0 < st.keep <= st.items
+    for name in ("stage small 4096->512", "stage med 512->128", "stage large 512->64",
+                 "stage large 128->64", "stage large 4096->64"):
+        assert name in STAGES
+    # every stage of every pipeline has its own entry, and their MACs add up to the pipeline's
+    for name, stages in PIPELINES.items():
+        assert macs_per_query(name) == sum(macs_per_query(stage_name(s)) for s in stages)
+    assert macs_per_query("2-stage small->large") == (
+        macs_per_query("stage small 4096->512") + macs_per_query("stage large 512->64"))
+    assert macs_per_query("3-stage small->med->large") == (
+        macs_per_query("stage small 4096->512") + macs_per_query("stage med 512->128")
+        + macs_per_query("stage large 128->64"))
+    assert macs_per_query("stage large 4096->64") == macs_per_query("1-stage large")
+    assert macs_per_query("stage large 128->64") == 228832 * 128
+    with pytest.raises(KeyError):
+        macs_per_query("stage large 4096->4096")
+
+
+def test_stage_mode_cpu(tmp_path, capsys):
+    models = build_models(ROWS, names=("med",))
+    dense, ids = make_queries(2, ROWS, items=512, seed=4)
+    with torch.inference_mode():
+        ((cand, scores),) = run_pipeline("stage med 512->128", models, dense, ids)
+        assert cand.shape == scores.shape == (2, 128)
+        direct = models["med"](dense[1, cand[1]], ids[1, cand[1]])
+        torch.testing.assert_close(direct, scores[1])
+    # --stages alone measures the stage entries only, in the pipelines' row format
+    names = ["stage large 128->64", "stage med 512->128"]
+    out = tmp_path / "stages.json"
+    assert main(["--devices", "cpu", "--stages", ",".join(names), "--queries", "3",
+                 "--warmup", "1", "--batch-sizes", "2", "--rows", str(ROWS), "--threads", "1",
+                 "--time-budget", "2", "--out", str(out)]) == 0
+    assert "stage med 512->128" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    meta = res["meta"]
+    assert meta["pipelines"] == {} and list(meta["stages"]) == names
+    assert meta["stages"]["stage med 512->128"] == {"model": "med", "items": 512, "keep": 128}
+    assert meta["params"]["rows"] == ROWS and meta["threads"] == 1
+    rows = res["rows"]
+    assert [r["pipeline"] for r in rows] == names
+    for r in rows:
+        assert "error" not in r, r
+        st = STAGES[r["pipeline"]]
+        assert (r["model"], r["items"], r["keep"]) == (st.model, st.items, st.keep)
+        assert r["device"] == "cpu" and r["mode"] == "eager" and r["dtype"] == "fp32"
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["mean_ms"] > 0
+        assert 1 <= r["queries"] <= 3
+        assert r["answer_k"] == st.keep
+        assert r["macs_per_query"] == macs_per_query(r["pipeline"])
+        (b,) = r["batched"]
+        assert b["batch"] == 2 and b["qps"] > 0 and b["batches"] >= 2

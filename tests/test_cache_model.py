@@ -77,3 +77,16 @@ def test_batch_trace_order_and_context():
     assert tr[0] == (0, int(b.indices[0][0]))
     assert len(tr) == 1 + 3 * 2 * 2
     assert tr[1:3] == [(1, int(b.indices[1][0])), (1, int(b.indices[1][1]))]
+
+
+def test_batch_hot_order_pins_what_the_trace_ranking_pins():
+    from rpaccel.golden.cache import batch_hot_order, batch_trace, pin_hot_rows, profile_hot_rows
+    from rpaccel.golden.data import criteo_synthetic
+
+    prof = criteo_synthetic(800, [300, 50, 1000, 7], seed=4, hot_seed=7, bag_size=2)
+    row_bytes = [4, 16, 8, 32]
+    for budget in (0, 40, 1000, 4000, 10**6):
+        want = profile_hot_rows(batch_trace(prof), row_bytes, budget)
+        got = pin_hot_rows(batch_hot_order(prof), row_bytes, budget)
+        assert got == want, f"budget {budget}: expected {want}, got {got}"
+    assert batch_hot_order(prof) is batch_hot_order(prof)  # counted once per batch
