@@ -681,10 +681,8 @@ def write_plots(report: dict, out_dir) -> list[str]:
         front = sorted(pareto(pts, {k: "min", "hr@10": "max"}), key=lambda d: d[k])
         ax.step([d[k] for d in front], [d["hr@10"] for d in front], "k-", where="post",
                 label="Pareto front")
-        for b in report["quality"]["baselines"]:
-            ax.axhline(b["hr@10"], ls=":", color="grey")
-            ax.text(ax.get_xlim()[0] if pts else 0, b["hr@10"], f" {b['pipeline']}",
-                    fontsize=7, va="bottom", color="grey")
+        for b, c in zip(report["quality"]["baselines"], ("grey", "tab:red"), strict=False):
+            ax.axhline(b["hr@10"], ls=":", color=c, label=f"{b['pipeline']} (baseline)")
         ax.set_xscale("log")
         ax.set_xlabel("p95 latency at the medium load (ms, model)")
         ax.set_ylabel("HR@10 (int8 golden, 943 users' held-out queries)")
