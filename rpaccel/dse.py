@@ -869,3 +869,43 @@ def heterogeneous(loads=None, path=STAGE_BASELINES, log=print) -> dict:
     out["accelerator_segments"] = {" + ".join(f"{m}@{a}->{k}" for m, a, k in seg): v
                                    for seg, v in accel_cache.items()}
     return out
+
+
+# ---- RTL spot checks ----------------------------------------------------------------------
+def point_of(row: dict) -> Point:
+    """The `Point` of a report row (its ``key``)."""
+    d = json.loads(row["key"])
+    d["pipeline"] = tuple(tuple(x) for x in d["pipeline"])
+    d["engine_map"] = None if d["engine_map"] is None else tuple(d["engine_map"])
+    return Point(**d)
+
+
+def spot_check(point: Point, models_dir=None, queries: int = 2, workdir=None) -> dict:
+    """Run ``point`` (its fitted configuration) on Verilator (the native testbench, model
+    loaded by the loader from DRAM) and compare the cycle model with it: the first query's
+    latency alone and the cycles of the whole back-to-back sequence. The answers are checked
+    bit for bit against golden."""
+    import tempfile
+
+    from . import perf
+    from .sim.native import build_native, problems, run_native
+
+    models = _stage_models(point.workload, models_dir)[0]
+    cfg = _fit_width(point.config(), [models[m] for m, _ in point.pipeline])
+    cfg = _fit_buffers(cfg, _accelerator(point, cfg.replace(weight_rows=1 << 22,
+                                                             param_rows=1 << 16), models_dir))
+    acc = _accelerator(point, cfg, models_dir)
+    batches = _queries(point.workload, models_dir, queries, 0)
+    pred = perf.predict(acc, batches, alone=False)
+    t0 = time.perf_counter()
+    nb = build_native(cfg)
+    job = acc.job(batches)
+    mt = run_native(nb, job, Path(workdir or tempfile.mkdtemp(prefix="rpaccel-dse-")))
+    wrong = problems(job, mt)
+    rows = {"latency": (pred.queries[0].latency, mt["latency"][0]),
+            "total": (pred.total_cycles, mt["total_cycles"])}
+    return {"key": point.key, "pipeline": point.pipeline_name, "config": cfg.to_dict(),
+            "problems": wrong, "rtl_seconds": round(time.perf_counter() - t0, 1),
+            **{f"{k}_model": m for k, (m, _) in rows.items()},
+            **{f"{k}_rtl": r for k, (_, r) in rows.items()},
+            **{f"{k}_error": round(m / r - 1, 5) for k, (m, r) in rows.items()}}

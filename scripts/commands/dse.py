@@ -35,6 +35,28 @@ def dse_table(rep: dict):
     return t
 
 
+def spot_checks(rep: dict, n: int, max_side: int, models) -> list[dict]:
+    """The ``n`` smallest distinct configurations on any Pareto front (arrays up to
+    ``max_side``) on Verilator beside the model."""
+    from ...dse import point_of, spot_check
+
+    keys = {k.rsplit("@", 1)[0] for front in rep["pareto"].values() for k in front}
+    rows = sorted((d for d in rep["designs"] if d["key"] in keys and d["side"] <= max_side),
+                  key=lambda d: d["area_mm2"])
+    out, seen = [], set()
+    for d in rows:
+        if d["key"] in seen or len(out) >= n:
+            continue
+        seen.add(d["key"])
+        r = spot_check(point_of(d), models)
+        print(f"spot check {r['pipeline']} {d['side']}x{d['side']}: latency model "
+              f"{r['latency_model']} RTL {r['latency_rtl']} ({r['latency_error']:+.2%}), "
+              f"total {r['total_model']} / {r['total_rtl']} ({r['total_error']:+.2%}), "
+              f"{len(r['problems'])} problems", file=sys.stderr)
+        out.append(r)
+    return out
+
+
 def run(args) -> int:
     from ...dse import sweep, write_plots
 
@@ -47,6 +69,10 @@ def run(args) -> int:
         from ...dse import heterogeneous
 
         rep["heterogeneous"] = heterogeneous(log=lambda m: print(m, file=sys.stderr))
+    if args.spot_check:
+        rep["spot_checks"] = spot_checks(rep, args.spot_check, args.max_side,
+                                         models_dir(args.models)
+                                         if args.workload == "ml100k" else None)
     if args.plots:
         rep["plots"] = write_plots(rep, args.plots)
     if args.out:
@@ -98,6 +124,11 @@ def add_parser(sub):
     s.add_argument("--plots", help="write the PNG fronts into this folder")
     s.add_argument("--no-heterogeneous", action="store_true",
                    help="recpipe-criteo: skip RecPipe's CPU / GPU / RPAccel stage scheduler")
+    s.add_argument("--spot-check", type=int, default=0, metavar="N",
+                   help="run the N smallest Pareto configurations on Verilator beside the "
+                   "model (native testbench)")
+    s.add_argument("--max-side", type=int, default=16,
+                   help="largest array side a spot check builds (Verilator time)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true")
     s.add_argument("--out", help="also write the JSON report here")
