@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from .config import RPAccelConfig
 
-__all__ = ["GF12", "Memory", "memories", "memory_bytes", "asic_area"]
+__all__ = ["GF12", "Memory", "memories", "elaborated_memories", "memory_bytes", "asic_area"]
 
 _ARRAY_32_BASE_UM2, _ARRAY_32_RECONF_UM2 = 506_891.0, 527_807.0
 _ARRAY_32_BASE_MW, _ARRAY_32_RECONF_MW = 166.0, 171.0
@@ -67,18 +67,11 @@ def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
 
-@lru_cache(maxsize=64)
-def _topk_memories(topk_impl: str, topk_lanes: int, topk_k: int, topk_id_bits: int,
-                   score_bits: int) -> tuple:
-    """The RAMs of one top-k unit, read off the elaborated unit (the heap's levels are too
-    irregular for a formula; the queue keeps everything in registers)."""
+def elaborated_memories(component) -> list[Memory]:
+    """The RAMs of an Amaranth component as elaborated (``Fragment.get``), each named by
+    its path of submodule names."""
     from amaranth.hdl import Fragment, Shape
 
-    from .hw.topk import make_topk
-
-    cfg = RPAccelConfig(topk_impl=topk_impl, topk_lanes=topk_lanes, topk_k=topk_k,
-                        topk_id_bits=topk_id_bits, score_bits=score_bits,
-                        max_items=1 << topk_id_bits)
     out = []
 
     def walk(frag, path):
@@ -88,8 +81,21 @@ def _topk_memories(topk_impl: str, topk_lanes: int, topk_k: int, topk_id_bits: i
             out.append(Memory("/".join(path), frag._data.depth,
                               Shape.cast(frag._data.shape).width))
 
-    walk(Fragment.get(make_topk(cfg), None), ())
-    return tuple(out)
+    walk(Fragment.get(component, None), ())
+    return out
+
+
+@lru_cache(maxsize=64)
+def _topk_memories(topk_impl: str, topk_lanes: int, topk_k: int, topk_id_bits: int,
+                   score_bits: int) -> tuple:
+    """The RAMs of one top-k unit, read off the elaborated unit (the heap's levels are too
+    irregular for a formula; the queue keeps everything in registers)."""
+    from .hw.topk import make_topk
+
+    cfg = RPAccelConfig(topk_impl=topk_impl, topk_lanes=topk_lanes, topk_k=topk_k,
+                        topk_id_bits=topk_id_bits, score_bits=score_bits,
+                        max_items=1 << topk_id_bits)
+    return tuple(elaborated_memories(make_topk(cfg)))
 
 
 def memories(config: RPAccelConfig) -> list[Memory]:

@@ -233,27 +233,22 @@ def _stage_models(workload: str, models_dir: str | None):
 
     require(models_dir is not None, "models_dir", "a model directory for ml100k (make "
             "models)", models_dir)
+    from .runtime import movielens_profile
+
     ml = load_ml100k()
     models = build_models(Path(models_dir), log=lambda s: None)
-    rng = np.random.default_rng(0)
-    users, items, _ = ml.training_samples(1, rng)
-    pick = rng.choice(len(users), 400, replace=False)
-    return models, ml.batch(users[pick], items[pick]), ml
+    return models, movielens_profile(ml), ml
 
 
 @lru_cache(maxsize=4)
 def _queries(workload: str, models_dir: str | None, n: int, seed: int):
     """The sweep's queries: ``n`` of the workload's (the same for every point)."""
-    from .golden.data import criteo_synthetic
+    from .workloads import workload_queries
 
-    models, _, ml = _stage_models(workload, models_dir)
     cand = SPACES[workload]["candidates"]
-    if workload == "recpipe-criteo":
-        from .workloads import WORKLOADS
-
-        w = WORKLOADS[workload]
-        return [criteo_synthetic(cand, [w["rows"]] * w["tables"], seed=100 + seed + i,
-                                 hot_seed=7) for i in range(n)]
+    if workload == "recpipe-criteo":  # the perf report's queries (no accelerator needed)
+        return workload_queries(workload, None, n, seed, candidates=cand)
+    ml = _stage_models(workload, models_dir)[2]
     rng = np.random.default_rng(seed)
     users = sorted(int(u) for u in rng.choice(ml.num_users, n, replace=False))
     return [ml.batch(np.full(len(c), u), c) for u, c, _ in ml.queries(cand, seed=seed,
@@ -353,6 +348,17 @@ def _fit_width(cfg: RPAccelConfig, stage_models) -> RPAccelConfig:
     return cfg.replace(max_width=-(-need // a) * a)
 
 
+def _fitted(point: Point, models_dir):
+    """``(config, accelerator)`` of ``point`` with its activation width, weight and
+    parameter buffers fitted to the models (compiled once on oversized buffers to measure
+    them)."""
+    models = _stage_models(point.workload, models_dir)[0]
+    cfg = _fit_width(point.config(), [models[m] for m, _ in point.pipeline])
+    big = cfg.replace(weight_rows=1 << 22, param_rows=1 << 16)
+    cfg = _fit_buffers(big, _accelerator(point, big, models_dir))
+    return cfg, _accelerator(point, cfg, models_dir)
+
+
 def _accelerator(point: Point, cfg: RPAccelConfig, models_dir):
     from .runtime import Accelerator
 
@@ -379,12 +385,7 @@ def evaluate(point: Point, models_dir=None, queries: int = 2, clocks=None,
     row = {"key": point.key, "point": asdict(point), "pipeline": point.pipeline_name,
            "stages": len(point.pipeline), "split": point.split}
     try:
-        models = _stage_models(point.workload, models_dir)[0]
-        cfg = _fit_width(point.config(), [models[m] for m, _ in point.pipeline])
-        cfg = cfg.replace(weight_rows=1 << 22, param_rows=1 << 16)
-        acc = _accelerator(point, cfg, models_dir)
-        cfg = _fit_buffers(cfg, acc)
-        acc = _accelerator(point, cfg, models_dir)
+        cfg, acc = _fitted(point, models_dir)
     except (ConfigError, ProgramError, AccelError, ValueError) as e:
         row["infeasible"] = str(e)
         return row
@@ -756,16 +757,12 @@ def _accel_segment(stages, n_queries: int = 2) -> dict:
     """The accelerator (``paper``, its four engines shared by the segment's stages, the
     engine map the model picks) running a segment: service (s) and latency alone (s)."""
     from . import perf
-    from .golden.data import criteo_synthetic
     from .runtime import Accelerator
-    from .workloads import WORKLOADS, _criteo_models, design_config
+    from .workloads import design_config, workload_queries
 
-    w = WORKLOADS["recpipe-criteo"]
-    models, profile = _criteo_models(w["rows"], w["tables"])
+    models, profile, _ = _stage_models("recpipe-criteo", None)
     cfg = design_config("paper", len(stages), {"engines": 4})
-    items = stages[0][1]
-    batches = [criteo_synthetic(items, [w["rows"]] * w["tables"], seed=100 + i, hot_seed=7)
-               for i in range(n_queries)]
+    batches = workload_queries("recpipe-criteo", None, n_queries, candidates=stages[0][1])
 
     def make(em):
         return Accelerator(cfg, [(models[m], k) for m, _, k in stages], profile,
@@ -890,11 +887,7 @@ def spot_check(point: Point, models_dir=None, queries: int = 2, workdir=None) ->
     from . import perf
     from .sim.native import build_native, problems, run_native
 
-    models = _stage_models(point.workload, models_dir)[0]
-    cfg = _fit_width(point.config(), [models[m] for m, _ in point.pipeline])
-    cfg = _fit_buffers(cfg, _accelerator(point, cfg.replace(weight_rows=1 << 22,
-                                                             param_rows=1 << 16), models_dir))
-    acc = _accelerator(point, cfg, models_dir)
+    cfg, acc = _fitted(point, models_dir)
     batches = _queries(point.workload, models_dir, queries, 0)
     pred = perf.predict(acc, batches, alone=False)
     t0 = time.perf_counter()

@@ -117,6 +117,15 @@ class SimRun:
         return sum(a != e for a, e in zip(self.answers, self.expected, strict=True))
 
 
+def movielens_profile(ml, seed: int = 0):
+    """The static caches' profile of MovieLens models: a `Batch` of 400 training samples
+    drawn from ``seed`` (`Accelerator.from_models`)."""
+    rng = np.random.default_rng(seed)
+    users, items, _ = ml.training_samples(1, rng)
+    pick = rng.choice(len(users), 400, replace=False)
+    return ml.batch(users[pick], items[pick])
+
+
 class Accelerator:
     """Models loaded onto one `RPAccelConfig`.
 
@@ -280,10 +289,7 @@ class Accelerator:
         for name, _ in pipeline:
             _check(name in qm, "a stage model", f"one of {sorted(qm)}", name)
         ml = ml or load_ml100k()
-        rng = np.random.default_rng(seed)
-        users, items, _ = ml.training_samples(1, rng)
-        pick = rng.choice(len(users), 400, replace=False)
-        prof = ml.batch(users[pick], items[pick])
+        prof = movielens_profile(ml, seed)
         return cls(config, [(qm[n], k) for n, k in pipeline], prof, static_bytes, ml=ml,
                    names=[n for n, _ in pipeline], engine_map=engine_map)
 

@@ -7,26 +7,16 @@ import json
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Shape
 
 from rpaccel import dse
-from rpaccel.area import GF12, asic_area, memories
+from rpaccel.area import GF12, asic_area, elaborated_memories, memories
 from rpaccel.config import get_config
 from rpaccel.golden.pipeline import evaluate, parse_pipeline
 from rpaccel.hw.top import RPAccel
 
 
 def _elaborated_memories(cfg):
-    out = {}
-
-    def walk(frag, path):
-        for sub, name, _ in frag.subfragments:
-            walk(sub, (*path, str(name)))
-        if type(frag).__name__ == "MemoryInstance":
-            out["/".join(path)] = (frag._data.depth, Shape.cast(frag._data.shape).width)
-
-    walk(Fragment.get(RPAccel(cfg), None), ())
-    return out
+    return {m[0]: (m[1], m[2]) for m in elaborated_memories(RPAccel(cfg))}
 
 
 @pytest.mark.parametrize("cfg", [get_config("shared-engines"),
