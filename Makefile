@@ -9,7 +9,7 @@ JOBS    ?= 2
 REGRESS_QUERIES ?= 1000
 SCHEDULER ?=
 
-.PHONY: help setup data models demo test test-all lint quality synth bench perf regress dse clean
+.PHONY: help setup data models demo test test-all lint quality synth bench perf regress formal mutate dse clean
 
 help:
 	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
@@ -19,6 +19,8 @@ help:
 	@echo "make models  - train and quantize the small/medium/large stage models"
 	@echo "make perf    - the cycle model at the paper's scale: rpaccel perf, JSON and plots in build/perf"
 	@echo "make regress - long random regression of the top level on a local Dask cluster (SCHEDULER=address for a cluster; JSON in build/regress)"
+	@echo "make formal  - formal proofs of the RTL (SymbiYosys + Yices; JSON in build/formal)"
+	@echo "make mutate  - mutation testing of the RTL, every block (Dask; JSON in build/mutate; hours)"
 	@echo "make dse     - design-space exploration, ml100k and recpipe-criteo, 1000 points each on a local Dask cluster (SCHEDULER=address; JSON in build/dse, fronts in build/dse/img)"
 	@echo "make bench   - array, cache, model calibration, top level (baseline vs default) and top-k benchmarks (JSON in build/bench; slow)"
 
@@ -69,6 +71,12 @@ lint: setup
 
 regress: models
 	$(RPACCEL) regress --queries $(REGRESS_QUERIES) --out build/regress/regress.json $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
+
+formal: setup
+	$(RPACCEL) formal --out build/formal/formal.json $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
+
+mutate: models
+	$(RPACCEL) mutate --out build/mutate/mutate.json $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 DSE_POINTS ?= 1000
 dse: models

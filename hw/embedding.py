@@ -16,6 +16,7 @@ implies. An id outside its table reads nothing: the bag's result is all zeros wi
 """
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Assert
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -79,6 +80,9 @@ class EmbeddingUnit(wiring.Component):
         DRAM (embedding tables), one burst of ``line_bytes`` per miss.
     err_valid, err_table, err_id, err_count : Out
         The first out-of-range id since ``err_clear`` and the number of bad ids.
+    bus_err_valid, bus_err_table, bus_err_addr : Out
+        The first line read answered with SLVERR / DECERR since ``err_clear``: the table
+        of the lookup that missed and the line's DRAM byte address.
     lookups, static_hits, dynamic_hits, misses, dram_bytes, bags : Out(48)
         Counters since reset.
     """
@@ -97,6 +101,8 @@ class EmbeddingUnit(wiring.Component):
             "err_clear": In(1),
             "err_valid": Out(1), "err_table": Out(range(cfg.emb_tables)),
             "err_id": Out(32), "err_count": Out(32),
+            "bus_err_valid": Out(1), "bus_err_table": Out(range(cfg.emb_tables)),
+            "bus_err_addr": Out(cfg.axi_addr_bits),
             **{n: Out(48) for n in ("lookups", "static_hits", "dynamic_hits", "misses",
                                     "dram_bytes", "bags")},
         })
@@ -153,6 +159,9 @@ class EmbeddingUnit(wiring.Component):
                      for i in range(M)]
         mshr_beat = [Signal(range(beats + 1), name=f"mshr_beat{i}") for i in range(M)]
         mshr_buf = [Signal(8 * L, name=f"mshr_buf{i}") for i in range(M)]
+        mshr_err = [Signal(name=f"mshr_err{i}") for i in range(M)]  # SLVERR / DECERR seen
+        # a way whose line came with an error response: its lookups are flagged
+        poison = [[Signal(name=f"poison{s}_{w}") for w in range(W)] for s in range(S)]
 
         # ---- stage 0/1: accept a request, read the static map, classify ----------------
         req = self.req.payload
@@ -258,15 +267,22 @@ class EmbeddingUnit(wiring.Component):
                                 with m.If(way == w):
                                     m.d.sync += [tags[s][w].eq(tag), valids[s][w].eq(1)]
         with m.If(self.err_clear):
-            m.d.sync += self.err_valid.eq(0)
+            m.d.sync += [self.err_valid.eq(0), self.bus_err_valid.eq(0)]
 
         # ---- AXI4: one burst per MSHR, ids = MSHR index ------------------------------
         axi = self.axi
         ar_pick = Signal(range(M))
         ar_any = Signal()
+        # a request not taken is offered again unchanged (AXI): a miss that takes a lower
+        # MSHR meanwhile waits its turn
+        ar_hold = Signal()
+        ar_held = Signal(range(M))
         for i in reversed(range(M)):
             with m.If(mshr_busy[i] & ~mshr_sent[i]):
                 m.d.comb += [ar_any.eq(1), ar_pick.eq(i)]
+        with m.If(ar_hold):
+            m.d.comb += ar_pick.eq(ar_held)
+        m.d.sync += [ar_hold.eq(axi.arvalid & ~axi.arready), ar_held.eq(ar_pick)]
         m.d.comb += [axi.arvalid.eq(ar_any),
                      axi.araddr.eq(Array(mshr_line)[ar_pick] << line_shift),
                      axi.arid.eq(ar_pick), axi.arlen.eq(beats - 1),
@@ -275,16 +291,19 @@ class EmbeddingUnit(wiring.Component):
         for i in range(M):
             with m.If(axi.arvalid & axi.arready & (ar_pick == i)):
                 m.d.sync += mshr_sent[i].eq(1)
-            with m.If(axi.rvalid & (axi.rid == i)):
+            # beats count only for a request that was sent (a stray beat changes nothing)
+            with m.If(axi.rvalid & (axi.rid == i) & mshr_sent[i] & ~mshr_full[i]):
                 m.d.sync += mshr_beat[i].eq(mshr_beat[i] + 1)
                 for k in range(beats):
                     with m.If(mshr_beat[i] == k):
                         m.d.sync += mshr_buf[i].word_select(k, cfg.axi_data_bits).eq(axi.rdata)
                 with m.If(axi.rlast):
                     m.d.sync += mshr_full[i].eq(1)
+                with m.If(axi.rresp >= 2):
+                    m.d.sync += mshr_err[i].eq(1)
             with m.If(s1_done & miss & (free_idx == i)):
                 m.d.sync += [mshr_busy[i].eq(1), mshr_sent[i].eq(0), mshr_full[i].eq(0),
-                             mshr_beat[i].eq(0), mshr_line[i].eq(line)]
+                             mshr_beat[i].eq(0), mshr_line[i].eq(line), mshr_err[i].eq(0)]
 
         # ---- data side: the queue head reads its row; bags are summed ----------------
         head = Signal(entry_l)
@@ -295,15 +314,29 @@ class EmbeddingUnit(wiring.Component):
         c_adv = Signal()
         rq = RequantUnit(cfg, lanes=D)
         m.submodules.requant = rq
-        m.d.comb += c_adv.eq(~c1_valid | ~c1.last | rq.i.ready)
+        # per-bag error flag and row width travel beside the requant pipeline; a bag enters
+        # only with room there too (never short of it: the FIFO is deeper than the pipeline)
+        m.submodules.side = side = fifo.SyncFIFO(width=1 + exact_log2(D) + 1, depth=8)
+        m.d.comb += c_adv.eq(~c1_valid | ~c1.last | (rq.i.ready & side.w_stream.ready))
         head_ready = (head.kind != FILL) | Array(mshr_full)[head.mshr]
         pop = Signal()
         m.d.comb += [pop.eq(queue.r_stream.valid & head_ready & c_adv),
                      queue.r_stream.ready.eq(pop),
                      st_rd.en.eq(c_adv), st_rd.addr.eq(head.slot),
                      dm_rd.en.eq(c_adv), dm_rd.addr.eq(head.where)]
+        # the row comes from a line that DRAM answered with an error: a failed fill, or a
+        # hit on a way such a fill left poisoned
+        head_poisoned = Signal()
+        with m.Switch(head.kind):
+            with m.Case(FILL):
+                m.d.comb += head_poisoned.eq(Array(mshr_err)[head.mshr])
+            with m.Case(DYN):
+                m.d.comb += head_poisoned.eq(
+                    Array(Array(p for p in row) for row in poison)[head.where // W]
+                    [head.where % W])
+        c1_poisoned = Signal()
         with m.If(c_adv):
-            m.d.sync += [c1_valid.eq(pop), c1.eq(head),
+            m.d.sync += [c1_valid.eq(pop), c1.eq(head), c1_poisoned.eq(head_poisoned),
                          c1_line.eq(Array(mshr_buf)[head.mshr])]
         with m.If(pop & (head.kind == FILL)):
             m.d.comb += [dm_wr.en.eq(1), dm_wr.addr.eq(head.where),
@@ -311,6 +344,19 @@ class EmbeddingUnit(wiring.Component):
             for i in range(M):
                 with m.If(head.mshr == i):
                     m.d.sync += mshr_busy[i].eq(0)
+            # a failed fill poisons its way and takes the line out of the cache, so the
+            # next lookup of it reads DRAM again (lookups already counted as hits on it
+            # are flagged); a good fill cures the way
+            for st in range(S):
+                for w in range(W):
+                    with m.If(head.where == st * W + w):
+                        m.d.sync += poison[st][w].eq(head_poisoned)
+                        refill = s1_done & miss & (set_idx == st) & (way == w)
+                        with m.If(head_poisoned & ~refill):
+                            m.d.sync += valids[st][w].eq(0)
+            with m.If(head_poisoned & ~self.bus_err_valid):
+                m.d.sync += [self.bus_err_valid.eq(1), self.bus_err_table.eq(head.table),
+                             self.bus_err_addr.eq(Array(mshr_line)[head.mshr] << line_shift)]
 
         src_line = Mux(c1.kind == FILL, c1_line, dm_rd.data)
         shifted = Signal(8 * L)
@@ -332,19 +378,18 @@ class EmbeddingUnit(wiring.Component):
             na = Signal(signed(cfg.acc_bits), name=f"pool_next{j}")
             m.d.comb += na.eq(Mux(first, 0, acc[j]) + v)
             new_acc.append(na)
-        new_err = Mux(first, 0, bag_err) | (c1.kind == BAD)
+        new_err = Mux(first, 0, bag_err) | (c1.kind == BAD) | c1_poisoned
         with m.If(c1_valid & c_adv):
             m.d.sync += [a.eq(n) for a, n in zip(acc, new_acc, strict=True)]
             m.d.sync += [bag_err.eq(new_err), first.eq(c1.last)]
         tl = tables[c1.table]
-        m.d.comb += [rq.i.valid.eq(c1_valid & c1.last), rq.i.payload.relu.eq(0)]
+        m.d.comb += [rq.i.valid.eq(c1_valid & c1.last & side.w_stream.ready),
+                     rq.i.payload.relu.eq(0)]
         for j in range(D):
             m.d.comb += [rq.i.payload.lanes[j].acc.eq(new_acc[j]),
                          rq.i.payload.lanes[j].bias.eq(0),
                          rq.i.payload.lanes[j].mult.eq(tl.mult),
                          rq.i.payload.lanes[j].shift.eq(tl.shift)]
-        # per-bag error flag and row width travel beside the requant pipeline
-        m.submodules.side = side = fifo.SyncFIFO(width=1 + exact_log2(D) + 1, depth=8)
         m.d.comb += [side.w_stream.valid.eq(rq.i.valid & rq.i.ready),
                      side.w_stream.payload.eq(Cat(new_err, tl.row_shift)),
                      self.resp.valid.eq(rq.o.valid), rq.o.ready.eq(self.resp.ready),
@@ -356,4 +401,22 @@ class EmbeddingUnit(wiring.Component):
         for j in range(D):
             m.d.comb += self.resp.payload.vec[j].eq(
                 Mux(err_out | (j >= width_out), 0, rq.o.payload[j]))
+
+        if platform == "formal":
+            for s in range(S):
+                for w in range(W):
+                    for v in range(w):
+                        # a line is in a set at most once; LRU ages stay a permutation
+                        m.d.comb += [
+                            Assert(~(valids[s][w] & valids[s][v] & (tags[s][w] == tags[s][v]))),
+                            Assert(ages[s][w] != ages[s][v])]
+                    m.d.comb += Assert(ages[s][w] < W)
+            # a line arrives only for a request that was sent
+            for i in range(M):
+                m.d.comb += Assert(~mshr_full[i] | mshr_sent[i])
+            # a request offered and not taken is still waiting to be sent
+            with m.If(ar_hold):
+                m.d.comb += Assert(Array(mshr_busy)[ar_held] & ~Array(mshr_sent)[ar_held])
+            # the per-bag side information never overflows its FIFO
+            m.d.comb += Assert(~side.w_stream.valid | side.w_stream.ready)
         return m

@@ -15,6 +15,7 @@ says ``CAND_BEATS``.
 """
 
 from amaranth import Cat, Module, Mux, Signal
+from amaranth.hdl import Assert
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -179,6 +180,15 @@ class QueryFrontEnd(wiring.Component):
                         with m.Elif(cand + 1 == sub_end):
                             m.next = "RUN"
         m.d.comb += self.idle.eq(front.ongoing("HEAD"))
+        if platform == "formal":
+            # counters stay within the query, the sub-batch and the candidate's buffer
+            with m.If(front.ongoing("RUN") | front.ongoing("BEATS")):
+                m.d.comb += [Assert(cand < n_items), Assert(n_items <= cfg.max_items),
+                             Assert(bi <= cfg.cand_beats)]
+            with m.If(front.ongoing("BEATS")):
+                m.d.comb += [Assert(cand < sub_end), Assert(sub_end <= n_items)]
+            with m.If(self.tables != 0):
+                m.d.comb += Assert(bag < self.tables)
         with m.If(self.err_clear):
             m.d.sync += self.err.eq(0)
         return m

@@ -105,7 +105,7 @@ class ModelLoader(wiring.Component):
                      blen.eq(Mux(ar_left < room, ar_left, room)),
                      a.araddr.eq(ar_addr), a.arlen.eq(blen - 1), a.arsize.eq(lb),
                      a.arburst.eq(1), a.arid.eq(0),
-                     a.arvalid.eq(self.busy & (ar_left != 0))]
+                     a.arvalid.eq(ar_left != 0)]
         with m.If(a.arvalid & a.arready):
             m.d.sync += [ar_addr.eq(ar_addr + (blen << lb)), ar_left.eq(ar_left - blen)]
 
@@ -127,7 +127,9 @@ class ModelLoader(wiring.Component):
         m.d.comb += self.bus_error.eq(a.rvalid & a.rready & (a.rresp >= 2))
 
         c = self.cmd.payload
-        m.d.comb += self.cmd.ready.eq(~self.busy)
+        # a command also waits for the last request and the last beat: an AR or an output
+        # beat once offered stays as it is, whatever DRAM answers
+        m.d.comb += self.cmd.ready.eq(~self.busy & (ar_left == 0) & ~ov)
         with m.If(self.cmd.valid & self.cmd.ready & (c.beats != 0)):
             m.d.sync += [self.busy.eq(1), self.done.eq(0), self.target.eq(c.target),
                          beats.eq(c.beats), ar_addr.eq(c.addr & ~(B - 1)), w.eq(0), ov.eq(0),

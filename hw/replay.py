@@ -10,7 +10,8 @@ stage's top-k unit the id map turns that local index back into the candidate's o
 position, so that ties break exactly as in the golden pipeline.
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -109,7 +110,7 @@ class ReplayUnit(wiring.Component):
                      self.beats.valid.eq(pend & want)]
         advance = Signal()
         m.d.comb += [advance.eq(~pend | ~want | self.beats.ready), self.cb_en.eq(advance)]
-        with m.FSM(name="replay"):
+        with m.FSM(name="replay") as fsm:
             with m.State("COLLECT"):
                 m.d.comb += [src.ready.eq(1),
                              idw.addr.eq(Cat_(j[:k_bits], rslot[:slot_bits])),
@@ -148,4 +149,17 @@ class ReplayUnit(wiring.Component):
                      self.scores.ready.eq(self.topk.ready)]
         with m.If(self.scores.valid & self.scores.ready & ti.last):
             m.d.sync += tslot.eq(tslot + 1)
+        if platform == "formal":
+            # the contract of src: at most topk_k survivors a query; of the top level: a
+            # query is collected into the slot of the next one to be scored only when all
+            # earlier ones are scored (at most max(2, slots) queries in flight), and
+            # scores come only for replayed items
+            with m.If(fsm.ongoing("COLLECT") & src.valid):
+                m.d.comb += Assume(src.payload.last | (j + 1 < cfg.topk_k))
+            with m.If(fsm.ongoing("COLLECT") & (rslot == tslot)):
+                m.d.comb += Assume(~self.scores.valid)
+            # no beat is pending outside the replay, and survivors stay within k
+            m.d.comb += [Assert(fsm.ongoing("BEATS") | ~pend), Assert(cnt <= cfg.topk_k),
+                         Assert(Mux(fsm.ongoing("COLLECT"), j < cfg.topk_k, j <= cnt)),
+                         Assert(~fsm.ongoing("BEATS") | ((j <= jend) & (jend <= cnt)))]
         return m

@@ -15,6 +15,7 @@ every score enters the top-k unit with its query position as id.
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
@@ -125,10 +126,15 @@ class StageController(wiring.Component):
         resp_done = Signal()
         m.d.comb += [query_done.eq(qi == items), resp_done.eq(ri == items)]
 
-        # the engine's load port: pooled-vector words first, dense words otherwise
+        # the engine's load port: pooled-vector words first, dense words otherwise; a dense
+        # word offered and not taken is offered again before any pooled vector (a stream
+        # keeps its payload until taken)
         resp_go = Signal()
         dense_go = Signal()
-        with m.If(gathering & self.emb_resp.valid & ~resp_done):
+        dense_held = Signal()
+        dense_offer = Signal()
+        m.d.sync += dense_held.eq(dense_offer & ~self.eng_load.ready)
+        with m.If(gathering & self.emb_resp.valid & ~resp_done & ~dense_held):
             m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(EngineTarget.ACT),
                          ld.addr.eq(geo.act_addr(Region.FEAT, ri, fword))]
             for j in range(A):
@@ -140,7 +146,8 @@ class StageController(wiring.Component):
                 m.d.comb += ld.data.word_select(j, 8).eq(lane)
             m.d.comb += resp_go.eq(self.eng_load.ready)
         with m.Elif(gathering & self.query.valid & q.dense & ~query_done):
-            m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(EngineTarget.ACT),
+            m.d.comb += [self.eng_load.valid.eq(1), dense_offer.eq(1),
+                         ld.target.eq(EngineTarget.ACT),
                          ld.addr.eq(geo.act_addr(Region.A, qi, qw)),
                          ld.data.eq(q.word.as_value()),
                          self.query.ready.eq(self.eng_load.ready),
@@ -196,7 +203,7 @@ class StageController(wiring.Component):
         m.d.comb += started.r_stream.ready.eq(self.eng_out.valid & self.eng_out.ready &
                                              self.eng_out.payload.last)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.run.ready.eq(1)
                 with m.If(self.run.valid & (self.run.payload.items != 0)):
@@ -222,6 +229,20 @@ class StageController(wiring.Component):
                              started.w_stream.valid.eq(self.eng_run.ready)]
                 with m.If(self.eng_run.ready & started.w_stream.ready):
                     m.next = "IDLE"
+        if platform == "formal":
+            # the gather's counters stay within the sub-batch and the model's shape
+            with m.If(self.run.valid):  # the contract of run: sub-batches of sub_batch at most
+                m.d.comb += Assume(self.run.payload.items <= cfg.sub_batch)
+            with m.If(~fsm.ongoing("IDLE")):
+                m.d.comb += [Assert(qi <= items), Assert(ri <= items),
+                             Assert(items <= cfg.sub_batch)]
+            with m.If(self.tables != 0):
+                m.d.comb += [Assert(qt < self.tables), Assert(rt < self.tables)]
+            with m.If(self.dw != 0):
+                m.d.comb += Assert(rw < self.dw)
+            # a score is taken only for a started run (the FIFO never underflows)
+            with m.If(self.eng_out.valid & self.eng_out.ready):
+                m.d.comb += Assert(started.r_stream.valid)
         return m
 
 

@@ -230,7 +230,11 @@ class RPAccel(wiring.Component):
             for st in reversed(range(NS)):
                 e = self.embs[st]
                 at = Signal(ERR_WHERE, name=f"err_where{st}")
-                m.d.comb += [at.stage.eq(st), at.table.eq(e.err_table)]
+                m.d.comb += [at.stage.eq(st),
+                             at.table.eq(Mux(e.err_valid, e.err_table, e.bus_err_table))]
+                with m.If(e.bus_err_valid):
+                    m.d.sync += [cause.eq(ErrCause.LOOKUP_BUS), where.eq(at.as_value()),
+                                 err_id.eq(e.bus_err_addr)]
                 with m.If(e.err_valid):
                     m.d.sync += [cause.eq(ErrCause.ID_RANGE), where.eq(at.as_value()),
                                  err_id.eq(e.err_id)]

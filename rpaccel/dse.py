@@ -38,7 +38,6 @@ import itertools
 import json
 import platform
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -413,12 +412,6 @@ def evaluate(point: Point, models_dir=None, queries: int = 2, clocks=None,
 
 
 # ---- the sweep ---------------------------------------------------------------------------
-def _client(scheduler: str | None, workers: int | None):
-    from .sim.regress import _client as client
-
-    return client(scheduler, workers)
-
-
 def _read_cache(path: Path) -> dict:
     done = {}
     if path.exists():
@@ -443,9 +436,6 @@ def sweep(workload: str, points: int = 1000, seed: int = 0, models_dir=None,
     queries of ``quality_users``, default all 943 users), the Pareto fronts and the best
     design per load (`summarize`).
     """
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
     require(workload in SPACES, "workload", f"one of {sorted(SPACES)}", workload)
     require(isinstance(points, int) and points >= 1, "points", "a positive integer", points)
     require(isinstance(queries, int) and queries >= 2, "queries", "an integer of at least 2 "
@@ -461,25 +451,18 @@ def sweep(workload: str, points: int = 1000, seed: int = 0, models_dir=None,
     t0 = time.perf_counter()
     nworkers = 0
     if todo:
-        client, cluster = _client(scheduler, workers)
-        nworkers = len(client.scheduler_info()["workers"])
-        try:
-            futs = [client.submit(evaluate, p, models_dir, queries, None, p95_target_ms,
-                                  pure=False) for p in todo]
-            bar = tqdm(total=len(futs), unit="point", file=sys.stderr, disable=not progress,
-                       desc=f"dse {workload}")
-            with cache.open("a") as fh:
-                for fut in as_completed(futs):
-                    r = fut.result()
-                    done[r["key"]] = r
-                    fh.write(json.dumps(r) + "\n")
-                    fh.flush()
-                    bar.update()
-            bar.close()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        from .sim.regress import map_tasks
+
+        with cache.open("a") as fh:
+            def keep(r):
+                done[r["key"]] = r
+                fh.write(json.dumps(r) + "\n")
+                fh.flush()
+
+            _, nworkers = map_tasks(evaluate, [(p, models_dir, queries, None, p95_target_ms)
+                                               for p in todo], scheduler, workers,
+                                    on_result=keep, unit="point", desc=f"dse {workload}",
+                                    progress=progress)
     wall = time.perf_counter() - t0
     rows = [done[p.key] for p in pts]
     quality = None

@@ -102,6 +102,7 @@ class ErrCause(enum.IntEnum, shape=8):
     LOAD_REFUSED = 4   # LOAD_CTRL ignored: a load or a query running, 0 beats, no such stage
     LOAD_BUS = 5       # DRAM answered a load's read with SLVERR / DECERR
     ENGINE_MAP = 6     # ENGINE_MAP not taken: a stage without an engine, or no such stage
+    LOOKUP_BUS = 7     # DRAM answered an embedding line read with SLVERR / DECERR
 
 
 class LoadUnit(enum.IntEnum, shape=1):

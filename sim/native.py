@@ -34,7 +34,7 @@ from filelock import FileLock
 
 from ..config import RPAccelConfig
 from ..interface import ID_VALUE, ErrCause, beat_packer, err_where, top_layouts
-from .runner import BUILD_ROOT, REPO_ROOT, VERILATOR_ARGS, tool_env
+from .runner import BUILD_ROOT, MAKE_VARS, REPO_ROOT, VERILATOR_ARGS, tool_env
 
 __all__ = ["NativeBuild", "NativeError", "build_native", "script", "run_native", "problems",
            "error_status_ok", "Op"]
@@ -99,6 +99,7 @@ module tb(input clk);
   rpaccel dut({", ".join(conn)});
 
   integer idle_pm = 0, bp_pm = 0, stall_pm = 0, fo, fd, r, i, op, a;
+  integer err_n = 0, err_skip = 0, err_used = 0;
   reg [63:0] max_cycles = 0, cycle = 0;
   reg [31:0] seed = 1, err_lo = 0, err_hi = 0, d;
   reg [{qw - 1}:0] qmem [];
@@ -124,6 +125,8 @@ module tb(input clk);
     r = $value$plusargs("max_cycles=%d", max_cycles);
     r = $value$plusargs("err_lo=%d", err_lo);
     r = $value$plusargs("err_hi=%d", err_hi);
+    r = $value$plusargs("err_n=%d", err_n);
+    r = $value$plusargs("err_skip=%d", err_skip);
     q_rng = xs(seed ^ 32'h9e3779b9); r_rng = xs(seed ^ 32'h7f4a7c15);
     ar_rng = xs(seed ^ 32'h94d049bb); rd_rng = xs(seed ^ 32'hbf58476d);
     fo = $fopen("out.txt", "w");
@@ -214,7 +217,14 @@ module tb(input clk);
     end else begin
       if (push) begin
         ar_addr[wp] <= axi__araddr; ar_len[wp] <= axi__arlen; ar_id[wp] <= axi__arid;
-        ar_err[wp] <= axi__araddr >= err_lo && axi__araddr < err_hi;
+        // bursts starting in [err_lo, err_hi) answer SLVERR: all, or (err_n set) the
+        // err_n after the first err_skip
+        ar_err[wp] <= 0;
+        if (axi__araddr >= err_lo && axi__araddr < err_hi) begin
+          err_used <= err_used + 1;
+          if (err_n == 0 || (err_used >= err_skip && err_used < err_skip + err_n))
+            ar_err[wp] <= 1;
+        end
         wp <= wp + 1;
         if (axi__arsize != {ash} || axi__arburst != 1)
           $fdisplay(fo, "E ar %0d size %0d burst %0d %0d", axi__araddr, axi__arsize,
@@ -337,7 +347,7 @@ def _hdl_digest(config: RPAccelConfig) -> str:
 
 
 _COMPILE_ARGS = ["--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, "-Wno-MULTIDRIVEN",
-                 "-Wno-INITIALDLY", "--top-module", "tb", "-CFLAGS", "-O2"]
+                 "-Wno-INITIALDLY", "--top-module", "tb"]
 
 
 def build_native(config: RPAccelConfig) -> NativeBuild:
@@ -370,7 +380,8 @@ def build_native(config: RPAccelConfig) -> NativeBuild:
         text = vpath.read_text()
         ports = _ports(text, "rpaccel")
         tb = harness(config, ports)
-        src = hashlib.sha256("\0".join([text, tb, _MAIN_CPP, *_COMPILE_ARGS]).encode())
+        src = hashlib.sha256("\0".join([text, tb, _MAIN_CPP, *_COMPILE_ARGS, *MAKE_VARS])
+                             .encode())
         src = src.hexdigest()
         if not (stamp.exists() and stamp.read_text() == src and binary.exists()):
             (build_dir / "ports.json").write_text(json.dumps(ports))
@@ -450,7 +461,9 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
     ``load_ok`` and ``bus_errors`` (the log's ``E`` lines).
 
     ``idle``, ``backpressure``, ``dram_stall``: probabilities per cycle (in steps of 1/1000).
-    ``bus_error``: ``(lo, hi)`` byte addresses; bursts starting there answer SLVERR.
+    ``bus_error``: ``(lo, hi)`` byte addresses, bursts starting there answer SLVERR; or
+    ``(lo, hi, n, skip)``: only ``n`` such bursts after the first ``skip`` do (a
+    transient error).
     """
     from amaranth.hdl import Shape
 
@@ -480,6 +493,8 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
             f"+max_cycles={timeout}"]
     if bus_error:
         args += [f"+err_lo={bus_error[0]}", f"+err_hi={bus_error[1]}"]
+        if len(bus_error) > 2:
+            args += [f"+err_n={bus_error[2]}", f"+err_skip={bus_error[3]}"]
     t0 = time.perf_counter()
     with open(run_dir / "sim.log", "w") as f:
         proc = subprocess.run(args, cwd=run_dir, stdout=f, stderr=subprocess.STDOUT)
@@ -566,9 +581,9 @@ def error_status_ok(queries, counters: dict, cleared: int = 0, bus_error: bool =
     if bad:
         first = bad[0]
         ok = counters["err_cause"] == first["cause"]
-        if first["cause"] == ErrCause.ID_RANGE:
+        if first["cause"] in (ErrCause.ID_RANGE, ErrCause.LOOKUP_BUS):
             ok &= (counters["err_id"] == first["id"] and
-                   counters["err_where"] == err_where(0, first["table"]))
+                   counters["err_where"] == err_where(first.get("stage", 0), first["table"]))
     else:
         ok = counters["err_cause"] == ErrCause.NONE or bus_error
     return bool(ok and cleared == 0)

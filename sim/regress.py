@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["SuiteEntry", "SUITE", "Task", "plan", "run_task", "regress"]
+__all__ = ["SuiteEntry", "SUITE", "Task", "plan", "run_task", "regress", "map_tasks"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,44 @@ def _client(scheduler: str | None, workers: int | None):
     return Client(cluster), cluster
 
 
+def map_tasks(fn, tasks, scheduler: str | None = None, workers: int | None = None,
+              on_result=None, unit: str = "task", size=None, desc: str | None = None,
+              progress: bool | None = None) -> tuple:
+    """Run ``fn(*args)`` for every ``args`` of ``tasks`` on Dask: a local cluster of
+    ``workers`` single-threaded processes (one per core by default), or the scheduler at
+    ``scheduler``. ``on_result(result)`` sees each result as it arrives; a progress bar
+    (``progress``, by default when stderr is a terminal) counts ``size(result)`` per
+    result (default 1) in ``unit``. Returns
+    ``(results in completion order, number of workers)``. The runner of the regression,
+    the formal proofs, the mutation runs and the design-space sweep."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    tasks = list(tasks)
+    if not tasks:
+        return [], 0
+    client, cluster = _client(scheduler, workers)
+    nworkers = len(client.scheduler_info()["workers"])
+    results = []
+    try:
+        futures = [client.submit(fn, *args, pure=False) for args in tasks]
+        total = None if size is not None else len(futures)
+        bar = tqdm(total=total, unit=unit, file=sys.stderr, desc=desc,
+                   disable=not (sys.stderr.isatty() if progress is None else progress))
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            bar.update(size(r) if size is not None else 1)
+            if on_result is not None:
+                on_result(r)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results, nworkers
+
+
 def regress(suite=SUITE, queries: int = 1000, chunk: int = 25, seed: int | None = None,
             scheduler: str | None = None, workers: int | None = None, models_dir=None,
             work_root=None, out=None, log=print) -> dict:
@@ -192,9 +230,6 @@ def regress(suite=SUITE, queries: int = 1000, chunk: int = 25, seed: int | None 
     scheduler : str, optional
         Address of a Dask scheduler; a local cluster of ``workers`` processes without.
     """
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
     from ..config import get_config
     from .native import build_native
     from .runner import BUILD_ROOT
@@ -213,27 +248,16 @@ def regress(suite=SUITE, queries: int = 1000, chunk: int = 25, seed: int | None 
         log(f"regress: native testbench of {cfg_name} ready ({time.perf_counter() - t:.0f} s)")
     build_s = time.perf_counter() - t0
     tasks = plan(suite, queries, chunk, seed)
-    client, cluster = _client(scheduler, workers)
-    nworkers = len(client.scheduler_info()["workers"])
-    results = []
     t1 = time.perf_counter()
-    try:
-        futures = [client.submit(run_task, t, models_dir, work_root, pure=False)
-                   for t in tasks]
-        bar = tqdm(total=sum(t.queries for t in tasks), unit="query", file=sys.stderr,
-                   disable=not sys.stderr.isatty())
-        for fut in as_completed(futures):
-            r = fut.result()
-            results.append(r)
-            bar.update(r["queries"])
-            if r["problems"]:
-                log(f"regress: {r['entry']} run {r['index']} (task seed {r['seed']}): "
-                    + "\n  ".join(r["problems"]))
-        bar.close()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+    def check(r):
+        if r["problems"]:
+            log(f"regress: {r['entry']} run {r['index']} (task seed {r['seed']}): "
+                + "\n  ".join(r["problems"]))
+
+    results, nworkers = map_tasks(run_task, [(t, models_dir, work_root) for t in tasks],
+                                  scheduler, workers, on_result=check, unit="query",
+                                  size=lambda r: r["queries"])
     wall = time.perf_counter() - t1
     results.sort(key=lambda r: (r["entry"], r["index"]))
     per = {}

@@ -30,8 +30,10 @@ __all__ = ["SimBuild", "build", "run", "simulator_available", "tool_env", "REPO_
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = Path(os.environ.get("RPACCEL_BUILD", REPO_ROOT / "build"))
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
-#: make variables of the Verilator build (see `build`)
-MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include"]
+#: make variables of the Verilator build (see `build`). The C++ of the models is compiled
+#: at -O1 (-O0 for the run-once code): a third of -Os / -O2's compile time for the top
+#: level, its simulation ~10% slower (149k against 181k cycles/s on `default`, 2026-12-03).
+MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1"]
 
 
 def _verilator_bin() -> Path | None:
@@ -152,7 +154,7 @@ def _source_digest(component_factory, config: RPAccelConfig, toplevel: str, sim:
         h.update(f.read_bytes())
     factory = f"{getattr(component_factory, '__module__', '')}." \
               f"{getattr(component_factory, '__qualname__', repr(component_factory))}"
-    h.update("\0".join([factory, config.to_json(), toplevel, sim, *args]).encode())
+    h.update("\0".join([factory, config.to_json(), toplevel, sim, *args, *MAKE_VARS]).encode())
     return h.hexdigest()
 
 

@@ -95,6 +95,7 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
     grants = []
     held = []
     routed = []
+    rotation = []
 
     async def bench(ctx):
         o = dut.out
@@ -121,15 +122,31 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
                 stall = 2
             await ctx.tick()
         ctx.set(o.arready, 0)
-        # R beats for each manager's id: only that manager sees them
-        for i in range(n):
-            ctx.set(o.rvalid, 1)
-            ctx.set(o.rid, (i << id_bits) | (i + 1))
-            ctx.set(o.rdata, 0xAB00 + i)
+        # every manager requesting all the time: each handshake passes the grant on
+        for mi in ms:
+            ctx.set(mi.arvalid, 1)
+        for c in range(30):
+            ctx.set(o.arready, c % 3 != 1)
             await ctx.delay(1e-9)
-            routed.append(([ctx.get(mi.rvalid) for mi in ms], ctx.get(ms[i].rid),
-                           ctx.get(ms[i].rdata), ctx.get(o.rready)))
+            if ctx.get(o.arvalid) and ctx.get(o.arready):
+                rotation.append(ctx.get(o.arid) >> id_bits)
             await ctx.tick()
+        for mi in ms:
+            ctx.set(mi.arvalid, 0)
+        ctx.set(o.arready, 0)
+        # R beats for each manager's id: only that manager sees them, and only its rready
+        # answers (the others' are the opposite)
+        for i in range(n):
+            for ready in (1, 0):
+                for j, mi in enumerate(ms):
+                    ctx.set(mi.rready, ready if j == i else 1 - ready)
+                ctx.set(o.rvalid, 1)
+                ctx.set(o.rid, (i << id_bits) | (i + 1))
+                ctx.set(o.rdata, 0xAB00 + i)
+                await ctx.delay(1e-9)
+                routed.append(([ctx.get(mi.rvalid) for mi in ms], ctx.get(ms[i].rid),
+                               ctx.get(ms[i].rdata), ctx.get(o.rready), ready))
+                await ctx.tick()
         ctx.set(o.rvalid, 0)
 
     run_bench(dut, bench)
@@ -140,6 +157,9 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
     # round robin: each grant goes to the nearest requester after the previous one
     order = [g[0] for g in grants]
     assert order in ([0, 1, 2], [1, 2, 0], [2, 0, 1]), order
-    for i, (valids, rid, rdata, rready) in enumerate(routed):
+    assert len(rotation) >= 15 and all(b == (a + 1) % n for a, b in
+                                       zip(rotation, rotation[1:])), rotation
+    for k, (valids, rid, rdata, rready, ready) in enumerate(routed):
+        i = k // 2
         assert valids == [int(j == i) for j in range(n)]
-        assert rid == i + 1 and rdata == 0xAB00 + i and rready == 1
+        assert rid == i + 1 and rdata == 0xAB00 + i and rready == ready

@@ -94,6 +94,41 @@ def test_native_load_bus_error_sets_load_bus(tmp_path):
     assert clean["cause_after_load"] == ErrCause.NONE and problems(job, clean) == []
 
 
+def test_native_lookup_bus_error_flags_the_query_and_the_next_is_right(tmp_path):
+    """DRAM answers SLVERR to one embedding line read: the first miss of the second
+    query in stage 0. That query is answered with every beat flagged, ERR_CAUSE is
+    LOOKUP_BUS with the stage, table and line address; the line leaves the cache, so the
+    queries after it (which read it again) are bit-exact."""
+    from rpaccel.workloads import criteo_shaped
+
+    acc, queries = criteo_shaped(get_config("default"), seed=5)
+    job = acc.job(queries((40, 60, 50, 30)))
+    img = acc.images[0]
+    model = img.cache_model()
+
+    def trace(q):
+        return [(b["table"], b["id"]) for b in q["beats"] if not b["head"] and not b["dense"]]
+
+    skip = 0
+    for t, r in trace(job["queries"][0]):
+        skip += model.lookup(t, r) == "miss"
+    first = next((t, r) for t, r in trace(job["queries"][1]) if model.lookup(t, r) == "miss")
+    t, r = first
+    line = (img.bases[t] + r * img.row_bytes[t]) & ~(acc.config.line_bytes - 1)
+    bad = dict(job["queries"][1], bad={"fault": "bus", "cause": ErrCause.LOOKUP_BUS,
+                                       "stage": 0, "table": t, "id": line})
+    job = dict(job, queries=[job["queries"][0], bad, *job["queries"][2:]])
+    nb = build_native(acc.config)
+    mt = run_native(nb, job, tmp_path, idle=0.2, backpressure=0.2, dram_stall=0.2, seed=9,
+                    bus_error=(img.bases[0], acc.images[1].bases[0], 1, skip))
+    assert problems(job, mt) == []
+    assert mt["errors"] == [False, True, False, False]
+    assert mt["counters"]["err_cause"] == ErrCause.LOOKUP_BUS and mt["status_ok"]
+    # the checker sees a flag that is missing
+    assert any("error flag missing" in p
+               for p in problems(job, dict(mt, errors=[False] * 4)))
+
+
 def test_regress_on_a_scheduler_address(models_dir, tmp_path):
     """The regression runner on a Dask scheduler given by address (an in-process cluster
     here): two runs of random stimulus, every answer checked, one JSON report."""
