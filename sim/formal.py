@@ -74,7 +74,7 @@ class Proof:
     claim: str
     spec: object
     mode: str = "prove"
-    depth: int = 20
+    depth: int = 6
     engine: str = "smtbmc yices"
 
 

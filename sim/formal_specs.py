@@ -355,7 +355,7 @@ _LIST = [
           lambda: Spec(_replay_spec)),
     Proof("crossbar.streams", "dispatch",
           "the engine crossbar's streams to the engines and back to the controllers hold "
-          "until taken (engine map set while idle)", lambda: Spec(_crossbar)),
+          "until taken (engine map set while idle)", lambda: Spec(_crossbar), depth=4),
     Proof("csr.axi_lite", "bus",
           "the CSR bank's B and R responses hold until taken; one response per request",
           lambda: Spec(_csr)),

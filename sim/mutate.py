@@ -123,7 +123,8 @@ TARGETS = {t.block: t for t in (
            ("AxiReadArbiter(3, 32, 64, 2)",
             "CsrBank(__import__('rpaccel.interface', fromlist=['csr_regs'])"
             ".csr_regs(get_config('default')))")),
-    Target("dispatch", "hw/dispatch.py", ("tests/test_dispatch.py",),
+    Target("dispatch", "hw/dispatch.py",
+           ("tests/test_dispatch.py", "tests/test_formal.py", "-k", "dispatch or crossbar"),
            ("EngineCrossbar(" + _cfg("default", block=2, partitions=4, engines=4,
                                      sub_batch=4) + ")",)),
     Target("loader", "hw/loader.py",

@@ -11,7 +11,7 @@ from rpaccel.sim.formal import Proof, prove
 from rpaccel.sim.formal_specs import PROOFS, Spec, _arbiter
 
 QUICK = ["csr.axi_lite", "arbiter.axi", "loader.ar", "embedding.ar", "embedding.streams",
-         "front_end.streams", "controller.streams", "replay.streams"]
+         "front_end.streams", "controller.streams", "replay.streams", "crossbar.streams"]
 
 
 @pytest.mark.parametrize("name", QUICK)
