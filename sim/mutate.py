@@ -18,8 +18,11 @@ only add or drop generated copies). Each mutant lives in its own copy of the sou
    proofs, the Verilator tests it has): a failing test *kills* the mutant, a run past its
    time limit counts as killed too (*timeout*), passing tests let it *survive*.
 
-The score of a block is killed / (killed + survived) over its first ``per_block`` valid,
-non-equivalent mutants in a seeded random order. The runs go through the Dask runner of
+A survivor whose behaviour at the ports is the original's under the block's documented
+contract (the netlist differs, the function does not) is listed in `ARGUED` with the
+argument and counted as *argued*, like an equivalent one. The score of a block is
+killed / (killed + survived) over its first ``per_block`` valid, non-equivalent, not argued
+mutants in a seeded random order. The runs go through the Dask runner of
 the regression (`rpaccel.sim.regress.map_tasks`): a local cluster or a scheduler.
 """
 
@@ -42,8 +45,8 @@ from pathlib import Path
 
 from .runner import REPO_ROOT
 
-__all__ = ["Target", "TARGETS", "Mutant", "mutants", "apply", "run_mutant", "mutate",
-           "netlist_digest"]
+__all__ = ["Target", "TARGETS", "ARGUED", "argued", "Mutant", "mutants", "apply",
+           "run_mutant", "mutate", "netlist_digest", "verdict_keys"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ TARGETS = {t.block: t for t in (
             + ", 8)",)),
     Target("output_path", "hw/output_path.py", ("tests/test_output_path.py",),
            ("OutputPath(" + _cfg("default", sub_batch=8, max_width=64, weight_rows=256)
-            + ", 8)",)),
+            + ", 8)",
+            "OutputPath(" + _cfg("default", sub_batch=8, max_width=64, weight_rows=256,
+                                 block=2, partitions=4) + ", 8)")),
     Target("interaction", "hw/interaction.py", ("tests/test_interaction.py",),
            ("InteractionUnit(get_config('default'), 8, 16)",
             "InteractionUnit(" + _cfg("default", inter_pairs=4) + ", 8, 16)")),
@@ -141,6 +146,54 @@ TARGETS = {t.block: t for t in (
            ("tests/test_native.py", "-k", "default_real or lookup_bus or load_bus"),
            ("RPAccel(get_config('default'))",)),
 )}
+
+#: Survivors argued equivalent: the same behaviour at every port under the block's
+#: documented contract, though the netlist differs (`docs/verification.md` gives each
+#: argument). Keyed by block, the mutated source line and the change; not scored.
+ARGUED = {
+    ("requant", "lo_bits = 17", "17 -> 16"):
+        "the split point of (acc + bias) * mult into two partial products: "
+        "(p_hi << L) + p_lo is the same exact product for any L",
+    ("requant", "with m.If(rounded[j] > hi):", "Gt -> GtE in rounded[j] > hi"):
+        "a value equal to the upper bound saturates to itself",
+    ("requant", "with m.Elif(rounded[j] < lo):", "Lt -> LtE in rounded[j] < lo"):
+        "a value equal to the lower bound saturates to itself",
+    ("requant", "with m.Elif(relu[-1] & (rounded[j] < 0)):", "0 -> 1"):
+        "ReLU of 0 is 0 either way",
+    ("array", "m.d.sync += self.out[p].valid.eq(0)",
+     "m.d.sync += self.out[p].valid.eq(0)"):
+        "a slot in use gets its valid from the last row every enabled cycle, and one not "
+        "in use keeps the reset 0: the default differs only if the mode changes while an "
+        "output is held, which the engine never does (mode changes while drained)",
+    ("interaction", "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in "
+     "line[1:])).any())", "1 -> 2"):
+        "pipe_busy is read only in DRAIN, reached (through WAIT) two cycles after the last "
+        "operation issued: by then it has left op, s2 and the first line stage",
+    ("interaction", "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in "
+     "line[1:])).any())", "BitOr -> BitAnd in op_v | s2_v"):
+        "as above: op_v and s2_v are both 0 whenever DRAIN reads pipe_busy",
+    ("interaction", "m.d.sync += [buf.eq(merged[8 * A:]), fill.eq(new_fill - A),",
+     "Sub -> Add in new_fill - A"):
+        "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and "
+        "new_fill + A are equal modulo 2A",
+    ("topk", "rest = Const(0, 1)", "1 -> 2"):
+        "the width of the constant 0 that starts an OR of 1-bit terms",
+    ("topk", "a_wins = ~(vb > va)", "Gt -> GtE in vb > va"):
+        "equal {key, valid} words are the same (id, score) or two invalid heads (a queue "
+        "fills from its head, so nothing valid is behind an invalid head): either pick "
+        "gives the same answer",
+}
+
+
+def _code_line(source: str, line: int) -> str:
+    lines = (REPO_ROOT / source).read_text().splitlines()
+    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
+
+
+def argued(row: dict) -> str | None:
+    """The equivalence argument for a surviving mutant's row, if `ARGUED` holds one."""
+    return ARGUED.get((row["block"], _code_line(row["source"], row["line"]), row["change"]))
+
 
 _CMP = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.LtE, ast.LtE: ast.Lt,
         ast.Gt: ast.GtE, ast.GtE: ast.Gt}
@@ -328,7 +381,8 @@ def netlist_digest(block: str) -> str:
 
 def _env(tree: Path, models: str) -> dict:
     env = dict(os.environ)
-    env.update({"PYTHONPATH": str(tree), "RPACCEL_BUILD": str(tree / "build"),
+    path = [str(tree), *filter(None, [env.get("PYTHONPATH")])]
+    env.update({"PYTHONPATH": os.pathsep.join(path), "RPACCEL_BUILD": str(tree / "build"),
                 "RPACCEL_MODELS": models, "PYTHONDONTWRITEBYTECODE": "1"})
     return env
 
@@ -398,15 +452,50 @@ def sample(target: Target, seed: int) -> list:
     return ms
 
 
+def _digest(files, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for f in files:
+        path = REPO_ROOT / f
+        h.update(f.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+    return h.hexdigest()[:16]
+
+
+def verdict_keys(target: Target) -> tuple:
+    """``(source key, tests key)``: digests of what a mutant's verdict depends on besides
+    the mutation, the block's source (which fixes the mutants) and the test files it
+    names with ``tests/conftest.py`` and its pytest arguments."""
+    tests = ["tests/conftest.py", *(a for a in target.tests if a.endswith(".py"))]
+    return _digest([target.source]), _digest(tests, " ".join(target.tests))
+
+
+def _cached(cache: Path | None, keys: dict) -> dict:
+    """Verdicts in ``cache`` still valid: same source and tests, or same source and not a
+    survivor (tests are only ever added to: a mutant once killed stays killed)."""
+    rows = {}
+    if cache is not None and cache.exists():
+        for line in cache.read_text().splitlines():
+            r = json.loads(line) if line.strip() else None
+            if r is None or r["block"] not in keys:
+                continue
+            src, tests = keys[r["block"]]
+            if r.get("source_key") == src and (r.get("tests_key") == tests
+                                               or r["status"] != "survived"):
+                rows[(r["block"], r["index"])] = r
+    return rows
+
+
 def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | None = None,
            workers: int | None = None, models_dir=None, work=None, out=None,
-           spare: float = 0.4, log=print) -> dict:
+           spare: float = 0.4, cache=None, fresh: bool = False, log=print) -> dict:
     """Run the mutants of ``blocks`` (all `TARGETS` by default) and gather the report.
 
     Each block first runs its tests unmutated (they must pass; their time sets the
     limit, four times it plus 30 s). Then ``per_block`` mutants and ``spare`` more in
     case some are invalid or equivalent; the score counts the first ``per_block`` valid,
-    non-equivalent ones in sample order.
+    non-equivalent ones in sample order. Each verdict is appended to the JSON-lines file
+    ``cache`` (default ``work``/results.jsonl) as it arrives, under the block's
+    `verdict_keys`: a run that stops part-way resumes where it was; a changed source runs
+    the block's mutants again, changed tests its survivors (``fresh``: run everything).
     """
     from .regress import map_tasks
     from .runner import BUILD_ROOT
@@ -421,29 +510,48 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
     base, _ = map_tasks(run_mutant, [(None, b, work, models, None, 3600) for b in blocks],
                         scheduler, workers, unit="block", desc="baseline")
     base = {r["block"]: r for r in base}
+    for b in blocks:
+        log(f"mutate: {b}: tests pass unmutated in {base[b]['test_seconds']:.0f} s"
+            if base[b]["passed"] else f"mutate: {b}: tests fail unmutated")
     broken = [b for b in blocks if not base[b]["passed"] or base[b]["digest"] is None]
     for b in broken:
         log(f"mutate: {b}: the unmutated tests fail or do not elaborate:\n{base[b]['tail']}")
-    tasks = []
+    cache = Path(cache) if cache else Path(work) / "results.jsonl"
+    keys = {b: verdict_keys(TARGETS[b]) for b in blocks}
+    done = {} if fresh else _cached(cache, keys)
+    tasks, rows = [], []
     for b in blocks:
         if b in broken:
             continue
         limit = 4 * base[b]["test_seconds"] + 30
         for mt in sample(TARGETS[b], seed)[:round(per_block * (1 + spare))]:
-            tasks.append((mt, b, work, models, base[b]["digest"], limit))
-    log(f"mutate: {len(tasks)} mutants of {len(blocks) - len(broken)} blocks, seed {seed}")
+            if (b, mt.index) in done:
+                rows.append(done[(b, mt.index)])
+            else:
+                tasks.append((mt, b, work, models, base[b]["digest"], limit))
+    log(f"mutate: {len(tasks)} mutants of {len(blocks) - len(broken)} blocks to run, "
+        f"{len(rows)} from {cache}, seed {seed}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
 
     def show(r):
+        r["source_key"], r["tests_key"] = keys[r["block"]]
+        with cache.open("a") as f:
+            f.write(json.dumps(r) + "\n")
         if r["status"] == "survived":
             log(f"mutate: {r['block']} #{r['index']} survived: line {r['line']} {r['kind']}: "
                 f"{r['change']}")
 
-    rows, nworkers = map_tasks(run_mutant, tasks, scheduler, workers, on_result=show,
-                               unit="mutant", desc="mutants")
+    ran, nworkers = map_tasks(run_mutant, tasks, scheduler, workers, on_result=show,
+                              unit="mutant", desc="mutants")
+    rows += ran
     per = {}
     for b in blocks:
         order = {mt.index: i for i, mt in enumerate(sample(TARGETS[b], seed))}
         mine = sorted((r for r in rows if r["block"] == b), key=lambda r: order[r["index"]])
+        for r in mine:
+            why = argued(r) if r["status"] in ("survived", "argued") else None
+            if why:
+                r.update(status="argued", argument=why)
         scored = [r for r in mine if r["status"] in ("killed", "survived", "timeout")]
         scored = scored[:per_block]
         last = order[scored[-1]["index"]] if scored else -1
@@ -457,6 +565,7 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
             "timeout": sum(r["status"] == "timeout" for r in scored),
             "invalid": sum(r["status"] == "invalid" for r in shown),
             "equivalent": sum(r["status"] == "equivalent" for r in shown),
+            "argued": sum(r["status"] == "argued" for r in shown),
             "score": round(killed / len(scored), 3) if scored else None,
             "survivors": [r for r in scored if r["status"] == "survived"],
             "mutants": shown}
@@ -464,7 +573,7 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
               "python": platform.python_version(), "seed": seed, "per_block": per_block,
               "workers": nworkers, "scheduler": scheduler or f"local cluster ({nworkers})",
               "wall_seconds": round(time.perf_counter() - t0, 1),
-              "broken": broken, "blocks": per}
+              "resumed": len(rows) - len(ran), "broken": broken, "blocks": per}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1) + "\n")

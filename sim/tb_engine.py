@@ -67,10 +67,12 @@ async def _slot(dut, cfg, p, job, params, metrics):
         while run.queue or run.valid.value:
             await RisingEdge(dut.clk)
         # the next sub-batch's activations go in while this one computes (other bank)
+        prefetched = 0
         if n + 1 < len(runs) and "act" in runs[n + 1]:
             for beat in runs[n + 1]["act"]:
                 load.put(pack(beat))
             queued.add(n + 1)
+            prefetched = len(runs[n + 1]["act"])
         await RisingEdge(dut.clk)
         for _ in range(r.get("timeout", 2_000_000)):
             if not int(busy.value):
@@ -79,8 +81,11 @@ async def _slot(dut, cfg, p, job, params, metrics):
         else:
             raise AssertionError(f"partition {p}: run {r['name']} did not finish")
         got = {n: int(getattr(dut, f"{n}_{p}").value) for n in COUNTERS}
+        # beats of the next sub-batch still waiting when this run ended
+        left = min(prefetched, len(load.queue) + int(load.valid.value))
         dut._log.info("partition %d: %s: %s", p, r["name"], got)
-        metrics.append({"partition": p, "name": r["name"], "items": r["items"], **got})
+        metrics.append({"partition": p, "name": r["name"], "items": r["items"], **got,
+                        "prefetched": prefetched, "prefetch_left": left})
     await ClockCycles(dut.clk, 5)
     for t in tasks:
         t.cancel()

@@ -1,5 +1,6 @@
 """MLP engine on the mesh: host compiler checks and cocotb on Verilator against golden."""
 
+import json
 import re
 
 import numpy as np
@@ -57,8 +58,14 @@ def test_verilator_engine_random_layers(tmp_path, mode):
     """Random layer shapes (multi-tile in K and N, widths not multiples of the partition),
     both partitions running different MLPs at once in mode 1, idle gaps, backpressure."""
     rng = np.random.default_rng(100 + mode)
-    tests, failed = _run(tmp_path, mode, _random_slots(rng, CFG, mode))
+    metrics = tmp_path / "metrics.json"
+    tests, failed = _run(tmp_path, mode, _random_slots(rng, CFG, mode), metrics=str(metrics))
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+    # the next sub-batch's activations are taken while the engine computes
+    runs = json.loads(metrics.read_text())
+    prefetched = sum(r["prefetched"] for r in runs)
+    left = sum(r["prefetch_left"] for r in runs)
+    assert prefetched > 0 and left < prefetched / 4, runs
 
 
 def test_verilator_engine_reports_a_wrong_result(tmp_path):

@@ -55,7 +55,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     rows = -(-max(pairs, 1) // P)
     prow = [[{"mult": int(mult[p]) if p < pairs else 0, "shift": int(shift[p])
               if p < pairs else 0} for p in range(r * P, (r + 1) * P)] for r in range(rows)]
-    cycles = {}
+    cycles = {"early": 0, "late": 0}
 
     async def bench(ctx):
         ctx.set(dut.items, items)
@@ -63,6 +63,9 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
         ctx.set(dut.feats, feats)
         ctx.set(dut.d, d)
         ctx.set(dut.dw, dw)
+        for _ in range(4):  # nothing happens before go
+            cycles["early"] += ctx.get(dut.busy) + (ctx.get(dut.wr_en) != 0)
+            await ctx.tick()
         ctx.set(dut.go, 1)
         await ctx.tick()
         ctx.set(dut.go, 0)
@@ -90,6 +93,9 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
                 break
             assert n < 20000, "interaction unit hung"
         cycles["busy"] = n
+        for _ in range(8):  # and nothing after busy falls
+            cycles["late"] += ctx.get(dut.busy) + (ctx.get(dut.wr_en) != 0)
+            await ctx.tick()
 
     sim = Simulator(top)
     sim.add_clock(1e-8)
@@ -97,6 +103,8 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     sim.run()
     got = [out[i, :len(e)].tolist() for i, e in enumerate(expect)]
     untouched = all((out[i, len(e):] == 999).all() for i, e in enumerate(expect))
+    assert cycles["early"] == 0 and cycles["late"] == 0, (
+        f"busy or writes before go / after busy fell: {cycles}")
     return expect, got, cycles["busy"], untouched
 
 

@@ -55,6 +55,18 @@ def test_native_default_real_queries_faults_and_reset(default_acc, models_dir, m
     sjob = sacc.job([b for b, _ in qs[:2]])
     smt = run_native(nb, sjob, tmp_path / "swapped", backpressure=0.2, seed=7)
     assert problems(sjob, smt) == [] and smt["load_ok"]
+    # its counters: items and useful MACs per stage from the pipeline (the MLPs' weights
+    # per item), BUSY_CYCLES within the queries' span and at least the longest query
+    c, n = smt["counters"], [len(b.dense) for b, _ in qs[:2]]
+    items = n
+    for st, (q, k) in enumerate(sacc.stages):
+        fm = q.float_model
+        per_item = sum(w.size for w, _ in fm.bot) + sum(w.size for w, _ in fm.top)
+        assert (c[f"s{st}_items"], c[f"s{st}_macs"]) == (sum(items), sum(items) * per_item), (
+            st, c)
+        items = [min(i, k) for i in items]
+    assert max(smt["latency"]) - 8 <= c["busy_cycles"] <= smt["total_cycles"] + 16, (
+        c["busy_cycles"], smt["latency"], smt["total_cycles"])
 
 
 @pytest.mark.slow  # the two benches side by side: docs/verification.md, make test-all

@@ -2,8 +2,8 @@
 of two MLP steps around an interaction step, the array's tile exits played back at random
 delays (the shadow-register row stream is always ready). Every row must come from its
 weight-buffer address in program order, a tile must not start loading before the previous
-one began leaving the array, and ``tiles_loaded`` must count the tiles and restart with a
-run."""
+one began leaving the array, and ``tiles_loaded`` must count exactly the tiles whose every
+row has been delivered, at every cycle, and restart with a run."""
 
 import random
 
@@ -37,7 +37,8 @@ def _expected_rows():
 
 def run_loader(seed: int, runs: int = 2):
     """Play ``runs`` runs; returns per run the (row, weight-address) sequence delivered,
-    the violations of the exit rule and the final ``tiles_loaded``."""
+    the violations of the exit rule, the final ``tiles_loaded`` and the cycles where it
+    differed from the whole tiles delivered."""
     rng = random.Random(seed)
     mem = [rng.getrandbits(8 * WIDTH) for _ in range(CFG.weight_rows)]
     word_of = {v: a for a, v in reversed(list(enumerate(mem)))}
@@ -51,7 +52,7 @@ def run_loader(seed: int, runs: int = 2):
             ctx.set(dut.tiles_exited, 0)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            exited, seen, pending, got, bad = 0, 0, [], [], []
+            exited, seen, pending, got, bad, early = 0, 0, [], [], [], []
             data, cycles = 0, 0
             first_of_tile = True
             while True:
@@ -60,6 +61,8 @@ def run_loader(seed: int, runs: int = 2):
                 ctx.set(dut.w_data, data)
                 # the array: a loaded tile's first item leaves after a random delay
                 loaded = ctx.get(dut.tiles_loaded)
+                if loaded != len(got) // R:
+                    early.append((cycles, loaded, len(got)))
                 while len(pending) + exited < loaded:
                     pending.append(cycles + rng.randint(1, 12))
                 if ctx.get(dut.w_en):
@@ -88,7 +91,7 @@ def run_loader(seed: int, runs: int = 2):
                     break
                 assert cycles < 20000, (f"weight loader hung after {len(got)} rows, "
                                        f"tiles loaded {loaded}, exited {exited}")
-            results.append((got, bad, ctx.get(dut.tiles_loaded)))
+            results.append((got, bad, ctx.get(dut.tiles_loaded), early))
 
     run_bench(dut, bench)
     return results
@@ -96,8 +99,9 @@ def run_loader(seed: int, runs: int = 2):
 
 def test_weight_loader_rows_in_program_order_after_tile_exits():
     tiles = sum(kt * nt for k, kt, nt, _ in PROGRAM if k == StepKind.MLP)
-    for got, bad, loaded in run_loader(seed=5):
+    for got, bad, loaded, early in run_loader(seed=5):
         assert got == _expected_rows(), (
             f"expected (row, address) {_expected_rows()}\n actual {got}")
         assert not bad, f"tiles read before the previous tile left the array: {bad}"
         assert loaded == tiles, f"expected tiles_loaded {tiles}, actual {loaded}"
+        assert not early, f"(cycle, tiles_loaded, rows delivered) off the count: {early[:5]}"

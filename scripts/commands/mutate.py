@@ -16,7 +16,8 @@ def run(args) -> int:
             print(f"{t.block:16} {t.source:22} {' '.join(t.tests)}")
         return 0
     rep = mutate(args.block, args.per_block, args.seed, args.scheduler, args.workers,
-                 models_dir(args.models), args.workdir, args.out,
+                 models_dir(args.models), args.workdir, args.out, cache=args.cache,
+                 fresh=args.fresh,
                  log=lambda m: print(m, file=sys.stderr))
     summary = {b: {k: v for k, v in p.items() if k not in ("mutants", "survivors", "tests")}
                for b, p in rep["blocks"].items()}
@@ -42,5 +43,9 @@ def add_parser(sub):
     s.add_argument("--models", help="model directory (default build/models)")
     s.add_argument("--workdir", help="where mutant trees are built (default build/mutate)")
     s.add_argument("--out", help="write the JSON report here")
+    s.add_argument("--cache", help="JSON-lines file of verdicts, resumed from and appended "
+                   "to (default WORKDIR/results.jsonl)")
+    s.add_argument("--fresh", action="store_true",
+                   help="run every mutant again, whatever the cache holds")
     s.set_defaults(func=run)
     return s
