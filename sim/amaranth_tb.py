@@ -25,11 +25,12 @@ async def stream_get(ctx, stream):
 
 
 def run_filter(dut, beats, n_out: int, setup=None, max_cycles: int = 20000,
-               reset_after: int | None = None):
+               reset_after: int | None = None, stamps: list | None = None):
     """Feed ``beats`` to a filter block (`TopK`, `ApproxFilter`) back to back and collect
     ``n_out`` outputs as ``(id, score, last)``; stops after ``max_cycles`` cycles so that a
     hung block fails instead of hanging. ``setup(ctx)`` runs first (e.g. to set ports).
-    ``reset_after``: pulse the block's reset for one cycle once that many beats are in."""
+    ``reset_after``: pulse the block's reset for one cycle once that many beats are in.
+    ``stamps`` (a list) receives the cycle of each output."""
     got = []
     top = Module()
     top.domains.sync = cd = ClockDomain("sync")
@@ -51,6 +52,8 @@ def run_filter(dut, beats, n_out: int, setup=None, max_cycles: int = 20000,
         async for _, _, valid, p in ctx.tick().sample(dut.o.valid, dut.o.payload):
             if valid:
                 got.append((int(p.id), int(p.score), int(p.last)))
+                if stamps is not None:
+                    stamps.append(cycles)
             cycles += 1
             if len(got) == n_out or cycles > max_cycles:
                 break

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from pathlib import Path
 
 from .runner import REPO_ROOT
 
-__all__ = ["Target", "TARGETS", "ARGUED", "argued", "Mutant", "mutants", "apply",
+__all__ = ["Target", "TARGETS", "ARGUED", "argued", "argued_key", "Mutant", "mutants", "apply",
            "run_mutant", "mutate", "netlist_digest", "verdict_keys"]
 
 
@@ -149,39 +150,50 @@ TARGETS = {t.block: t for t in (
 
 #: Survivors argued equivalent: the same behaviour at every port under the block's
 #: documented contract, though the netlist differs (`docs/verification.md` gives each
-#: argument). Keyed by block, the mutated source line and the change; not scored.
+#: argument). Keyed by `argued_key`; not scored.
 ARGUED = {
-    ("requant", "lo_bits = 17", "17 -> 16"):
-        "the split point of (acc + bias) * mult into two partial products: "
-        "(p_hi << L) + p_lo is the same exact product for any L",
-    ("requant", "with m.If(rounded[j] > hi):", "Gt -> GtE in rounded[j] > hi"):
+    ("requant", "lo_bits = 17", "17 -> 16", 18):
+        "the split point of (acc + bias) * mult into two partial products: (p_hi << L) + p_lo is "
+        "the same exact product for any L",
+    ("requant", "with m.If(rounded[j] > hi):", "Gt -> GtE in rounded[j] > hi", 26):
         "a value equal to the upper bound saturates to itself",
-    ("requant", "with m.Elif(rounded[j] < lo):", "Lt -> LtE in rounded[j] < lo"):
+    ("requant", "with m.Elif(rounded[j] < lo):", "Lt -> LtE in rounded[j] < lo", 28):
         "a value equal to the lower bound saturates to itself",
-    ("requant", "with m.Elif(relu[-1] & (rounded[j] < 0)):", "0 -> 1"):
+    ("requant", "with m.Elif(relu[-1] & (rounded[j] < 0)):", "0 -> 1", 53):
         "ReLU of 0 is 0 either way",
-    ("array", "m.d.sync += self.out[p].valid.eq(0)",
-     "m.d.sync += self.out[p].valid.eq(0)"):
-        "a slot in use gets its valid from the last row every enabled cycle, and one not "
-        "in use keeps the reset 0: the default differs only if the mode changes while an "
-        "output is held, which the engine never does (mode changes while drained)",
-    ("interaction", "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in "
-     "line[1:])).any())", "1 -> 2"):
+    ("array", "m.d.sync += self.out[p].valid.eq(0)", "m.d.sync += self.out[p].valid.eq(0)", 16):
+        "a slot in use gets its valid from the last row every enabled cycle, and one not in use "
+        "keeps the reset 0: the default differs only if the mode changes while an output is held,"
+        " which the engine never does (mode changes while drained)",
+    ("interaction",
+     "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())",
+     "1 -> 2", 79):
         "pipe_busy is read only in DRAIN, reached (through WAIT) two cycles after the last "
         "operation issued: by then it has left op, s2 and the first line stage",
-    ("interaction", "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in "
-     "line[1:])).any())", "BitOr -> BitAnd in op_v | s2_v"):
+    ("interaction",
+     "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())",
+     "BitOr -> BitAnd in op_v | s2_v", 33):
         "as above: op_v and s2_v are both 0 whenever DRAIN reads pipe_busy",
-    ("interaction", "m.d.sync += [buf.eq(merged[8 * A:]), fill.eq(new_fill - A),",
-     "Sub -> Add in new_fill - A"):
-        "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and "
-        "new_fill + A are equal modulo 2A",
-    ("topk", "rest = Const(0, 1)", "1 -> 2"):
+    ("interaction",
+     "m.d.sync += [buf.eq(merged[8 * A:]), fill.eq(new_fill - A),",
+     "Sub -> Add in new_fill - A", 61):
+        "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and new_fill + A "
+        "are equal modulo 2A",
+    ("topk", "rest = Const(0, 1)", "1 -> 2", 28):
         "the width of the constant 0 that starts an OR of 1-bit terms",
-    ("topk", "a_wins = ~(vb > va)", "Gt -> GtE in vb > va"):
-        "equal {key, valid} words are the same (id, score) or two invalid heads (a queue "
-        "fills from its head, so nothing valid is behind an invalid head): either pick "
-        "gives the same answer",
+    ("topk", "a_wins = ~(vb > va)", "Gt -> GtE in vb > va", 23):
+        "equal {key, valid} words are the same (id, score) or two invalid heads (a queue fills "
+        "from its head, so nothing valid is behind an invalid head): either pick gives the same "
+        "answer",
+    ("topk_heap", "j[1:] if l > 1 else 0)),", "0 -> 1", 65):
+        "level 1 of the heap has one row: its write address has no bits, so 1 truncates to the "
+        "same empty address",
+    ("topk_heap", "h.op_x.eq(Mux(popping, (1 << ew) - 1, in_x[q]))]", "1 -> 2", 57):
+        "op_x is ew bits wide: (2 << ew) - 1 truncates to the same all-ones word",
+    ("approx_filter", "with m.Elif(shifted >= nbins - 1):", "1 -> 0", 43):
+        "at shifted == nbins - 1 the clamp and the pass-through give the same bin",
+    ("front_end", "bi.eq(0), sub_end.eq(0), qbad.eq(0)]", "0 -> 1", 54):
+        "sub_end is not read before RUN sets it (cand + items) for the first sub-batch",
 }
 
 
@@ -190,9 +202,22 @@ def _code_line(source: str, line: int) -> str:
     return lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
+def argued_key(row: dict) -> tuple:
+    """``(block, source line, change, column)`` of a mutant's row: what `ARGUED` is keyed
+    by (the column tells apart equal changes on one line)."""
+    cols = _columns((REPO_ROOT / row["source"]).read_text())
+    return (row["block"], _code_line(row["source"], row["line"]), row["change"],
+            cols[row["index"]])
+
+
+@functools.lru_cache(maxsize=32)
+def _columns(text: str) -> tuple:
+    return tuple(node.col_offset for node, _, _ in _sites(ast.parse(text)))
+
+
 def argued(row: dict) -> str | None:
     """The equivalence argument for a surviving mutant's row, if `ARGUED` holds one."""
-    return ARGUED.get((row["block"], _code_line(row["source"], row["line"]), row["change"]))
+    return ARGUED.get(argued_key(row))
 
 
 _CMP = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.LtE, ast.LtE: ast.Lt,
@@ -470,7 +495,8 @@ def verdict_keys(target: Target) -> tuple:
 
 def _cached(cache: Path | None, keys: dict) -> dict:
     """Verdicts in ``cache`` still valid: same source and tests, or same source and not a
-    survivor (tests are only ever added to: a mutant once killed stays killed)."""
+    survivor (tests are only ever added to: a mutant once killed stays killed). The
+    unmutated run (index -1) holds while source and tests are the same."""
     rows = {}
     if cache is not None and cache.exists():
         for line in cache.read_text().splitlines():
@@ -478,8 +504,8 @@ def _cached(cache: Path | None, keys: dict) -> dict:
             if r is None or r["block"] not in keys:
                 continue
             src, tests = keys[r["block"]]
-            if r.get("source_key") == src and (r.get("tests_key") == tests
-                                               or r["status"] != "survived"):
+            if r.get("source_key") == src and (r.get("tests_key") == tests or r["status"]
+                                               not in ("survived", "baseline")):
                 rows[(r["block"], r["index"])] = r
     return rows
 
@@ -507,36 +533,49 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
     models = str(Path(models_dir or BUILD_ROOT / "models").resolve())
     work = str(Path(work or BUILD_ROOT / "mutate").resolve())
     t0 = time.perf_counter()
-    base, _ = map_tasks(run_mutant, [(None, b, work, models, None, 3600) for b in blocks],
-                        scheduler, workers, unit="block", desc="baseline")
-    base = {r["block"]: r for r in base}
-    for b in blocks:
+    cache = Path(cache) if cache else Path(work) / "results.jsonl"
+    keys = {b: verdict_keys(TARGETS[b]) for b in blocks}
+    done = {} if fresh else _cached(cache, keys)
+    picked = {b: sample(TARGETS[b], seed)[:round(per_block * (1 + spare))] for b in blocks}
+    # a block whose sampled verdicts are all cached is not run again (its tests passed
+    # unmutated when they were made: the baseline is cached beside them)
+    todo = [b for b in blocks if fresh or (b, -1) not in done
+            or any((b, mt.index) not in done for mt in picked[b])]
+    ran_base, _ = map_tasks(run_mutant, [(None, b, work, models, None, 3600) for b in todo],
+                            scheduler, workers, unit="block", desc="baseline")
+    base = {b: done[(b, -1)] for b in blocks if b not in todo}
+    base.update({r["block"]: r for r in ran_base})
+    for b in todo:
         log(f"mutate: {b}: tests pass unmutated in {base[b]['test_seconds']:.0f} s"
             if base[b]["passed"] else f"mutate: {b}: tests fail unmutated")
     broken = [b for b in blocks if not base[b]["passed"] or base[b]["digest"] is None]
     for b in broken:
         log(f"mutate: {b}: the unmutated tests fail or do not elaborate:\n{base[b]['tail']}")
-    cache = Path(cache) if cache else Path(work) / "results.jsonl"
-    keys = {b: verdict_keys(TARGETS[b]) for b in blocks}
-    done = {} if fresh else _cached(cache, keys)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(r):
+        r["source_key"], r["tests_key"] = keys[r["block"]]
+        with cache.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+
+    for b in todo:
+        if b not in broken:
+            record(dict(base[b], index=-1))
     tasks, rows = [], []
     for b in blocks:
         if b in broken:
             continue
         limit = 4 * base[b]["test_seconds"] + 30
-        for mt in sample(TARGETS[b], seed)[:round(per_block * (1 + spare))]:
+        for mt in picked[b]:
             if (b, mt.index) in done:
                 rows.append(done[(b, mt.index)])
             else:
                 tasks.append((mt, b, work, models, base[b]["digest"], limit))
     log(f"mutate: {len(tasks)} mutants of {len(blocks) - len(broken)} blocks to run, "
         f"{len(rows)} from {cache}, seed {seed}")
-    cache.parent.mkdir(parents=True, exist_ok=True)
 
     def show(r):
-        r["source_key"], r["tests_key"] = keys[r["block"]]
-        with cache.open("a") as f:
-            f.write(json.dumps(r) + "\n")
+        record(r)
         if r["status"] == "survived":
             log(f"mutate: {r['block']} #{r['index']} survived: line {r['line']} {r['kind']}: "
                 f"{r['change']}")

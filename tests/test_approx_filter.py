@@ -65,6 +65,33 @@ def test_amaranth_sim_matches_golden():
     assert got == [x for e in expected for x in e]
 
 
+def test_amaranth_sim_read_out_ends_with_the_kth_answer():
+    """A query whose best items come first gets its answers on consecutive cycles and frees
+    the filter for the next query at its k-th answer, not after reading the rest of the
+    buffer."""
+    cfg = get_config("default").replace(topk_lanes=2, topk_k=8, topk_id_bits=6, max_items=64,
+                                        score_bits=16)
+    window = ApproxWindow(offset=-256, shift=5, bins=16)
+    ids = np.arange(64)
+    scores = np.concatenate([[250, 240], np.arange(-200, -138)])
+    one = pack_query(ids, scores, cfg.topk_lanes, 2)
+    expected = expected_approx(ids, scores, 2, window)
+    dut = ApproxFilter(cfg)
+
+    def setup(ctx):
+        ctx.set(dut.window_offset, window.offset)
+        ctx.set(dut.window_shift, window.shift)
+
+    stamps = []
+    got = run_filter(dut, one + one, 4, setup, stamps=stamps)
+    assert got == expected * 2
+    # the two answers of one beat leave on consecutive cycles (the output register
+    # refills as it empties); the second query enters (one beat a cycle) right after
+    assert stamps[1] - stamps[0] == 1, stamps
+    gap = stamps[2] - stamps[1]
+    assert gap <= len(one) + 12, (gap, len(one), stamps)
+
+
 def test_verilator_matches_golden(tmp_path):
     cfg = get_config("default").replace(topk_lanes=2, topk_k=16, topk_id_bits=10)
     sb = build(ApproxFilter, cfg, "approx_filter")

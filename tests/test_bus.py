@@ -96,6 +96,7 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
     held = []
     routed = []
     rotation = []
+    readies = []
 
     async def bench(ctx):
         o = dut.out
@@ -116,6 +117,10 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
                 held.append((who, ctx.get(o.araddr)))
                 stall -= 1
             elif ctx.get(o.arvalid):
+                await ctx.delay(1e-9)
+                # the handshake reaches the granted manager alone
+                readies.append([ctx.get(mi.arready) for mi in ms] == [int(j == who)
+                                                                      for j in range(n)])
                 grants.append((who, ctx.get(o.araddr), ctx.get(o.arid) & 3))
                 ctx.set(ms[who].arvalid, 0)
                 pending.discard(who)
@@ -143,9 +148,12 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
                 ctx.set(o.rvalid, 1)
                 ctx.set(o.rid, (i << id_bits) | (i + 1))
                 ctx.set(o.rdata, 0xAB00 + i)
+                ctx.set(o.rresp, (i + ready) % 4)
+                ctx.set(o.rlast, ready)
                 await ctx.delay(1e-9)
                 routed.append(([ctx.get(mi.rvalid) for mi in ms], ctx.get(ms[i].rid),
-                               ctx.get(ms[i].rdata), ctx.get(o.rready), ready))
+                               ctx.get(ms[i].rdata), ctx.get(o.rready), ready,
+                               ctx.get(ms[i].rresp), ctx.get(ms[i].rlast)))
                 await ctx.tick()
         ctx.set(o.rvalid, 0)
 
@@ -159,7 +167,9 @@ def test_read_arbiter_holds_grants_round_robin_and_routes_r():
     assert order in ([0, 1, 2], [1, 2, 0], [2, 0, 1]), order
     assert len(rotation) >= 15 and all(b == (a + 1) % n for a, b in
                                        zip(rotation, rotation[1:])), rotation
-    for k, (valids, rid, rdata, rready, ready) in enumerate(routed):
+    assert len(readies) == n and all(readies), readies
+    for k, (valids, rid, rdata, rready, ready, rresp, rlast) in enumerate(routed):
         i = k // 2
         assert valids == [int(j == i) for j in range(n)]
         assert rid == i + 1 and rdata == 0xAB00 + i and rready == ready
+        assert (rresp, rlast) == ((i + ready) % 4, ready)

@@ -132,10 +132,12 @@ def test_front_end_sub_batches_buffer_and_errors():
     # that id overflows, in the cycle the query is admitted
     dense_heavy = make_query(rng, 2, dense1=CFG.cand_beats - TABLES + 1, last_ids=1)
     after = make_query(rng, 4)
-    got = run_front_end(good + [too_many, overlong, dense_heavy, after])
+    # the last query in its buffer slot: what an over-long candidate keeps is checked
+    overlong_last = make_query(rng, 3, long_bag=(1, CFG.cand_beats + 2))
+    got = run_front_end(good + [too_many, overlong, dense_heavy, after, overlong_last])
     slots = query_slots(CFG)
     want = {"runs": [], "s0": [], "cb": {}, "cl": {}, "admitted": []}
-    for slot, q in enumerate(good + [overlong, dense_heavy, after]):
+    for slot, q in enumerate(good + [overlong, dense_heavy, after, overlong_last]):
         runs, s0, cb, cl, over = expected(q, slot % slots)
         want["runs"] += runs
         want["s0"] += [_s0(b) for b in s0]

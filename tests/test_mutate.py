@@ -3,6 +3,7 @@ argued equivalents and a small run end to end on the local Dask cluster."""
 
 import ast
 import json
+from dataclasses import asdict
 
 from rpaccel.sim.mutate import (
     ARGUED,
@@ -11,6 +12,7 @@ from rpaccel.sim.mutate import (
     _code_line,
     apply,
     argued,
+    argued_key,
     mutants,
     mutate,
     verdict_keys,
@@ -33,14 +35,12 @@ def test_every_mutant_changes_the_source_and_parses():
 
 
 def test_every_argued_equivalent_names_a_mutant_of_today_s_source():
-    """A stale entry (the line or the change no longer exists) fails here."""
-    for (block, code, change), why in ARGUED.items():
-        target = TARGETS[block]
-        hits = [m for m in mutants(target)
-                if _code_line(target.source, m.line) == code and m.change == change]
-        assert hits, (block, code, change)
-        assert argued({"block": block, "source": target.source, "line": hits[0].line,
-                       "change": change}) == why
+    """A stale entry (the line, the change or its column no longer exists) fails here."""
+    for key, why in ARGUED.items():
+        target = TARGETS[key[0]]
+        hits = [m for m in mutants(target) if argued_key(asdict(m)) == key]
+        assert len(hits) == 1, key
+        assert argued(asdict(hits[0])) == why
 
 
 def test_cache_keeps_verdicts_until_the_source_changes_and_reruns_survivors(tmp_path):

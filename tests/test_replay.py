@@ -45,7 +45,7 @@ def run_replay(survivors, cbuf, seed=0):
     item_bits = (CFG.max_items - 1).bit_length()
     beat_bits = (CFG.cand_beats - 1).bit_length()
     src = [(c, int(j == len(q) - 1)) for q in survivors for j, c in enumerate(q)]
-    got = {"runs": [], "beats": [], "mapped": []}
+    got = {"runs": [], "beats": [], "mapped": [], "rest": [], "sent": []}
     scores = []  # (local index, last) per survivor, in replay order, per query
 
     async def bench(ctx):
@@ -71,7 +71,8 @@ def run_replay(survivors, cbuf, seed=0):
             if sent < len(scores):
                 ctx.set(dut.scores.valid, 1)
                 loc, last = scores[sent]
-                ctx.set(dut.scores.payload, {"lanes": [{"valid": 1, "id": loc, "score": 0}]
+                score = (sent * 7919) % 2000 - 1000
+                ctx.set(dut.scores.payload, {"lanes": [{"valid": 1, "id": loc, "score": score}]
                                              + [{"valid": 0, "id": 0, "score": 0}] *
                                              (CFG.topk_lanes - 1), "k": K, "last": last})
             else:
@@ -87,7 +88,12 @@ def run_replay(survivors, cbuf, seed=0):
             if ctx.get(dut.beats.valid) and ctx.get(dut.beats.ready):
                 got["beats"].append(value_of(ctx, dut.beats.payload))
             if sent < len(scores) and ctx.get(dut.topk.valid) and ctx.get(dut.topk.ready):
-                got["mapped"].append(ctx.get(dut.topk.payload.lanes[0].id))
+                out = dut.topk.payload
+                got["mapped"].append(ctx.get(out.lanes[0].id))
+                # everything but the id passes through
+                got["rest"].append((ctx.get(out.lanes[0].valid), ctx.get(out.lanes[0].score),
+                                    ctx.get(out.k), ctx.get(out.last)))
+                got["sent"].append((1, (sent * 7919) % 2000 - 1000, K, scores[sent][1]))
                 sent += 1
             data = None
             if ctx.get(dut.cb_en):
@@ -125,3 +131,5 @@ def test_replay_runs_beats_and_id_map():
         assert g == w, f"beat {n}: expected {w}\n actual {g}"
     assert got["mapped"] == mapped, f"original positions: expected {mapped}\n actual " \
                                     f"{got['mapped']}"
+    assert got["rest"] == got["sent"], ("(valid, score, k, last) to top-k: expected "
+                                        f"{got['sent']}\n actual {got['rest']}")
