@@ -110,7 +110,8 @@ TARGETS = {t.block: t for t in (
            ("TopKHeap(" + _cfg("default", topk_lanes=1, topk_k=3, topk_impl="heap") + ")",
             "TopKHeap(" + _cfg("default", topk_lanes=2, topk_k=3, topk_impl="heap") + ")")),
     Target("approx_filter", "hw/approx_filter.py", ("tests/test_approx_filter.py",),
-           ("ApproxFilter(get_config('default'))",)),
+           ("ApproxFilter(get_config('default'))",
+            "ApproxFilter(" + _cfg("default", topk_lanes=4) + ")")),
     Target("front_end", "hw/front_end.py",
            ("tests/test_front_end.py", "tests/test_formal.py", "-k", "front_end"),
            ("QueryFrontEnd(" + _cfg("default", sub_batch=4, max_items=16, cand_beats=8,
@@ -194,6 +195,14 @@ ARGUED = {
         "at shifted == nbins - 1 the clamp and the pass-through give the same bin",
     ("front_end", "bi.eq(0), sub_end.eq(0), qbad.eq(0)]", "0 -> 1", 54):
         "sub_end is not read before RUN sets it (cand + items) for the first sub-batch",
+    ("topk_heap", "return Mux(v < 0, 0, v)[:len(stacks[0].raddr)]", "Lt -> LtE in v < 0",
+     23):
+        "clamping at 0: v == 0 gives 0 either way",
+    ("approx_filter", "with m.If(n_items < k):", "Lt -> LtE in n_items < k", 26):
+        "at n_items == k the total to emit is k either way",
+    ("loader", "a.arburst.eq(1), a.arid.eq(0),", "0 -> 1", 48):
+        "every request of the loader carries the same AXI ID, whichever it is: its R "
+        "beats come back in order for one ID and the loader does not read rid",
 }
 
 
@@ -512,7 +521,8 @@ def _cached(cache: Path | None, keys: dict) -> dict:
 
 def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | None = None,
            workers: int | None = None, models_dir=None, work=None, out=None,
-           spare: float = 0.4, cache=None, fresh: bool = False, log=print) -> dict:
+           spare: float = 0.4, cache=None, fresh: bool = False, cached_only: bool = False,
+           log=print) -> dict:
     """Run the mutants of ``blocks`` (all `TARGETS` by default) and gather the report.
 
     Each block first runs its tests unmutated (they must pass; their time sets the
@@ -522,6 +532,8 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
     ``cache`` (default ``work``/results.jsonl) as it arrives, under the block's
     `verdict_keys`: a run that stops part-way resumes where it was; a changed source runs
     the block's mutants again, changed tests its survivors (``fresh``: run everything).
+    ``cached_only``: run nothing, report what the cache holds (``pending`` per block
+    counts the sampled mutants without a verdict).
     """
     from .regress import map_tasks
     from .runner import BUILD_ROOT
@@ -539,11 +551,13 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
     picked = {b: sample(TARGETS[b], seed)[:round(per_block * (1 + spare))] for b in blocks}
     # a block whose sampled verdicts are all cached is not run again (its tests passed
     # unmutated when they were made: the baseline is cached beside them)
-    todo = [b for b in blocks if fresh or (b, -1) not in done
-            or any((b, mt.index) not in done for mt in picked[b])]
+    todo = [] if cached_only else [
+        b for b in blocks if fresh or (b, -1) not in done
+        or any((b, mt.index) not in done for mt in picked[b])]
     ran_base, _ = map_tasks(run_mutant, [(None, b, work, models, None, 3600) for b in todo],
                             scheduler, workers, unit="block", desc="baseline")
-    base = {b: done[(b, -1)] for b in blocks if b not in todo}
+    base = {b: done.get((b, -1), {"passed": True, "digest": "", "test_seconds": 0})
+            for b in blocks if b not in todo}
     base.update({r["block"]: r for r in ran_base})
     for b in todo:
         log(f"mutate: {b}: tests pass unmutated in {base[b]['test_seconds']:.0f} s"
@@ -569,7 +583,7 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
         for mt in picked[b]:
             if (b, mt.index) in done:
                 rows.append(done[(b, mt.index)])
-            else:
+            elif not cached_only:
                 tasks.append((mt, b, work, models, base[b]["digest"], limit))
     log(f"mutate: {len(tasks)} mutants of {len(blocks) - len(broken)} blocks to run, "
         f"{len(rows)} from {cache}, seed {seed}")
@@ -606,6 +620,8 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
             "equivalent": sum(r["status"] == "equivalent" for r in shown),
             "argued": sum(r["status"] == "argued" for r in shown),
             "score": round(killed / len(scored), 3) if scored else None,
+            "pending": sum((b, mt.index) not in {(r["block"], r["index"]) for r in mine}
+                           for mt in picked[b]) if len(scored) < per_block else 0,
             "survivors": [r for r in scored if r["status"] == "survived"],
             "mutants": shown}
     report = {"date": datetime.date.today().isoformat(), "host": platform.node(),

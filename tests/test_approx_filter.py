@@ -46,9 +46,10 @@ def _queries(cfg, rng, n_queries, max_n):
     return out
 
 
-def test_amaranth_sim_matches_golden():
-    cfg = get_config("default").replace(topk_lanes=2, topk_k=8, topk_id_bits=6, max_items=64,
-                                        score_bits=16)
+@pytest.mark.parametrize("lanes", [2, 4])
+def test_amaranth_sim_matches_golden(lanes):
+    cfg = get_config("default").replace(topk_lanes=lanes, topk_k=8, topk_id_bits=6,
+                                        max_items=64, score_bits=16)
     window = ApproxWindow(offset=-256, shift=5, bins=16)
     rng = np.random.default_rng(1)
     queries = _queries(cfg, rng, 25, 40)

@@ -12,8 +12,16 @@ REGS = {"A": (0x00, "rw", 16), "B": (0x04, "ro", 32), "C": (0x08, "wo", 32),
 
 
 async def _write(ctx, dut, addr, data):
-    """One AXI4-Lite write; returns (bresp, cycles the C pulse was high during it)."""
+    """One AXI4-Lite write; returns (bresp, cycles the C pulse was high during it); the
+    data every pulse (C or D) carried goes to ``dut.pulses``."""
     b = dut.bus
+
+    def pulse():
+        for name in ("C", "D"):
+            if ctx.get(getattr(dut, name)):
+                dut.pulses.append((name, ctx.get(getattr(dut, name + "_data"))))
+        return ctx.get(dut.C)
+
     ctx.set(b.awaddr, addr)
     ctx.set(b.wdata, data)
     ctx.set(b.awvalid, 1)
@@ -22,16 +30,16 @@ async def _write(ctx, dut, addr, data):
     pulses = 0
     while not ctx.get(b.awready):
         await ctx.tick()
-    pulses += ctx.get(dut.C)
+    pulses += pulse()
     await ctx.tick()
     ctx.set(b.awvalid, 0)
     ctx.set(b.wvalid, 0)
     ctx.set(b.bready, 1)
     while not ctx.get(b.bvalid):
-        pulses += ctx.get(dut.C)
+        pulses += pulse()
         await ctx.tick()
     resp = ctx.get(b.bresp)
-    pulses += ctx.get(dut.C)
+    pulses += pulse()
     await ctx.tick()
     ctx.set(b.bready, 0)
     return resp, pulses
@@ -56,6 +64,7 @@ async def _read(ctx, dut, addr):
 
 def test_csr_bank_registers_pulses_and_decerr():
     dut = CsrBank(REGS)
+    dut.pulses = []
     got = {}
 
     async def bench(ctx):
@@ -87,6 +96,7 @@ def test_csr_bank_registers_pulses_and_decerr():
     assert got["w_unmapped"][0] == 3 and got["r_unmapped"] == (0, 3)
     assert got["A_after"] == 0xBEEF, "refused writes change nothing"
     assert got["wD"][0] == 0 and got["rD"] == (0x5A, 0), "a wr register reads its _rd input"
+    assert dut.pulses == [("C", 0xCAFE), ("D", 0x77)], "each pulse carries its write's data"
 
 
 def test_read_arbiter_holds_grants_round_robin_and_routes_r():

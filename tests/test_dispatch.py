@@ -63,7 +63,10 @@ def run_crossbar(plans, seed=0, fault=None):
                     ctx.set(load.valid, bool(beat and beat[0] == "load"))
                     ctx.set(run.valid, bool(beat and beat[0] == "run"))
                     if beat and beat[0] == "load":
-                        ctx.set(load.payload.addr, s * 64 + beat[1] * 4 + beat[2])
+                        addr = s * 64 + beat[1] * 4 + beat[2]
+                        ctx.set(load.payload.addr, addr)
+                        ctx.set(load.payload.target, addr % 5)
+                        ctx.set(load.payload.data, addr * 0x9E3779B1 % (1 << 32))
                     if beat and beat[0] == "run":
                         ctx.set(run.payload, beat[2])
                     ctx.set(getattr(dut, f"out_{s}").ready, rng.random() < 0.7)
@@ -92,6 +95,9 @@ def run_crossbar(plans, seed=0, fault=None):
                     eload, erun = getattr(dut, f"eload_{e}"), getattr(dut, f"erun_{e}")
                     if ctx.get(eload.valid) and ctx.get(eload.ready):
                         addr = ctx.get(eload.payload.addr)
+                        # the beat's target and data travel with it
+                        assert (ctx.get(eload.payload.target), ctx.get(eload.payload.data)) \
+                            == (addr % 5, addr * 0x9E3779B1 % (1 << 32)), addr
                         st["loads"].append(addr)
                         got["loads"][addr // 64].append((addr % 64 // 4, e))
                     if ctx.get(erun.valid) and ctx.get(erun.ready):

@@ -17,7 +17,7 @@ def run(args) -> int:
         return 0
     rep = mutate(args.block, args.per_block, args.seed, args.scheduler, args.workers,
                  models_dir(args.models), args.workdir, args.out, cache=args.cache,
-                 fresh=args.fresh,
+                 fresh=args.fresh, cached_only=args.cached_only,
                  log=lambda m: print(m, file=sys.stderr))
     summary = {b: {k: v for k, v in p.items() if k not in ("mutants", "survivors", "tests")}
                for b, p in rep["blocks"].items()}
@@ -45,6 +45,8 @@ def add_parser(sub):
     s.add_argument("--out", help="write the JSON report here")
     s.add_argument("--cache", help="JSON-lines file of verdicts, resumed from and appended "
                    "to (default WORKDIR/results.jsonl)")
+    s.add_argument("--cached-only", action="store_true",
+                   help="run nothing: report the verdicts the cache holds")
     s.add_argument("--fresh", action="store_true",
                    help="run every mutant again, whatever the cache holds")
     s.set_defaults(func=run)
