@@ -620,8 +620,8 @@ def mutate(blocks=None, per_block: int = 30, seed: int = 0, scheduler: str | Non
             "equivalent": sum(r["status"] == "equivalent" for r in shown),
             "argued": sum(r["status"] == "argued" for r in shown),
             "score": round(killed / len(scored), 3) if scored else None,
-            "pending": sum((b, mt.index) not in {(r["block"], r["index"]) for r in mine}
-                           for mt in picked[b]) if len(scored) < per_block else 0,
+            "pending": len({mt.index for mt in picked[b]} - {r["index"] for r in mine})
+                       if len(scored) < per_block else 0,
             "survivors": [r for r in scored if r["status"] == "survived"],
             "mutants": shown}
     report = {"date": datetime.date.today().isoformat(), "host": platform.node(),
