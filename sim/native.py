@@ -403,9 +403,9 @@ def script(job: dict, answered: int, beats: int, check: bool = True,
     """The command script of one run of ``job`` (`rpaccel.runtime.Accelerator.job`):
     reset, the CSR writes each read back, the model load by the loader (with ``check``,
     a refused load of 0 beats and a refused engine map first), the queries, every
-    register read at the end and the error status cleared. ``reset_mid_beats``: a first
-    session of that many query beats (the model loaded, then a reset mid-query) before
-    everything else."""
+    register read at the end, the error status cleared and read again.
+    ``reset_mid_beats``: a first session of that many query beats (the model loaded, then
+    a reset mid-query) before everything else."""
     regs = job["regs"]
     cmds = []
 
@@ -440,7 +440,8 @@ def script(job: dict, answered: int, beats: int, check: bool = True,
     for name, addr in regs.items():
         if name != "CTRL":
             cmds.append((Op.READ, addr, 0))
-    cmds += [(Op.WRITE, regs["CTRL"], 1), (Op.READ, regs["ERR_CAUSE"], 0), (Op.END, 0, 0)]
+    cmds += [(Op.WRITE, regs["CTRL"], 1), (Op.READ, regs["ERR_CAUSE"], 0),
+             (Op.READ, regs["ERR_WHERE"], 0), (Op.READ, regs["ERR_ID"], 0), (Op.END, 0, 0)]
     return cmds
 
 
@@ -541,7 +542,7 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
                           f"{run_dir / 'out.txt'}")
     regs = job["regs"]
     # the reads in script order: the ID, the CSR write-backs, refused-load cause, each
-    # load's LOAD_DONE, the cause after the load, the counters, the cause after the clear
+    # load's LOAD_DONE, the cause after the load, the counters, the status after the clear
     it = iter(reads)
     if reset_mid:
         next(it)
@@ -560,7 +561,7 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
     for name in regs:
         if name != "CTRL":
             counters[name.lower()] = next(it)[1]
-    cleared = next(it)[1]
+    cleared = next(it)[1] | next(it)[1] | next(it)[1]
     status_ok = error_status_ok(queries, counters, cleared, bool(bus_error))
     start = [starts.get(h, 0) for h in heads]
     latency = [e - s for s, e in zip(start, ends, strict=False)]
@@ -576,7 +577,8 @@ def error_status_ok(queries, counters: dict, cleared: int = 0, bus_error: bool =
     """Whether the error status read at the end of a run is right: ``ERR_CAUSE`` (and
     for an out-of-range id ``ERR_ID`` / ``ERR_WHERE``) names the first fault among
     ``queries`` (none without faults, unless DRAM was told to answer errors), and
-    ``cleared``, ``ERR_CAUSE`` read after the clear through ``CTRL``, is 0."""
+    ``cleared``, ``ERR_CAUSE | ERR_WHERE | ERR_ID`` read after the clear through ``CTRL``,
+    is 0."""
     bad = [q["bad"] for q in queries if q["bad"]]
     if bad:
         first = bad[0]

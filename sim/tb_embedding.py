@@ -3,7 +3,8 @@ golden cache model and pooled golden vectors.
 
 The host side hands over a pickle (``RPACCEL_TB["jobs"]``): ``{"load": beats, "dram":
 bytes, "bags": [(table, ids)], "expect": [vec], "errors": [0|1], "counters": {...},
-"first_error": (table, id) | None}``. DRAM gets random AR acceptance and R delays.
+"first_error": (table, id) | None}``. DRAM gets random AR acceptance and R delays; every
+line read is checked to be one aligned INCR burst of the line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ from .streams import (
 
 COUNTERS = ("lookups", "static_hits", "dynamic_hits", "misses", "dram_bytes", "bags",
             "err_count")
+
+
+async def check_line_reads(dut, cfg, bad: list) -> None:
+    """Every AR handshake is one line: an INCR burst of ``line_bytes`` in full-width beats
+    from a line-aligned address; anything else is appended to ``bad``."""
+    size = (cfg.axi_data_bits // 8).bit_length() - 1
+    beats = cfg.line_bytes * 8 // cfg.axi_data_bits
+    while True:
+        await RisingEdge(dut.clk)
+        if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):
+            got = (int(dut.axi__arburst.value), int(dut.axi__arsize.value),
+                   int(dut.axi__arlen.value), int(dut.axi__araddr.value) % cfg.line_bytes)
+            if got != (1, size, beats - 1, 0):
+                bad.append(got)
 
 
 @cocotb.test()
@@ -65,7 +80,9 @@ async def embedding_matches_golden(dut):
     for t, ids in job["bags"]:
         for k, i in enumerate(ids):
             req.put({"table": t, "id": int(i) & 0xFFFFFFFF, "last": int(k == len(ids) - 1)})
+    ar_bad: list = []
     tasks = [cocotb.start_soon(s.run()) for s in (req, resp)]
+    tasks.append(cocotb.start_soon(check_line_reads(dut, cfg, ar_bad)))
     start = None
     for cycle in range(200 * sum(len(ids) for _, ids in job["bags"]) + 5000):
         if start is None and req.sent:
@@ -86,6 +103,8 @@ async def embedding_matches_golden(dut):
         with open(params["metrics"], "w") as f:
             json.dump({**got, "cycles": cycles}, f)
     sb.check_done()
+    assert not ar_bad, (f"{len(ar_bad)} line reads not (INCR, size, beats - 1, aligned): "
+                        f"(burst, size, len, addr % line) {ar_bad[:4]}")
     assert got == job["counters"], f"counters {got} != golden {job['counters']}"
     assert err_ok, (f"error status {int(dut.err_valid.value)} "
                     f"({int(dut.err_table.value)}, {int(dut.err_id.value)}) != golden {first}")

@@ -206,7 +206,8 @@ async def top_matches_golden(dut):
     if any(q["bad"] for q in queries):
         # the first fault is reported; clearing the status works
         await csr.write_dword(regs["CTRL"], 1)
-        cleared = await csr.read_dword(regs["ERR_CAUSE"])
+        for name in ("ERR_CAUSE", "ERR_WHERE", "ERR_ID"):
+            cleared |= await csr.read_dword(regs[name])
     metrics = {"answers": answers, "errors": errors, "latency": latency,
                "total_cycles": (ends[-1] - start[0]) if ends else 0, "counters": counters,
                "status_ok": error_status_ok(queries, counters, cleared),

@@ -65,6 +65,14 @@ def test_native_default_real_queries_faults_and_reset(default_acc, models_dir, m
         assert (c[f"s{st}_items"], c[f"s{st}_macs"]) == (sum(items), sum(items) * per_item), (
             st, c)
         items = [min(i, k) for i in items]
+        # an engine does at most its partition's PEs of MACs a cycle; one engine per stage
+        pes = sacc.config.array_rows * sacc.config.array_cols // sacc.config.partitions
+        assert (c[f"s{st}_macs"] <= c[f"s{st}_engine_cycles"] * pes
+                and c[f"s{st}_engine_cycles"] <= c["busy_cycles"]), (st, pes, c)
+    # every id of the queries is looked up by stage 0; CYCLES counts from the reset
+    ids = sum(1 for q in sjob["queries"] for b in q["beats"] if not b["head"] and not b["dense"])
+    assert c["s0_lookups"] == ids and 0 < c["s1_misses"] <= c["s1_lookups"], (ids, c)
+    assert smt["total_cycles"] < c["cycles"] <= smt["cycles"], (c["cycles"], smt["cycles"])
     assert max(smt["latency"]) - 8 <= c["busy_cycles"] <= smt["total_cycles"] + 16, (
         c["busy_cycles"], smt["latency"], smt["total_cycles"])
 
@@ -93,17 +101,21 @@ def test_native_run_equals_cocotb_counters(default_acc, ml, tmp_path):
 
 def test_native_load_bus_error_sets_load_bus(tmp_path):
     """DRAM answers SLVERR on the reads of the first load image: ERR_CAUSE is LOAD_BUS
-    after the model load, and it clears through CTRL."""
+    after the model load, and it clears through CTRL. The clean run's second query has a
+    candidate longer than its beats: the run's first error, so ERR_CAUSE is CAND_BEATS."""
     from rpaccel.workloads import criteo_shaped
 
     acc, queries = criteo_shaped(get_config("default"), seed=3)
-    job = acc.job(queries((12,)))
+    job = acc.job(queries((12, 16)), {1: "beats"})
     addr, beats, _ = job["loads"][0]
     nb = build_native(acc.config)
     mt = run_native(nb, job, tmp_path, bus_error=(addr, addr + 64))
     assert mt["cause_after_load"] == ErrCause.LOAD_BUS
     clean = run_native(nb, job, tmp_path / "clean")
     assert clean["cause_after_load"] == ErrCause.NONE and problems(job, clean) == []
+    # the first error of the run is the front end's: a candidate longer than its beats
+    assert clean["errors"] == [False, True]
+    assert clean["counters"]["err_cause"] == ErrCause.CAND_BEATS
 
 
 def test_native_lookup_bus_error_flags_the_query_and_the_next_is_right(tmp_path):
