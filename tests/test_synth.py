@@ -48,3 +48,31 @@ Info:     iter=1 wires=553148 overused=44261 overuse=51509 archfail=NA
     assert placed_from_log(log) == {"lut": 49292, "ff": 15641, "dsp": 0, "bram": 16,
                                     "fmax_mhz": None, "fmax_placed_estimate_mhz": 32.25}
     assert placed_from_log(log.split("Info: Max")[0]) is None  # placement unfinished
+
+
+def test_group_by_block_sums_each_subtree():
+    from rpaccel.scripts.synth import group_by_block
+
+    mods = {"\\top": {"LUT4": 1}, "\\top.dut": {"LUT4": 2, "TRELLIS_FF": 3},
+            "\\top.dut.a": {"LUT4": 10, "CCU2C": 2}, "\\top.dut.a.x": {"LUT4": 5},
+            "\\top.dut.b": {"MULT18X18D": 1, "DP16KD": 2, "LUT4": 20}}
+    got = group_by_block(mods, depth=1)
+    assert list(got) == ["b", "a", "(glue)"]  # largest first; the harness is not counted
+    assert got["a"] == {"lut": 19, "ff": 0, "dsp": 0, "bram": 0}
+    assert got["b"] == {"lut": 20, "ff": 0, "dsp": 1, "bram": 2}
+    assert got["(glue)"] == {"lut": 2, "ff": 3, "dsp": 0, "bram": 0}
+
+
+def test_breakdown_of_a_mesh_adds_up(tmp_path):
+    """Yosys with the hierarchy kept: the mesh's tiles each hold their PEs' multipliers,
+    and the per-tile figures add up to the whole."""
+    from rpaccel.scripts.synth import breakdown
+
+    cfg = get_config("default").replace(array_rows=2, array_cols=2, block=1)
+    res = breakdown("mesh", cfg, out_dir=tmp_path, depth=1)
+    tiles = {k: v for k, v in res["blocks"].items() if k.startswith("tile_")}
+    assert len(tiles) == 4 and all(v["dsp"] == 1 for v in tiles.values()), res["blocks"]
+    for key in ("lut", "ff", "dsp", "bram"):
+        assert sum(v[key] for v in res["blocks"].values()) == res["total"][key] - \
+            res["harness"][key], (key, res)
+    assert (tmp_path / "breakdown.json").exists()

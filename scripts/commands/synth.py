@@ -8,10 +8,13 @@ from .common import emit
 
 
 def run(args) -> int:
-    from ..synth import synthesize
+    from ..synth import breakdown, synthesize
 
     defaults = get_block(args.block, param="--block").synth
     config = args.config or defaults["config"]
+    if args.breakdown:
+        emit(breakdown(args.block, get_config(config), depth=args.depth), True)
+        return 0
     res = synthesize(args.block, get_config(config), args.target or defaults["target"],
                      freq_mhz=args.freq or defaults["freq_mhz"],
                      router=args.router or defaults["router"])
@@ -31,5 +34,10 @@ def add_parser(sub):
     s.add_argument("--router", choices=["router1", "router2"],
                    help="nextpnr router (default: the block's; router2 copes better with "
                    "congested designs)")
+    s.add_argument("--breakdown", action="store_true",
+                   help="Yosys' estimate per sub-block, hierarchy kept (synth_ecp5 "
+                   "-noflatten; nothing placed)")
+    s.add_argument("--depth", type=int, default=2,
+                   help="sub-block levels below the block in --breakdown (default 2)")
     s.set_defaults(func=run)
     return s
