@@ -177,11 +177,12 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
 
 
 def _estimate(cells: dict) -> dict:
-    """LUT4 (a CCU2C carry cell is two), flip-flops, multipliers and block RAMs of Yosys'
+    """LUT4 (a CCU2C carry cell is two), flip-flops, multipliers, block RAMs and LUT RAMs
+    (TRELLIS_DPR16X4, 16 x 4 bits each, on top of ``lut``) of Yosys'
     ``num_cells_by_type``: the counts before nextpnr packs them."""
     return {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
             "ff": cells.get("TRELLIS_FF", 0), "dsp": cells.get("MULT18X18D", 0),
-            "bram": cells.get("DP16KD", 0)}
+            "bram": cells.get("DP16KD", 0), "lutram": cells.get("TRELLIS_DPR16X4", 0)}
 
 
 def group_by_block(modules: dict, depth: int = 2, root: str = "top.dut") -> dict:

@@ -55,12 +55,12 @@ def test_group_by_block_sums_each_subtree():
 
     mods = {"\\top": {"LUT4": 1}, "\\top.dut": {"LUT4": 2, "TRELLIS_FF": 3},
             "\\top.dut.a": {"LUT4": 10, "CCU2C": 2}, "\\top.dut.a.x": {"LUT4": 5},
-            "\\top.dut.b": {"MULT18X18D": 1, "DP16KD": 2, "LUT4": 20}}
+            "\\top.dut.b": {"MULT18X18D": 1, "DP16KD": 2, "LUT4": 20, "TRELLIS_DPR16X4": 4}}
     got = group_by_block(mods, depth=1)
     assert list(got) == ["b", "a", "(glue)"]  # largest first; the harness is not counted
-    assert got["a"] == {"lut": 19, "ff": 0, "dsp": 0, "bram": 0}
-    assert got["b"] == {"lut": 20, "ff": 0, "dsp": 1, "bram": 2}
-    assert got["(glue)"] == {"lut": 2, "ff": 3, "dsp": 0, "bram": 0}
+    assert got["a"] == {"lut": 19, "ff": 0, "dsp": 0, "bram": 0, "lutram": 0}
+    assert got["b"] == {"lut": 20, "ff": 0, "dsp": 1, "bram": 2, "lutram": 4}
+    assert got["(glue)"] == {"lut": 2, "ff": 3, "dsp": 0, "bram": 0, "lutram": 0}
 
 
 def test_breakdown_of_a_mesh_adds_up(tmp_path):
@@ -72,6 +72,6 @@ def test_breakdown_of_a_mesh_adds_up(tmp_path):
     res = breakdown("mesh", cfg, out_dir=tmp_path, depth=1)
     tiles = {k: v for k, v in res["blocks"].items() if k.startswith("tile_")}
     assert len(tiles) == 4 and all(v["dsp"] == 1 for v in tiles.values()), res["blocks"]
-    for key in ("lut", "ff", "dsp", "bram"):
+    for key in ("lut", "ff", "dsp", "bram", "lutram"):
         assert sum(v[key] for v in res["blocks"].values()) == res["total"][key], (key, res)
     assert (tmp_path / "breakdown.json").exists()
