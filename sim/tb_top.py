@@ -21,7 +21,7 @@ from cocotb.triggers import ClockCycles, Event, Timer, with_timeout
 
 from ..hw.embedding import emb_layouts
 from ..interface import ID_VALUE, ErrCause, engine_layouts, slot_width, top_layouts
-from .native import error_status_ok, problems
+from .native import CLEARED, error_status_ok, problems
 from .streams import (
     CLOCK_NS,
     StreamSink,
@@ -206,7 +206,7 @@ async def top_matches_golden(dut):
     if any(q["bad"] for q in queries):
         # the first fault is reported; clearing the status works
         await csr.write_dword(regs["CTRL"], 1)
-        for name in ("ERR_CAUSE", "ERR_WHERE", "ERR_ID"):
+        for name in CLEARED:
             cleared |= await csr.read_dword(regs[name])
     metrics = {"answers": answers, "errors": errors, "latency": latency,
                "total_cycles": (ends[-1] - start[0]) if ends else 0, "counters": counters,

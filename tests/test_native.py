@@ -11,6 +11,11 @@ from rpaccel.sim.native import build_native, problems, run_native
 from rpaccel.workloads import criteo_shaped
 
 
+def trace(q):
+    """A job query's embedding lookups in order: (table, id) of its id beats."""
+    return [(b["table"], b["id"]) for b in q["beats"] if not b["head"] and not b["dense"]]
+
+
 @pytest.fixture(scope="module")
 def default_acc(models_dir, ml):
     return Accelerator.from_models(get_config("default"), models_dir, ml=ml)
@@ -70,7 +75,7 @@ def test_native_default_real_queries_faults_and_reset(default_acc, models_dir, m
         assert (c[f"s{st}_macs"] <= c[f"s{st}_engine_cycles"] * pes
                 and c[f"s{st}_engine_cycles"] <= c["busy_cycles"]), (st, pes, c)
     # every id of the queries is looked up by stage 0; CYCLES counts from the reset
-    ids = sum(1 for q in sjob["queries"] for b in q["beats"] if not b["head"] and not b["dense"])
+    ids = sum(len(trace(q)) for q in sjob["queries"])
     assert c["s0_lookups"] == ids and 0 < c["s1_misses"] <= c["s1_lookups"], (ids, c)
     assert smt["total_cycles"] < c["cycles"] <= smt["cycles"], (c["cycles"], smt["cycles"])
     assert max(smt["latency"]) - 8 <= c["busy_cycles"] <= smt["total_cycles"] + 16, (
@@ -129,9 +134,6 @@ def test_native_lookup_bus_error_flags_the_query_and_the_next_is_right(tmp_path)
     job = acc.job(queries((40, 60, 50, 30)))
     img = acc.images[0]
     model = img.cache_model()
-
-    def trace(q):
-        return [(b["table"], b["id"]) for b in q["beats"] if not b["head"] and not b["dense"]]
 
     skip = 0
     for t, r in trace(job["queries"][0]):
