@@ -14,7 +14,7 @@ SCHEDULER ?=
 help:
 	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
 	@echo "make test    - the regression (pytest -n $(JOBS))"
-	@echo "make synth   - ECP5-85F synthesis of the requantize unit (JSON)"
+	@echo "make synth   - ECP5-85F synthesis, placement and routing: requantize unit, mesh, the whole fpga-ecp5 accelerator (JSON; ~1 h here, cached per config digest in build/synth)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
 	@echo "make perf    - the cycle model at the paper's scale: rpaccel perf, JSON and plots in build/perf"
@@ -62,6 +62,7 @@ test-all: models
 synth: setup
 	$(RPACCEL) synth --block requant --config fpga-ecp5 --target ecp5-85f
 	$(RPACCEL) synth --block mesh --config default --target ecp5-85f
+	$(RPACCEL) synth --block rpaccel --config fpga-ecp5 --target ecp5-85f --freq 100 --router router2 --out build/synth/rpaccel-fpga-ecp5.json
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -95,4 +96,5 @@ bench: models
 	$(RPACCEL) bench array --models $(MODELS) --json --out build/bench/array.json
 	$(RPACCEL) bench cache --models $(MODELS) --json --out build/bench/cache.json
 	$(RPACCEL) bench top --models $(MODELS) --json --out build/bench/top.json
+	$(RPACCEL) bench fit --models $(MODELS) --json --out build/bench/fit.json
 	$(RPACCEL) bench topk --json --out build/bench/topk.json

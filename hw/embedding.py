@@ -15,7 +15,7 @@ implies. An id outside its table reads nothing: the bag's result is all zeros wi
 ``error`` set, and the status registers keep the first bad (table, id).
 """
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Assert
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
@@ -24,7 +24,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
 from ..interface import EmbTarget
-from .requant import RequantUnit
+from .requant import BagRequant
 
 __all__ = ["EmbeddingUnit", "axi4_read_signature", "emb_layouts", "EmbTarget"]
 
@@ -312,12 +312,8 @@ class EmbeddingUnit(wiring.Component):
         c1 = Signal(entry_l)
         c1_line = Signal(8 * L)
         c_adv = Signal()
-        rq = RequantUnit(cfg, lanes=D)
-        m.submodules.requant = rq
-        # per-bag error flag and row width travel beside the requant pipeline; a bag enters
-        # only with room there too (never short of it: the FIFO is deeper than the pipeline)
-        m.submodules.side = side = fifo.SyncFIFO(width=1 + exact_log2(D) + 1, depth=8)
-        m.d.comb += c_adv.eq(~c1_valid | ~c1.last | (rq.i.ready & side.w_stream.ready))
+        m.submodules.requant = rq = BagRequant(cfg)
+        m.d.comb += c_adv.eq(~c1_valid | ~c1.last | rq.i.ready)
         head_ready = (head.kind != FILL) | Array(mshr_full)[head.mshr]
         pop = Signal()
         m.d.comb += [pop.eq(queue.r_stream.valid & head_ready & c_adv),
@@ -383,24 +379,11 @@ class EmbeddingUnit(wiring.Component):
             m.d.sync += [a.eq(n) for a, n in zip(acc, new_acc, strict=True)]
             m.d.sync += [bag_err.eq(new_err), first.eq(c1.last)]
         tl = tables[c1.table]
-        m.d.comb += [rq.i.valid.eq(c1_valid & c1.last & side.w_stream.ready),
-                     rq.i.payload.relu.eq(0)]
-        for j in range(D):
-            m.d.comb += [rq.i.payload.lanes[j].acc.eq(new_acc[j]),
-                         rq.i.payload.lanes[j].bias.eq(0),
-                         rq.i.payload.lanes[j].mult.eq(tl.mult),
-                         rq.i.payload.lanes[j].shift.eq(tl.shift)]
-        m.d.comb += [side.w_stream.valid.eq(rq.i.valid & rq.i.ready),
-                     side.w_stream.payload.eq(Cat(new_err, tl.row_shift)),
-                     self.resp.valid.eq(rq.o.valid), rq.o.ready.eq(self.resp.ready),
-                     side.r_stream.ready.eq(rq.o.valid & self.resp.ready)]
-        err_out = side.r_stream.payload[0]
-        width_out = Signal(range(D + 1))
-        m.d.comb += [width_out.eq(1 << side.r_stream.payload[1:]),
-                     self.resp.payload.error.eq(err_out)]
-        for j in range(D):
-            m.d.comb += self.resp.payload.vec[j].eq(
-                Mux(err_out | (j >= width_out), 0, rq.o.payload[j]))
+        m.d.comb += [rq.i.valid.eq(c1_valid & c1.last),
+                     rq.i.payload.mult.eq(tl.mult), rq.i.payload.shift.eq(tl.shift),
+                     rq.i.payload.error.eq(new_err), rq.i.payload.width_shift.eq(tl.row_shift)]
+        m.d.comb += [rq.i.payload.acc[j].eq(new_acc[j]) for j in range(D)]
+        wiring.connect(m, rq.o, wiring.flipped(self.resp))
 
         if platform == "formal":
             for s in range(S):
@@ -417,6 +400,4 @@ class EmbeddingUnit(wiring.Component):
             # a request offered and not taken is still waiting to be sent
             with m.If(ar_hold):
                 m.d.comb += Assert(Array(mshr_busy)[ar_held] & ~Array(mshr_sent)[ar_held])
-            # the per-bag side information never overflows its FIFO
-            m.d.comb += Assert(~side.w_stream.valid | side.w_stream.ready)
         return m

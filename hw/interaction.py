@@ -15,6 +15,7 @@ into the destination region, the last word of an item with byte enables.
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -81,8 +82,33 @@ class InteractionUnit(wiring.Component):
         fb = max(1, ceil_log2(65))
 
         # ---- two register files of feature words: one fills while the other emits --------
-        fregs = Array(Array(Signal(8 * A, name=f"freg{k}_{i}") for i in range(W))
-                      for k in range(2))
+        # Held in small memories (LUT RAM, not flip-flops and wide multiplexers): word w of
+        # bank b at address b * H + w // 2 of an even-word and an odd-word memory, so the
+        # two words read per cycle (always an even one and the next) land through one write
+        # port each; every read operand has its own copy of both memories.
+        hb = ceil_log2(-(-W // 2))
+        H = 1 << hb
+        e_bank = Signal()                   # bank being emitted
+        reads = 2 * P
+        banks = []
+        for r in range(reads):
+            pair = []
+            for parity in range(2):
+                mem = Memory(shape=unsigned(8 * A), depth=2 * H, init=[])
+                m.submodules[f"freg{r}_{parity}"] = mem
+                pair.append((mem.write_port(), mem.read_port()))
+            banks.append(pair)
+        r_addr = [Signal(range(64 * W + 2), name=f"raddr{r}") for r in range(reads)]
+        r_odd = [Signal(name=f"rodd{r}") for r in range(reads)]
+        r_en = Signal()
+        r_data = []
+        for r in range(reads):
+            (_, ev), (_, od) = banks[r]
+            for port in (ev, od):
+                m.d.comb += [port.en.eq(r_en), port.addr.eq(Cat(r_addr[r][1:1 + hb], e_bank))]
+            with m.If(r_en):
+                m.d.sync += r_odd[r].eq(r_addr[r][0])
+            r_data.append(Mux(r_odd[r], od.data, ev.data))
         full = Array(Signal(name=f"full{k}") for k in range(2))
         total = Signal(range(64 * W + 1))  # feature words of an item
         m.d.comb += total.eq(self.feats * self.dw)
@@ -93,12 +119,13 @@ class InteractionUnit(wiring.Component):
         land_bank = Signal()
         landing = Signal()
         land2 = Signal()
-        with m.If(landing):
-            m.d.sync += fregs[land_bank][land].eq(self.rd_a)
-            with m.If(land2):
-                m.d.sync += fregs[land_bank][land + 1].eq(self.rd_b)
+        for r in range(reads):
+            (ev, _), (od, _) = banks[r]
+            m.d.comb += [ev.en.eq(landing), ev.addr.eq(Cat(land[1:1 + hb], land_bank)),
+                         ev.data.eq(self.rd_a),
+                         od.en.eq(landing & land2), od.addr.eq(Cat(land[1:1 + hb], land_bank)),
+                         od.data.eq(self.rd_b)]
         item = Signal(range(SB + 1))        # item being emitted
-        e_bank = Signal()
         m.d.sync += landing.eq(0)
         with m.FSM():
             with m.State("IDLE"):
@@ -143,8 +170,8 @@ class InteractionUnit(wiring.Component):
                                   "rem": range(cfg.max_width + 1)})
         op = Signal(op_l)
         op_v = Signal()
-        opa = [Signal(8 * A, name=f"opa{k}") for k in range(P)]
-        opb = [Signal(8 * A, name=f"opb{k}") for k in range(P)]
+        opa = r_data[:P]
+        opb = r_data[P:]
         m.d.sync += op_v.eq(0)
 
         d_rem = Signal(range(cfg.max_width + 1))  # values of the feature left from word cw
@@ -157,7 +184,6 @@ class InteractionUnit(wiring.Component):
         m.d.comb += groups.eq((pairs + P - 1) // P)
         pipe_busy = Signal()
 
-        fr = fregs[e_bank]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
@@ -174,7 +200,8 @@ class InteractionUnit(wiring.Component):
                 # feature cf word cw: min(A, d - cw * A) values
                 m.d.sync += [op_v.eq(1), op.copy.eq(1), op.count.eq(Mux(d_rem > A, A, d_rem)),
                              op.item.eq(item), op.first.eq(0), op.emit.eq(1),
-                             op.last.eq(0), opa[0].eq(fr[cf * self.dw + cw])]
+                             op.last.eq(0)]
+                m.d.comb += [r_en.eq(1), r_addr[0].eq(cf * self.dw + cw)]
                 last_copy = (cw == self.dw - 1) & (cf == copies - 1)
                 with m.If(last_copy & (self.cat | (pairs == 0))):
                     m.d.sync += op.last.eq(1)
@@ -190,9 +217,10 @@ class InteractionUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += cw.eq(cw + 1)
             with m.State("PAIRS"):
+                m.d.comb += r_en.eq(1)
                 for k in range(P):
-                    m.d.sync += [opa[k].eq(fr[bi[k] * self.dw + gw]),
-                                 opb[k].eq(fr[bj[k] * self.dw + gw])]
+                    m.d.comb += [r_addr[k].eq(bi[k] * self.dw + gw),
+                                 r_addr[P + k].eq(bj[k] * self.dw + gw)]
                 emit = gw == self.dw - 1
                 last_group = g == groups - 1
                 m.d.sync += [op_v.eq(1), op.copy.eq(0), op.first.eq(gw == 0), op.emit.eq(emit),

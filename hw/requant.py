@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Assert
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
 
-__all__ = ["RequantUnit", "requant_layouts", "delay_line"]
+__all__ = ["BagRequant", "RequantUnit", "requant_layouts", "delay_line"]
 
 
 def delay_line(m, first, stages: int, name: str) -> list:
@@ -51,7 +53,9 @@ class RequantUnit(wiring.Component):
 
     The unit is a 6-stage pipeline (add; two partial products in DSPs; their sum; shift;
     round; clamp: at most one carry chain or DSP per stage, for fmax) that accepts one beat
-    per cycle; when the output is blocked the whole pipeline holds.
+    per cycle; when the output is blocked the whole pipeline holds. Only the low bits of
+    the shifted product are kept: whether it lies outside the range those bits hold (and so
+    clamps) is read from the product's redundant sign bits above the shift.
 
     Parameters
     ----------
@@ -103,8 +107,15 @@ class RequantUnit(wiring.Component):
         # The product is kept doubled: floor((p + 2**(s-1)) / 2**s) == ((2p >> s) + 1) >> 1.
         prod2 = [Signal(signed(prod_bits + 1), name=f"prod2_{j}") for j in range(n)]
         shift2 = [Signal(unsigned(cfg.shift_bits), name=f"shift2_{j}") for j in range(n)]
-        shifted = [Signal(signed(prod_bits + 1), name=f"shifted{j}") for j in range(n)]
-        rounded = [Signal(signed(prod_bits), name=f"rounded{j}") for j in range(n)]
+        # the shifted product within [-2**win, 2**win) rounds to at most 2**(win-1) in
+        # magnitude, enough to clamp to int8; outside it always clamps, by its sign
+        win = cfg.act_bits + 1
+        shifted = [Signal(signed(win + 1), name=f"shifted{j}") for j in range(n)]
+        fits = [Signal(name=f"fits{j}") for j in range(n)]
+        neg = [Signal(name=f"neg{j}") for j in range(n)]
+        rounded = [Signal(signed(win + 1), name=f"rounded{j}") for j in range(n)]
+        fits2 = [Signal(name=f"fits2_{j}") for j in range(n)]
+        neg2 = [Signal(name=f"neg2_{j}") for j in range(n)]
         relu = [Signal(name=f"relu{k}") for k in range(1, self.LATENCY)]
 
         hi = (1 << (cfg.act_bits - 1)) - 1
@@ -125,15 +136,140 @@ class RequantUnit(wiring.Component):
                     shift_p[j].eq(shift1[j]),
                     prod2[j].eq(((p_hi[j] << lo_bits) + p_lo[j]) << 1),
                     shift2[j].eq(shift_p[j]),
-                    shifted[j].eq(prod2[j] >> shift2[j]),
+                    shifted[j].eq((prod2[j] >> shift2[j])[:win + 1]),
+                    fits[j].eq(self._sign_redundant(m, prod2[j], win, shift2[j], j)),
+                    neg[j].eq(prod2[j][-1]),
                     rounded[j].eq((shifted[j] + 1) >> 1),
+                    fits2[j].eq(fits[j]),
+                    neg2[j].eq(neg[j]),
                 ]
-                with m.If(rounded[j] > hi):
+                with m.If(Mux(fits2[j], rounded[j] > hi, ~neg2[j])):
                     m.d.sync += self.o.payload[j].eq(hi)
-                with m.Elif(relu[-1] & (rounded[j] < 0)):
+                with m.Elif(relu[-1] & Mux(fits2[j], rounded[j] < 0, neg2[j])):
                     m.d.sync += self.o.payload[j].eq(0)
-                with m.Elif(rounded[j] < lo):
+                with m.Elif(Mux(fits2[j], rounded[j] < lo, neg2[j])):
                     m.d.sync += self.o.payload[j].eq(lo)
                 with m.Else():
                     m.d.sync += self.o.payload[j].eq(rounded[j])
+        return m
+
+    @staticmethod
+    def _sign_redundant(m, value, win, shift, j):
+        """1 when every bit of ``value`` from bit ``shift + win`` up equals its sign bit
+        (so ``value >> shift`` fits ``win + 1`` bits): a chain of equalities from the top,
+        one picked by ``shift``."""
+        w = len(value)
+        same = [Signal(name=f"same{j}_{p}") for p in range(w)]
+        m.d.comb += same[w - 1].eq(1)
+        for p in reversed(range(w - 1)):
+            m.d.comb += same[p].eq(same[p + 1] & (value[p] == value[w - 1]))
+        return Array(same[win + k] if win + k < w else Const(1)
+                     for k in range(1 << len(shift)))[shift]
+
+
+class BagRequant(wiring.Component):
+    """Requantization of pooled embedding bags, ``lanes`` values per cycle.
+
+    A bag's ``D`` pooled int32 sums share the table's multiplier and shift (no bias, no
+    ReLU: docs/numerics.md). With ``lanes == D`` every bag enters a D-lane `RequantUnit` at
+    once (one bag per cycle); with fewer lanes the bag waits in a holding register while its
+    ``D / lanes`` slices pass a narrower unit one per cycle, and a collector joins them
+    again: one bag per ``D / lanes`` cycles, ``D / lanes + 1`` cycles more latency, and
+    ``D / lanes`` times fewer multipliers. Lanes past the row's width (``2**width_shift``)
+    and every lane of a bag with ``error`` leave as 0.
+
+    Parameters
+    ----------
+    config : RPAccelConfig
+        ``emb_dim`` (D) and ``emb_requant_lanes`` (0: D) set the sizes.
+
+    Members
+    -------
+    i : In(stream.Signature(bag_layout))
+        ``acc`` (D sums), ``mult``, ``shift``, ``error``, ``width_shift``.
+    o : Out(stream.Signature(out_layout))
+        ``vec`` (D int8 values) and ``error``.
+    """
+
+    def __init__(self, config: RPAccelConfig):
+        cfg = config
+        self.config = config
+        self.dim = D = cfg.emb_dim
+        self.lanes = cfg.emb_requant_lanes or D
+        self.bag_layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(cfg.acc_bits), D),
+            "mult": unsigned(cfg.mult_bits), "shift": unsigned(cfg.shift_bits),
+            "error": 1, "width_shift": range(exact_log2(D) + 1)})
+        self.out_layout = data.StructLayout({"vec": data.ArrayLayout(signed(8), D),
+                                             "error": 1})
+        super().__init__({"i": In(stream.Signature(self.bag_layout)),
+                          "o": Out(stream.Signature(self.out_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        D, R = self.dim, self.lanes
+        N = D // R
+        m.submodules.rq = rq = RequantUnit(self.config, lanes=R)
+        # error flag and row width travel beside the requant pipeline in a FIFO deeper than
+        # the bags the pipeline and the collector can hold
+        m.submodules.side = side = fifo.SyncFIFO(width=1 + exact_log2(D) + 1, depth=8)
+        m.d.comb += rq.i.payload.relu.eq(0)
+
+        if N == 1:
+            m.d.comb += [self.i.ready.eq(rq.i.ready & side.w_stream.ready),
+                         rq.i.valid.eq(self.i.valid & side.w_stream.ready)]
+            for j in range(D):
+                m.d.comb += [rq.i.payload.lanes[j].acc.eq(self.i.payload.acc[j]),
+                             rq.i.payload.lanes[j].mult.eq(self.i.payload.mult),
+                             rq.i.payload.lanes[j].shift.eq(self.i.payload.shift)]
+            m.d.comb += [side.w_stream.valid.eq(rq.i.valid & rq.i.ready),
+                         side.w_stream.payload.eq(Cat(self.i.payload.error,
+                                                      self.i.payload.width_shift)),
+                         self.o.valid.eq(rq.o.valid), rq.o.ready.eq(self.o.ready)]
+            vec = rq.o.payload
+        else:
+            hold = Signal(self.bag_layout)
+            held = Signal()
+            beat = Signal(range(N))
+            taken = rq.i.valid & rq.i.ready
+            done = taken & (beat == N - 1)
+            m.d.comb += [self.i.ready.eq(~held | done),
+                         rq.i.valid.eq(held & ((beat != 0) | side.w_stream.ready)),
+                         side.w_stream.valid.eq(taken & (beat == 0)),
+                         side.w_stream.payload.eq(Cat(hold.error, hold.width_shift))]
+            slices = Array(Cat(*(hold.acc[s * R + j] for j in range(R))) for s in range(N))
+            cur = Signal(R * self.config.acc_bits)
+            m.d.comb += cur.eq(slices[beat])
+            for j in range(R):
+                m.d.comb += [
+                    rq.i.payload.lanes[j].acc.eq(
+                        cur.word_select(j, self.config.acc_bits).as_signed()),
+                    rq.i.payload.lanes[j].mult.eq(hold.mult),
+                    rq.i.payload.lanes[j].shift.eq(hold.shift)]
+            with m.If(taken):
+                m.d.sync += beat.eq(Mux(done, 0, beat + 1))
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [hold.eq(self.i.payload), held.eq(1)]
+            with m.Elif(done):
+                m.d.sync += held.eq(0)
+            # the collector: N slices make a vector; a full vector leaves while the next
+            # bag's first slice comes in
+            got = Signal(range(N + 1))
+            bits = Signal(8 * D)
+            full = got == N
+            m.d.comb += [rq.o.ready.eq(~full | self.o.ready), self.o.valid.eq(full)]
+            slot = Mux(full, 0, got)
+            with m.If(rq.o.valid & rq.o.ready):
+                m.d.sync += [bits.word_select(slot, 8 * R).eq(rq.o.payload), got.eq(slot + 1)]
+            with m.Elif(self.o.valid & self.o.ready):
+                m.d.sync += got.eq(0)
+            vec = data.View(data.ArrayLayout(signed(8), D), bits)
+        m.d.comb += side.r_stream.ready.eq(self.o.valid & self.o.ready)
+        err = side.r_stream.payload[0]
+        width = Signal(range(D + 1))
+        m.d.comb += [width.eq(1 << side.r_stream.payload[1:]), self.o.payload.error.eq(err)]
+        for j in range(D):
+            m.d.comb += self.o.payload.vec[j].eq(Mux(err | (j >= width), 0, vec[j]))
+        if platform == "formal":
+            m.d.comb += Assert(~side.w_stream.valid | side.w_stream.ready)
         return m

@@ -107,6 +107,10 @@ class RPAccelConfig:
         Embedding tables the embedding unit serves.
     emb_dim : int
         Widest embedding row in bytes (int8 values); rows are powers of two up to this.
+    emb_requant_lanes : int
+        Pooled values the embedding unit requantizes per cycle: ``0`` for all ``emb_dim``
+        (one bag per cycle), else a power of two below it (one bag per
+        ``emb_dim / emb_requant_lanes`` cycles, that many times fewer multipliers).
     emb_map_rows : int
         Rows of all tables together that the static-cache map covers.
     static_rows : int
@@ -158,6 +162,7 @@ class RPAccelConfig:
     inter_pairs: int = 1
     emb_tables: int = 8
     emb_dim: int = 32
+    emb_requant_lanes: int = 0
     emb_map_rows: int = 8192
     static_rows: int = 128
     cache_sets: int = 16
@@ -233,6 +238,12 @@ class RPAccelConfig:
         for p in ("emb_dim", "cache_sets", "line_bytes", "axi_data_bits"):
             v = getattr(self, p)
             _require(v & (v - 1) == 0, p, "a power of two", v)
+        _require(_is_int(self.emb_requant_lanes) and (
+            self.emb_requant_lanes == 0 or (0 < self.emb_requant_lanes <= self.emb_dim and
+                                            self.emb_requant_lanes & (self.emb_requant_lanes - 1)
+                                            == 0)),
+                 "emb_requant_lanes", f"0 (all emb_dim) or a power of two up to emb_dim "
+                 f"({self.emb_dim})", self.emb_requant_lanes)
         _require(self.line_bytes * 8 >= self.axi_data_bits, "line_bytes",
                  f"at least one AXI beat ({self.axi_data_bits // 8} bytes)", self.line_bytes)
         for p, hi in (("max_items", 1 << 16), ("cand_beats", 256)):
@@ -297,8 +308,13 @@ CONFIGS: dict[str, RPAccelConfig] = {
                                        engines=4),
     # the default array with room for the quality table's 1,000-candidate queries
     "ml1000": _DEFAULT.replace(name="ml1000", max_items=1024),
-    "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=8192,
-                                  max_width=128, param_rows=256),
+    # sized for the ECP5-85F (docs/architecture.md, "FPGA"): the small and medium models
+    # (rows up to 16 bytes, layers up to 128 wide), bags requantized 4 values per cycle,
+    # top-k of 16 on one lane, 8 x 4-way dynamic caches with 2 MSHRs, sub-batches of 32
+    "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=4096,
+                                  max_width=128, param_rows=64, emb_dim=16,
+                                  emb_requant_lanes=4, topk_k=16, topk_lanes=1, cache_sets=8,
+                                  mshrs=2, sub_batch=32),
     # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes
     # (max_width 4096), 4,096 candidates, stage 0 keeping 512
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,

@@ -255,6 +255,8 @@ class _Embedding:
         self.classified = -1                  # last classification cycle
         self.popped = -1                      # last pop cycle
         self.pops = []                        # pop cycles of the last emb_queue lookups
+        self.slices = cfg.emb_dim // (cfg.emb_requant_lanes or cfg.emb_dim)
+        self.bag_in = -cfg.emb_dim            # last bag taken by a narrow requantizer
         self.counts = {"lookups": 0, "static": 0, "dynamic": 0, "misses": 0, "bad": 0,
                        "dram_bytes": 0, "miss_wait": 0}
 
@@ -295,6 +297,17 @@ class _Embedding:
         if len(self.pops) > 64:
             del self.pops[:32]
         return accept, pop
+
+    def bag(self, pop: int) -> int:
+        """The bag whose last lookup popped at ``pop``: the cycle its pooled vector is
+        valid. A narrow requantizer (`rpaccel.hw.requant.BagRequant`) takes a bag every
+        ``slices`` cycles and holds the lookup behind it until then."""
+        if self.slices == 1:
+            return pop + _LAT["emb_resp"]
+        enter = max(pop + 1, self.bag_in + self.slices)
+        self.bag_in = enter
+        self.popped = max(self.popped, enter - 1)
+        return enter + self.slices + _LAT["emb_resp"]
 
 
 class _Axi:
@@ -466,7 +479,7 @@ class _Machine:
         port = _Port(t0, self.blocked[e])
         t = t0             # feeder's next beat
         resp = t0          # the last pooled vector's last word written
-        pending = []       # pop cycles of finished bags
+        pending = []       # cycles finished bags' pooled vectors are valid
         bag_pop = 0
         for b in beats:
             if b[0] == "dense":
@@ -474,7 +487,7 @@ class _Machine:
                     t += 1  # not for this stage: a feeder cycle only
                     continue
                 # pooled vectors ready by now take the port first
-                while pending and pending[0] + _LAT["emb_resp"] <= t:
+                while pending and pending[0] <= t:
                     resp = self._resp(port, pending.pop(0), resp, dw)
                 t = port.take(t) + 1
             else:
@@ -482,7 +495,7 @@ class _Machine:
                 accept, pop = emb.lookup(table, row, t)
                 bag_pop = max(bag_pop, pop)
                 if last:
-                    pending.append(bag_pop)
+                    pending.append(emb.bag(bag_pop))
                     bag_pop = 0
                 t = accept + 1
         while pending:
@@ -491,9 +504,9 @@ class _Machine:
         return t, max(t, port.free, resp)
 
     @staticmethod
-    def _resp(port: _Port, pop: int, resp: int, dw: int) -> int:
-        """Write a pooled vector valid at ``pop + emb_resp`` (after the previous one)."""
-        t = max(pop + _LAT["emb_resp"], resp)
+    def _resp(port: _Port, valid: int, resp: int, dw: int) -> int:
+        """Write a pooled vector valid at ``valid`` (after the previous one)."""
+        t = max(valid, resp)
         for _ in range(dw):
             t = port.take(t) + 1
         return t

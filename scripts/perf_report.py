@@ -18,6 +18,7 @@ from .. import perf
 from ..config import get_config
 
 __all__ = ["CalCase", "CALIBRATION", "criteo_accelerator", "case_accelerator", "bench_perf",
+           "config_tradeoffs",
            "perf_rows", "report", "write_plots", "TOLERANCE"]
 
 #: Largest relative model error the calibration accepts (latency and throughput).
@@ -117,11 +118,12 @@ def criteo_accelerator(cfg, tables: int, inter: str = "dot", bag: int = 1, ks=()
     return acc, queries
 
 
-def case_accelerator(case: CalCase, models_dir=None, ml=None):
-    """``(accelerator, batches)`` of a calibration case."""
+def case_accelerator(case: CalCase, models_dir=None, ml=None, config=None):
+    """``(accelerator, batches)`` of a calibration case (on ``config`` when given, else on
+    the case's)."""
     from ..runtime import Accelerator, parse_stages
 
-    cfg = get_config(case.config)
+    cfg = config or get_config(case.config)
     if case.kind == "ml":
         from ..golden.data import load_ml100k
 
@@ -179,6 +181,52 @@ def bench_perf(cases=CALIBRATION, models_dir=None, workdir=None, log=print) -> d
     return {"bench": "perf", "rows": rows, "max_error": worst,
             "within": worst <= TOLERANCE, "tolerance": TOLERANCE,
             "configs": sorted({r["config"] for r in rows})}
+
+
+def config_tradeoffs(config: str = "fpga-ecp5", against: str = "default", cases=None,
+                     models_dir=None, log=print) -> dict:
+    """What each field in which ``config`` differs from ``against`` costs in cycles, by the
+    performance model: ``against``, then ``against`` with each such field changed alone,
+    then ``config``, on ``cases`` (default: ``config``'s calibration cases). Each row:
+    the change, per case the latency of the first query and cycles per query back to back,
+    and their change against ``against`` in percent."""
+    import dataclasses
+
+    from ..golden.data import load_ml100k
+
+    cfg, ref = get_config(config), get_config(against)
+    cases = cases or [c for c in CALIBRATION if c.config == config]
+    changed = [f.name for f in dataclasses.fields(cfg)
+               if f.name != "name" and getattr(cfg, f.name) != getattr(ref, f.name)]
+    variants = [(against, ref)]
+    for f in changed:
+        try:
+            variants.append((f"{f}={getattr(cfg, f)}", ref.replace(**{f: getattr(cfg, f)})))
+        except ValueError as e:  # a field valid only with another change (say so)
+            log(f"config tradeoffs: {f} alone is not a valid config ({e})")
+    variants.append((config, cfg))
+    ml = load_ml100k() if any(c.kind == "ml" for c in cases) else None
+    rows = []
+    for label, vcfg in variants:
+        row = {"change": label, "cases": {}}
+        for case in cases:
+            acc, batches = case_accelerator(case, models_dir, ml, config=vcfg)
+            pred = perf.predict(acc, batches, alone=False)
+            row["cases"][case.name] = {
+                "latency": int(pred.queries[0].latency),
+                "cycles_per_query": round(pred.total_cycles / len(pred.queries), 1)}
+        rows.append(row)
+        log(json.dumps(row))
+    base = rows[0]["cases"]
+    for row in rows:
+        for name, v in row["cases"].items():
+            for k in ("latency", "cycles_per_query"):
+                v[f"{k}_change_pct"] = round(100 * (v[k] / base[name][k] - 1), 2)
+    return {"bench": "fit", "config": config, "against": against, "fields": changed,
+            "cases": [c.name for c in cases], "rows": rows,
+            "note": "performance model cycles (rpaccel.perf), the calibration cases of "
+                    f"{config}; fields with no cycle cost (buffer depths, top-k capacity, "
+                    "the clock) show 0"}
 
 
 # ---- the paper-scale report --------------------------------------------------------------

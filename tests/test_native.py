@@ -235,3 +235,19 @@ def test_native_shared_engines_two_stages(models_dir, ml, tmp_path):
         pred = perf.predict(acc, qs, alone=False)
         assert abs(pred.total_cycles / mt["total_cycles"] - 1) < 0.02, (
             em, pred.total_cycles, mt["total_cycles"])
+
+
+def test_native_fpga_ecp5_real_queries(models_dir, ml, tmp_path):
+    """The ECP5 build (`fpga-ecp5`: 4-lane bag requantizer, sub-batches of 32, top-k of 16,
+    2 MSHRs) runs the small -> medium pipeline on real queries bit-exact, with idle gaps,
+    backpressure, a stalling DRAM and an out-of-range id (flagged; the next query right)."""
+    cfg = get_config("fpga-ecp5")
+    acc = Accelerator.from_models(cfg, models_dir, pipeline=(("small", 16), ("medium", 10)),
+                                  ml=ml)
+    qs = acc.movielens_queries(ml, 4, seed=31, candidates=cfg.max_items)
+    job = acc.job([b for b, _ in qs], {1: "id"})
+    mt = run_native(build_native(cfg), job, tmp_path, idle=0.3, backpressure=0.3,
+                    dram_stall=0.3, seed=9)
+    assert problems(job, mt) == []
+    assert mt["errors"] == [False, True, False, False]
+    assert [len(a) for a in mt["answers"]] == [10] * 4

@@ -212,3 +212,23 @@ def test_ml1000_quality_table_queries_on_verilator(tmp_path, models_dir, ml):
     assert (tests, failed) == (1, 0) and sim_run.mismatches == 0 and sim_run.status_ok
     for r in compare(case.name, case.config, pred, sim_run):
         assert abs(r["error"]) <= TOLERANCE, r
+
+
+def test_config_tradeoffs_name_each_field_and_its_cycles():
+    """`rpaccel bench fit`: every field in which fpga-ecp5 differs from default, alone; a
+    narrower bag requantizer costs cycles, a shallower buffer costs none, and the last row
+    is fpga-ecp5 itself."""
+    from rpaccel.scripts.perf_report import config_tradeoffs
+
+    case = next(c for c in CALIBRATION if c.config == "fpga-ecp5" and c.kind == "criteo")
+    rep = config_tradeoffs("fpga-ecp5", "default", cases=[case], log=lambda s: None)
+    cfg, ref = get_config("fpga-ecp5"), get_config("default")
+    assert set(rep["fields"]) == {f for f in cfg.to_dict()
+                                  if f != "name" and getattr(cfg, f) != getattr(ref, f)}
+    rows = {r["change"]: r["cases"][case.name] for r in rep["rows"]}
+    assert rows["default"]["latency_change_pct"] == 0
+    assert rows["emb_requant_lanes=4"]["latency"] > rows["default"]["latency"]
+    assert rows["param_rows=64"]["cycles_per_query"] == rows["default"]["cycles_per_query"]
+    acc, batches = case_accelerator(case)
+    pred = perf.predict(acc, batches, alone=False)
+    assert rows["fpga-ecp5"]["latency"] == pred.queries[0].latency

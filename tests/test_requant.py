@@ -53,6 +53,48 @@ def test_amaranth_sim_matches_golden(lanes):
     assert got == golden
 
 
+def test_amaranth_sim_clamp_boundaries_at_every_shift():
+    """Products just inside and outside every clamp threshold (and the edge of the bits
+    the unit keeps after the shift) for each shift amount, with and without ReLU."""
+    rows = []
+    for s in range(CFG.max_shift + 1):
+        for k in (-515, -513, -512, -511, -259, -258, -257, -256, -255, -1, 0, 253, 254,
+                  255, 256, 257, 510, 511, 512, 513):
+            target = (k << s) >> 1
+            for d in (-1, 0, 1):
+                mult = 1 if abs(target) < 1 << 30 else CFG.max_mult
+                acc = target // mult + d
+                if abs(acc) < 1 << 31:
+                    rows.append((acc, 0, mult, s))
+    acc, bias, mult, shift = (np.array(c).reshape(-1, 4) for c in zip(*rows[:len(rows) // 4 * 4],
+                                                                      strict=True))
+    n = len(acc)
+    relu = np.arange(n) % 2
+    golden = requantize(acc, bias, mult, shift, relu[:, None]).tolist()
+    dut = RequantUnit(CFG, lanes=4)
+    got = []
+
+    async def producer(ctx):
+        for b in range(n):
+            await stream_put(ctx, dut.i, {
+                "lanes": [{"acc": int(acc[b, j]), "bias": 0, "mult": int(mult[b, j]),
+                           "shift": int(shift[b, j])} for j in range(4)],
+                "relu": int(relu[b])})
+
+    async def consumer(ctx):
+        for _ in range(n):
+            v = await stream_get(ctx, dut.o)
+            got.append([int(v[j]) for j in range(4)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    bad = [(b, golden[b], got[b]) for b in range(n) if got[b] != golden[b]]
+    assert not bad, f"beat, expected, actual: {bad[:5]}"
+
+
 def test_amaranth_sim_holds_under_backpressure():
     dut = RequantUnit(CFG, lanes=1)
     depth = RequantUnit.LATENCY

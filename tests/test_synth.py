@@ -13,6 +13,12 @@ def test_ecp5_flow_reports_resources(tmp_path, router):
     assert res["dsp"] >= 1  # the 33x16 multiplier maps to MULT18X18D
     assert res["lut"] > 50 and res["ff"] > res["harness_ff"]
     assert 10 < res["fmax_mhz"] < 500
+    # the worst path is named by design signals, its delay the inverse of fmax
+    cp = res["critical_path"]
+    assert cp["from"].startswith("dut.") and cp["to"].startswith("dut.")
+    assert "TRELLIS" not in cp["to"] and cp["through"][0] == cp["from"]
+    assert abs(1000 / cp["delay_ns"] - res["fmax_mhz"]) < 0.02 * res["fmax_mhz"]
+    assert abs(cp["logic_ns"] + cp["routing_ns"] - cp["delay_ns"]) < 0.05
     # the clock is pinned to a PCLK pin by the flow's LPF; the other pins are free
     log = (tmp_path / "nextpnr.log").read_text()
     assert "IO 'rst' is unconstrained" in log and "IO 'clk' is unconstrained" not in log
@@ -30,6 +36,15 @@ def test_estimate_only_above_the_placement_cap(tmp_path):
     res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, max_place_luts=1)
     assert res["placed"] is False and res["fits"] is True
     assert res["lut"] > 50 and res["dsp"] >= 1 and res["fmax_mhz"] is None
+    # the same run again comes from the cache; another config digest or --force runs
+    again = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, max_place_luts=1)
+    assert again["cached"] is True and again["lut"] == res["lut"] and "cached" not in res
+    assert again["key"]["config_digest"] == cfg.digest() and again["tools"]["amaranth"]
+    other = cfg.replace(mult_bits=8)
+    assert "cached" not in synthesize("requant", other, "ecp5-85f", out_dir=tmp_path,
+                                      max_place_luts=1)
+    assert "cached" not in synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path,
+                                      max_place_luts=1, force=True)
 
 
 def test_placed_figures_from_a_log_stopped_while_routing():

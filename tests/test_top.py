@@ -80,6 +80,7 @@ def criteo_accelerator(cfg, seed=0, ks=None):
     return criteo_shaped(cfg, seed, ks)
 
 
+@pytest.mark.slow  # CI: test_native.py runs these faults on the same queries
 def test_verilator_default_criteo_shaped(tmp_path):
     """Criteo-shaped synthetic queries on the default build: 40 and 70 candidates (not a
     multiple of the sub-batch), then a query with a candidate longer than the candidate

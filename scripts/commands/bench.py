@@ -63,10 +63,15 @@ def run(args) -> int:
         out = bench_perf(models_dir=models_dir(args.models), log=log)
         if args.plots:
             out["plots"] = write_plots({"calibration": out["rows"]}, args.plots)
+    elif args.what == "fit":
+        from ..perf_report import config_tradeoffs
+
+        out = config_tradeoffs(args.config, args.against, models_dir=models_dir(args.models),
+                               log=log)
     elif args.what == "top":
         out = bench_top(models_dir(args.models), args.top_queries, log=log)
     else:
-        raise ValueError(f"WHAT must be 'array', 'topk', 'cache', 'top' or 'perf', not "
+        raise ValueError(f"WHAT must be 'array', 'topk', 'cache', 'top', 'perf' or 'fit', not "
                          f"{args.what!r}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +82,8 @@ def run(args) -> int:
 
 def add_parser(sub):
     s = sub.add_parser("bench", help="benchmarks from RTL simulation and synthesis (JSON)")
-    s.add_argument("what", help="array, topk, cache, top or perf")
+    s.add_argument("what", help="array, topk, cache, top, perf or fit (what each field of "
+                   "--config changed from --against costs in cycles, by the model)")
     s.add_argument("--plots", help="perf bench: write the calibration plot here")
     s.add_argument("--top-queries", type=int, default=20,
                    help="top bench: real queries per point (baseline; default; default "
@@ -93,6 +99,8 @@ def add_parser(sub):
     s.add_argument("--no-sim", action="store_true")
     s.add_argument("--max-place-luts", type=int, default=60000,
                    help="place and route only designs below this Yosys LUT estimate")
+    s.add_argument("--config", default="fpga-ecp5", help="fit bench: the sized design")
+    s.add_argument("--against", default="default", help="fit bench: the reference design")
     s.add_argument("--json", action="store_true", help="(always JSON)")
     s.add_argument("--out", help="also write the JSON here")
     s.set_defaults(func=run)

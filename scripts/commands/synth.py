@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ...blocks import get_block
 from ...config import get_config
 from .common import emit
@@ -13,11 +16,14 @@ def run(args) -> int:
     defaults = get_block(args.block, param="--block").synth
     config = args.config or defaults["config"]
     if args.breakdown:
-        emit(breakdown(args.block, get_config(config), depth=args.depth), True)
-        return 0
-    res = synthesize(args.block, get_config(config), args.target or defaults["target"],
-                     freq_mhz=args.freq or defaults["freq_mhz"],
-                     router=args.router or defaults["router"])
+        res = breakdown(args.block, get_config(config), depth=args.depth)
+    else:
+        res = synthesize(args.block, get_config(config), args.target or defaults["target"],
+                         freq_mhz=args.freq or defaults["freq_mhz"],
+                         router=args.router or defaults["router"], force=args.force)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
     emit(res, True)
     return 0
 
@@ -34,6 +40,10 @@ def add_parser(sub):
     s.add_argument("--router", choices=["router1", "router2"],
                    help="nextpnr router (default: the block's; router2 copes better with "
                    "congested designs)")
+    s.add_argument("--out", help="also write the JSON here")
+    s.add_argument("--force", action="store_true",
+                   help="run again even when build/synth holds this exact run (same block, "
+                   "config digest, target, clock, router and tool versions)")
     s.add_argument("--breakdown", action="store_true",
                    help="Yosys' estimate per sub-block, hierarchy kept (synth_ecp5 "
                    "-noflatten; nothing placed)")
