@@ -9,11 +9,12 @@ JOBS    ?= 2
 REGRESS_QUERIES ?= 1000
 SCHEDULER ?=
 
-.PHONY: help setup data models demo test test-all lint quality synth bench perf regress formal mutate dse clean
+.PHONY: help setup data models demo test test-all lint quality synth board bench perf regress formal mutate dse clean
 
 help:
 	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
 	@echo "make test    - the regression (pytest -n $(JOBS))"
+	@echo "make board   - the ULX3S-85F board top (UART host link, block-RAM tables): a real query over the UART on Verilator, then the bitstream (build/board; ~1 h here)"
 	@echo "make synth   - ECP5-85F synthesis, placement and routing: requantize unit, mesh, the whole fpga-ecp5 accelerator (JSON; ~1 h here, cached per config digest in build/synth)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
@@ -63,6 +64,10 @@ synth: setup
 	$(RPACCEL) synth --block requant --config fpga-ecp5 --target ecp5-85f
 	$(RPACCEL) synth --block mesh --config default --target ecp5-85f
 	$(RPACCEL) synth --block rpaccel --config fpga-ecp5 --target ecp5-85f --freq 100 --router router2 --out build/synth/rpaccel-fpga-ecp5.json
+
+board: models
+	$(RPACCEL) board sim --models $(MODELS)
+	$(RPACCEL) board build
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -113,7 +113,7 @@ def test_bench_topk_reports_full_rate(tmp_path, capsys):
 
 def test_bench_rejects_unknown_benchmark(capsys):
     assert main(["bench", "nope"]) == 2
-    assert ("WHAT must be 'array', 'topk', 'cache', 'top' or 'perf', not 'nope'"
+    assert ("WHAT must be 'array', 'topk', 'cache', 'top', 'perf' or 'fit', not 'nope'"
             in capsys.readouterr().err)
 
 

