@@ -41,7 +41,7 @@ class InteractionUnit(wiring.Component):
     -------
     go : In(1)
         Start on ``items`` items with the step's ``cat``, ``feats``, ``d``, ``dw``; the
-        inputs hold until ``busy`` falls.
+        inputs are valid from the cycle before ``go`` and hold until ``busy`` falls.
     busy : Out(1)
         High from the cycle after ``go`` until the last output word is written.
     rd_item, rd_word : Out
@@ -110,8 +110,10 @@ class InteractionUnit(wiring.Component):
                 m.d.sync += r_odd[r].eq(r_addr[r][0])
             r_data.append(Mux(r_odd[r], od.data, ev.data))
         full = Array(Signal(name=f"full{k}") for k in range(2))
+        # the step's sizes are registered every cycle (they hold from the cycle before go):
+        # no multiplier between the program memory and the unit's state
         total = Signal(range(64 * W + 1))  # feature words of an item
-        m.d.comb += total.eq(self.feats * self.dw)
+        m.d.sync += total.eq(self.feats * self.dw)
         f_item = Signal(range(SB + 1))      # item being read
         f_bank = Signal()
         fidx = Signal(range(64 * W + 2))    # next word to read
@@ -148,7 +150,7 @@ class InteractionUnit(wiring.Component):
 
         # ---- output sequence: copies (word chunks), then pair groups ----------------------
         pairs = Signal(range(64 * 63 // 2 + 1))
-        m.d.comb += pairs.eq(self.feats * (self.feats - 1) // 2)
+        m.d.sync += pairs.eq(self.feats * (self.feats - 1) // 2)
         cf = Signal(range(65))            # copy: feature
         cw = Signal(range(W + 1))         # copy: word within the feature
         g = Signal(range(64 * 32 + 1))    # pair group
