@@ -238,3 +238,23 @@ def test_table_memory_bursts_and_slverr_past_the_end():
     assert got[0] == [(words[3 + i], 5, 0, int(i == 3)) for i in range(4)]
     assert got[1] == [(words[0], 2, 0, 1)]
     assert got[2] == [(words[62], 1, 0, 0), (words[63], 1, 0, 0), (0, 1, 2, 0), (0, 1, 2, 1)]
+
+
+def test_result_frames_grouped_into_answers():
+    """The host's view of result frames: fields unpacked from the result layout (negative
+    scores too), a query closed by ``last``, a query flagged only when all its beats are."""
+    from rpaccel.board import answers_from, errors_from, protocol_for
+    from rpaccel.config import get_config
+    from rpaccel.interface import top_layouts
+
+    cfg = get_config("fpga-ecp5")
+    layout = top_layouts(cfg)[1]
+    beats = [{"id": 7, "score": -5, "last": 0, "error": 0},
+             {"id": 3, "score": 1 << 20, "last": 1, "error": 0},
+             {"id": 2, "score": -(1 << 31), "last": 1, "error": 1}]
+    proto = protocol_for(cfg)
+    frames = proto.feed(b"".join(b"A" + layout.const(b).as_value().value.to_bytes(
+        proto.result_bytes, "little") for b in beats) + b"p")
+    assert answers_from(cfg, frames) == [[(7, -5), (3, 1 << 20)], [(2, -(1 << 31))]]
+    assert errors_from(cfg, frames) == [False, True]
+    assert frames[-1] == Answer("pong")
