@@ -29,3 +29,21 @@ def test_board_answers_real_queries_over_the_uart(models_dir, ml, tmp_path):
     sb = build(board_harness, cfg, "board_top", public="top")
     tests, failed = run(sb, "rpaccel.sim.tb_board", tmp_path, {"jobs": str(path)})
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+@pytest.mark.slow  # ~5 min: make test-all
+def test_board_bitstream_of_a_small_config(tmp_path):
+    """The bitstream flow (amaranth-boards ULX3S-85F, YoWASP Yosys / nextpnr / ecppack) on
+    a small one-stage 4x4 build: a bitstream, nextpnr's fmax above the board's 25 MHz, the
+    worst path named; a second call returns the cached build."""
+    from rpaccel.scripts.commands.board import build_bitstream
+
+    cfg = get_config("default").replace(
+        name="tiny", array_rows=4, array_cols=4, partitions=1, stages=1, topk_k=4,
+        topk_lanes=1, max_items=16, sub_batch=8, max_width=16, weight_rows=256, param_rows=16,
+        emb_tables=2, emb_dim=4, emb_map_rows=64, static_rows=8, cache_sets=2, cache_ways=1,
+        line_bytes=8, mshrs=1, cand_beats=4, max_pairs=4, max_steps=8, requant_lanes=1)
+    res = build_bitstream(cfg, tmp_path, table_words=256)
+    assert res["cached"] is False and res["bytes"] > 100_000
+    assert res["fmax_mhz"] > 25 and res["critical_path"]["to"].startswith("board.")
+    assert build_bitstream(cfg, tmp_path, table_words=256)["cached"] is True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -74,35 +75,54 @@ def _tools_env() -> dict:
             for k, v in env.items()}
 
 
-def _build(args) -> dict:
+def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16384,
+                    force: bool = False) -> dict:
+    """The ULX3S-85F bitstream of ``cfg``'s board top (`rpaccel.hw.board.ULX3STop`) with
+    amaranth-boards and the YoWASP tools, in ``out_dir`` (default
+    ``build/board/ulx3s-<config>-<digest>``); the stored one when the config digest, baud
+    rate and table size are unchanged (``cached: True``) unless ``force``. The JSON holds
+    nextpnr's fmax and critical path from the build's timing report."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-    from ...config import get_config
     from ...hw.board import ULX3STop
+    from ..synth import critical_path_from_log
 
-    cfg = get_config(args.config)
-    out = Path(args.build_dir or Path("build") / "board" / f"ulx3s-{cfg.name}-{cfg.digest()}")
+    out = Path(out_dir or Path("build") / "board" / f"ulx3s-{cfg.name}-{cfg.digest()}")
     bit = out / "rpaccel_ulx3s.bit"
     stamp = out / "stamp.json"
-    key = {"config_digest": cfg.digest(), "baud": args.baud}
-    if bit.exists() and stamp.exists() and json.loads(stamp.read_text()) == key \
-            and not args.force:
-        return {"bitstream": str(bit), "cached": True, **key}
-    old = {k: os.environ.get(k) for k in _tools_env()}
+    key = {"config_digest": cfg.digest(), "baud": baud, "table_words": table_words}
+    if bit.exists() and stamp.exists() and not force:
+        old = json.loads(stamp.read_text())
+        if old.get("key") == key:
+            return {**old, "cached": True}
+    old_env = {k: os.environ.get(k) for k in _tools_env()}
     os.environ.update(_tools_env())
     t0 = time.time()
     try:
-        ULX3S_85F_Platform().build(ULX3STop(cfg, baud=args.baud), name="rpaccel_ulx3s",
-                                   build_dir=str(out), do_program=False)
+        ULX3S_85F_Platform().build(ULX3STop(cfg, baud=baud, table_words=table_words),
+                                   name="rpaccel_ulx3s", build_dir=str(out), do_program=False)
     finally:
-        for k, v in old.items():
+        for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    stamp.write_text(json.dumps(key))
-    return {"bitstream": str(bit), "cached": False, "seconds": round(time.time() - t0, 1),
-            **key}
+    tim = (out / "rpaccel_ulx3s.tim").read_text()
+    fmax = [float(x) for x in
+            re.findall(r"Max frequency for clock [^:]*: ([0-9.]+) MHz", tim)]
+    res = {"key": key, "bitstream": str(bit), "bytes": bit.stat().st_size,
+           "fmax_mhz": fmax[-1] if fmax else None, "clock_mhz": 25.0,
+           "critical_path": critical_path_from_log(tim), "seconds": round(time.time() - t0, 1),
+           "date": time.strftime("%Y-%m-%d")}
+    stamp.write_text(json.dumps(res, indent=2))
+    return {**res, "cached": False}
+
+
+def _build(args) -> dict:
+    from ...config import get_config
+
+    return build_bitstream(get_config(args.config), args.build_dir, args.baud,
+                           force=args.force)
 
 
 def _run(args) -> dict:
