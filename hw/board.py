@@ -11,7 +11,7 @@ accelerator's AXI4 read port (one beat per two cycles, bursts of any length).
 from __future__ import annotations
 
 from amaranth import Elaboratable, Module, Shape, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 from amaranth.utils import ceil_log2, exact_log2
@@ -154,7 +154,9 @@ class ULX3STop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.board = board = self.board
-        uart = platform.request("uart", 0)
-        led = platform.request("led", 0)
-        m.d.comb += [board.rx.eq(uart.rx.i), uart.tx.o.eq(board.tx), led.o.eq(~uart.rx.i)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
+        m.submodules.led_buf = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += [board.rx.eq(rx.i), tx.o.eq(board.tx), led.o.eq(~rx.i)]
         return m
