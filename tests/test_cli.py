@@ -120,3 +120,8 @@ def test_bench_rejects_unknown_benchmark(capsys):
 def test_bench_array_rejects_unknown_array(capsys):
     assert main(["bench", "array", "--arrays", "default,huge"]) == 2
     assert "array must be one of ['16x16', 'default'], not 'huge'" in capsys.readouterr().err
+
+
+def test_board_run_needs_a_port():
+    with pytest.raises(SystemExit, match="--port must name the board's serial port"):
+        main(["board", "run"])

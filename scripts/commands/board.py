@@ -128,6 +128,10 @@ def _build(args) -> dict:
 def _run(args) -> dict:
     import serial
 
+    if not args.port:
+        raise SystemExit("rpaccel board run: --port must name the board's serial port "
+                         "(e.g. /dev/ttyUSB0), not nothing")
+
     from ...board import host_script, protocol_for
 
     acc, batches = _accelerator(args)
