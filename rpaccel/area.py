@@ -116,6 +116,11 @@ def memories(config: RPAccelConfig) -> list[Memory]:
                 Memory(p + "p_mem", cfg.param_rows, lane_bits * w),
                 Memory(p + "pair_mem", -(-cfg.max_pairs // cfg.inter_pairs),
                        pair_layout(cfg).size)]
+        # the interaction unit's register files: an even- and an odd-word memory of both
+        # banks per read operand (two per pair computed per cycle)
+        half = 1 << (-(-geo.words // 2) - 1).bit_length()
+        out += [Memory(p + f"interaction/freg{r}_{par}", 2 * half, 8 * geo.lanes)
+                for r in range(2 * cfg.inter_pairs) for par in range(2)]
     for s in range(cfg.stages):
         p = f"embedding{s}/"
         out += [Memory(p + "map_mem", cfg.emb_map_rows, 1 + _bits(cfg.static_rows)),

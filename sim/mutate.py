@@ -156,11 +156,14 @@ ARGUED = {
     ("requant", "lo_bits = 17", "17 -> 16", 18):
         "the split point of (acc + bias) * mult into two partial products: (p_hi << L) + p_lo is "
         "the same exact product for any L",
-    ("requant", "with m.If(rounded[j] > hi):", "Gt -> GtE in rounded[j] > hi", 26):
+    ("requant", "with m.If(Mux(fits2[j], rounded[j] > hi, ~neg2[j])):",
+     "Gt -> GtE in rounded[j] > hi", 40):
         "a value equal to the upper bound saturates to itself",
-    ("requant", "with m.Elif(rounded[j] < lo):", "Lt -> LtE in rounded[j] < lo", 28):
+    ("requant", "with m.Elif(Mux(fits2[j], rounded[j] < lo, neg2[j])):",
+     "Lt -> LtE in rounded[j] < lo", 42):
         "a value equal to the lower bound saturates to itself",
-    ("requant", "with m.Elif(relu[-1] & (rounded[j] < 0)):", "0 -> 1", 53):
+    ("requant", "with m.Elif(relu[-1] & Mux(fits2[j], rounded[j] < 0, neg2[j])):", "0 -> 1",
+     66):
         "ReLU of 0 is 0 either way",
     ("array", "m.d.sync += self.out[p].valid.eq(0)", "m.d.sync += self.out[p].valid.eq(0)", 16):
         "a slot in use gets its valid from the last row every enabled cycle, and one not in use "

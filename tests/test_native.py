@@ -237,6 +237,7 @@ def test_native_shared_engines_two_stages(models_dir, ml, tmp_path):
             em, pred.total_cycles, mt["total_cycles"])
 
 
+@pytest.mark.slow  # make test-all; CI runs the narrow requantizer in test_embedding
 def test_native_fpga_ecp5_real_queries(models_dir, ml, tmp_path):
     """The ECP5 build (`fpga-ecp5`: 4-lane bag requantizer, sub-batches of 32, top-k of 16,
     2 MSHRs) runs the small -> medium pipeline on real queries bit-exact, with idle gaps,
