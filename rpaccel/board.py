@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .hw.host_link import OP as _OP
+
 __all__ = ["Protocol", "Answer", "stream_widths", "protocol_for", "host_script", "answers_from",
            "errors_from"]
-
-_OP = {"write": ord("W"), "read": ord("R"), "mem": ord("M"), "stream": ord("S"),
-       "ping": ord("P"), "wrote": ord("w"), "data": ord("r"), "pong": ord("p"),
-       "result": ord("A"), "unknown": ord("?")}
 
 
 @dataclass(frozen=True)
@@ -184,17 +182,14 @@ def _queries(config, frames):
     from .interface import top_layouts
 
     layout = top_layouts(config)[1]
-    off = {name: (f.offset, f.width) for name, f in layout}
     out, cur = [], []
     for a in frames:
         if a.kind != "result":
             continue
-        r = {n: (a.value >> o) & ((1 << w) - 1) for n, (o, w) in off.items()}
-        sw = off["score"][1]
-        if r["score"] >> (sw - 1):
-            r["score"] -= 1 << sw
-        cur.append(r)
-        if r["last"]:
+        v = layout.from_bits(a.value)
+        cur.append({"id": int(v.id), "score": int(v.score), "last": int(v.last),
+                    "error": int(v.error)})
+        if cur[-1]["last"]:
             out.append(cur)
             cur = []
     return out
