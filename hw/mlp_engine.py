@@ -152,7 +152,9 @@ class MLPEngine(wiring.Component):
         wiring.connect(m, outp.out, wiring.flipped(self.out))
         m.d.comb += [loader.start.eq(seq.start), outp.start.eq(seq.start),
                      outp.items.eq(seq.items),
-                     loader.tiles_exited.eq(outp.tiles_exited),
+                     loader.pcols.eq(pcols),
+                     loader.swap.eq(seq.act.valid & seq.act.ready & seq.act.payload.swap),
+                     loader.advance.eq(~self.res.valid | self.res.ready),
                      seq.tiles_loaded.eq(loader.tiles_loaded),
                      seq.out_pending.eq(self.out.valid),
                      w_rd.en.eq(loader.w_en), w_rd.addr.eq(loader.w_addr),

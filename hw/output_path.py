@@ -63,8 +63,6 @@ class OutputPath(wiring.Component):
     retire : Out(1)
         A result left the array without a requantized write (a partial sum stored or a
         final result sent): with ``wr.valid`` what the engine's in-flight count drops by.
-    tiles_exited : Out(32)
-        Tiles of this run whose first item's result has arrived.
     """
 
     def __init__(self, config: RPAccelConfig, width: int):
@@ -83,7 +81,6 @@ class OutputPath(wiring.Component):
             "out": Out(stream.Signature(lay.out)),
             "wr": Out(stream.Signature(act_write_layout(cfg), always_ready=True)),
             "retire": Out(1),
-            "tiles_exited": Out(32),
         })
 
     def elaborate(self, platform):
@@ -111,8 +108,6 @@ class OutputPath(wiring.Component):
                 m.d.comb += in_items.eq(1)
                 with m.If(res.valid & res.ready):
                     m.d.sync += b.eq(b + 1)
-                    with m.If(b == 0):
-                        m.d.sync += self.tiles_exited.eq(self.tiles_exited + 1)
                     with m.If(b == self.items - 1):
                         m.d.sync += b.eq(0)
                         with m.If(kt == d.ktiles - 1):
@@ -128,8 +123,6 @@ class OutputPath(wiring.Component):
                                 m.d.sync += nt.eq(nt + 1)
                         with m.Else():
                             m.d.sync += kt.eq(kt + 1)
-        with m.If(self.start):
-            m.d.sync += self.tiles_exited.eq(0)
 
         # ---- partial sum, then final result or requantization ---------------------------
         last_kt = kt == d.ktiles - 1

@@ -2,10 +2,14 @@
 into the partition's shadow weight registers, in program order (output tiles outer, input
 tiles inner), one row per cycle.
 
-The shadow registers of a partition hold one tile. They are free once the previous
-tile's first item, which switched every PE from the shadow to the active registers, has
-left the array: the loader waits until as many tiles have started leaving the array
-(``tiles_exited``, counted by the `OutputPath`) as it has loaded.
+The shadow registers of a partition hold one tile, and a row of them is free once the
+previous tile's first item (``swap``: it switches each PE from the shadow to the active
+weight as it passes) has passed that row's last PE. The swapping item reaches PE ``(r, c)``
+of the partition ``r + c`` array advances after it entered, so row ``r`` of the next tile
+may be written once the array advanced ``r + pcols - 1`` times since: the next tile loads
+row by row right behind the swapping item, and consecutive tiles can start ``R + pcols``
+cycles apart rather than waiting for the item to leave the array. The loader counts the
+array's advances itself (``advance``), so it stops with the array when the array stalls.
 """
 
 from amaranth import Module, Signal, signed, unsigned
@@ -45,8 +49,12 @@ class WeightLoader(wiring.Component):
     wload : Out(stream.Signature(wload_layout, always_ready=True))
         Row writes into the shadow registers (the array takes one every cycle); a tile's
         last row completes it.
-    tiles_exited : In(32)
-        Tiles of this run whose first item has left the array.
+    pcols : In(range(array_cols + 1))
+        Columns of the partition in the current mode.
+    swap : In(1)
+        One cycle: a tile's first item (``swap`` set) entered the array.
+    advance : In(1)
+        The partition's PEs move on this cycle (not stalled by its output).
     tiles_loaded : Out(32)
         Tiles of this run completely in the shadow registers.
     """
@@ -62,7 +70,8 @@ class WeightLoader(wiring.Component):
             "w_en": Out(1), "w_addr": Out(range(cfg.weight_rows)),
             "w_data": In(unsigned(8 * width)),
             "wload": Out(stream.Signature(wload_layout(cfg, width), always_ready=True)),
-            "tiles_exited": In(32),
+            "pcols": In(range(cfg.array_cols + 1)),
+            "swap": In(1), "advance": In(1),
             "tiles_loaded": Out(32),
         })
 
@@ -85,21 +94,33 @@ class WeightLoader(wiring.Component):
             m.d.sync += self.tiles_loaded.eq(self.tiles_loaded + 1)
         with m.If(self.start):
             m.d.sync += self.tiles_loaded.eq(0)
+        # array advances since the last swapping item entered (saturating: past
+        # R + pcols - 1 every row is free)
+        since = Signal(range(R + cfg.array_cols + 1))
+        with m.If(self.swap):
+            m.d.sync += since.eq(0)
+        with m.Elif(self.advance & (since != R + cfg.array_cols)):
+            m.d.sync += since.eq(since + 1)
+        first = Signal()     # the run's first tile: the shadow registers are free
+        awaiting = Signal()  # a tile's rows are read, its swapping item has not entered
+        with m.If(self.start):
+            m.d.sync += [first.eq(1), awaiting.eq(0)]
+        with m.Elif(self.swap):
+            m.d.sync += awaiting.eq(0)
+        row_free = Signal()
+        m.d.comb += row_free.eq(first | (~awaiting & (since >= row + self.pcols - 1)))
         with m.FSM():
-            walk_mlp_steps(m, self.start, self.step, d, "WAIT",
+            walk_mlp_steps(m, self.start, self.step, d, "ROWS",
                            [count.eq(0), row.eq(0), addr.eq(d.wbase)])
-            with m.State("WAIT"):
-                with m.If(~valid1 & (self.tiles_exited == self.tiles_loaded)):
-                    m.next = "ROWS"
             with m.State("ROWS"):
-                m.d.comb += self.w_en.eq(1)
-                m.d.sync += [valid1.eq(1), row1.eq(row), last1.eq(row == R - 1),
-                             addr.eq(addr + 1), row.eq(row + 1)]
-                with m.If(row == R - 1):
-                    m.d.sync += [row.eq(0), count.eq(count + 1)]
-                    with m.If(count == d.ktiles * d.ntiles - 1):
-                        m.d.sync += self.step.eq(self.step + 1)
-                        m.next = "STEP"
-                    with m.Else():
-                        m.next = "WAIT"
+                with m.If(row_free):
+                    m.d.comb += self.w_en.eq(1)
+                    m.d.sync += [valid1.eq(1), row1.eq(row), last1.eq(row == R - 1),
+                                 addr.eq(addr + 1), row.eq(row + 1)]
+                    with m.If(row == R - 1):
+                        m.d.sync += [row.eq(0), count.eq(count + 1), first.eq(0),
+                                     awaiting.eq(1)]
+                        with m.If(count == d.ktiles * d.ntiles - 1):
+                            m.d.sync += self.step.eq(self.step + 1)
+                            m.next = "STEP"
         return m

@@ -62,9 +62,9 @@ class EngineTiming:
     """Cycles of one `MLPEngine` run, from its program and the sub-batch size.
 
     A run streams every item through every weight tile (output tiles outer, input tiles
-    inner). The next tile's weights are loaded into the shadow registers only after the
-    current tile's first item has left the array, so consecutive tiles start
-    ``max(n, reload)`` cycles apart; the first tile of a layer also waits until the
+    inner). The next tile's weights are loaded into the shadow registers row by row right
+    behind the current tile's first item (`rpaccel.hw.weight_loader`), so consecutive
+    tiles start ``max(n, reload)`` cycles apart; the first tile of a layer also waits until the
     previous layer's results are written (``n + drain``). An interaction step takes
     ``d + pairs * dw`` (``dot``) or ``feats * d`` (``cat``) cycles per item plus a fixed
     drain. Exact against Verilator for every program measured (`rpaccel bench perf`).
@@ -89,12 +89,12 @@ class EngineTiming:
     @property
     def reload(self) -> int:
         """Start-to-start cycles of two tiles when the weight load is the limit."""
-        return 2 * self.rows + self.cols + 7
+        return self.rows + self.cols + 3
 
     @property
     def first(self) -> int:
         """Run start to the first tile's last item issued, less the sub-batch."""
-        return 2 * self.rows + self.cols + 8
+        return 2 * self.rows + self.cols + 7
 
     @property
     def layer_drain(self) -> int:
@@ -157,7 +157,7 @@ class EngineTiming:
         from .interface import StepKind as Kind
 
         R, P = self.rows, self.cols
-        issue0 = R + 3            # run accepted -> first item issued (first tile's weights)
+        issue0 = R + 2            # run accepted -> first item issued (first tile's weights)
         out_lat = R + P + 10      # item issued -> its requantized result written
         t = self.first
         mlp = inter = tiles = reload = 0

@@ -157,13 +157,15 @@ def test_icarus_default_criteo_shaped(tmp_path):
 
 def test_cli_sim_json_and_bad_arguments(models_dir, capsys):
     """``rpaccel sim`` on one real query: JSON with the documented keys, no mismatch,
-    hardware quality equal to golden; bad arguments exit 2 with a one-line reason."""
+    hardware quality equal to golden; bad arguments exit 2 with a one-line reason. CI
+    runs it on the native bench (its Verilator build is test_native's); the cocotb bench
+    of the whole top runs in the ``slow`` tests above."""
     import json
 
     from rpaccel.scripts.cli import main
 
     assert main(["sim", "--config", "default", "--queries", "1", "--seed", "2", "--json",
-                 "--models", str(models_dir)]) == 0
+                 "--bench", "native", "--models", str(models_dir)]) == 0
     rep = json.loads(capsys.readouterr().out)
     for key in ("queries", "mismatches", "error_status_ok", "mixed_error_flags", "model",
                 "hr@10", "ndcg@10", "golden_hr@10", "golden_ndcg@10",

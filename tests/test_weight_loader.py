@@ -1,11 +1,15 @@
 """`WeightLoader` (`rpaccel.hw.weight_loader`) alone in the Amaranth simulator: a program
-of two MLP steps around an interaction step, the array's tile exits played back at random
-delays (the shadow-register row stream is always ready). Every row must come from its
-weight-buffer address in program order, a tile must not start loading before the previous
-one began leaving the array, and ``tiles_loaded`` must count exactly the tiles whose every
-row has been delivered, at every cycle, and restart with a run."""
+of two MLP steps around an interaction step, against a model of the issue sequencer (a
+loaded tile's swapping item enters after a random delay) and of the array (stalling at
+random). Every row must come from its weight-buffer address in program order; no shadow
+row may be written before the previous tile's swapping item has passed that row's last PE
+(``r + pcols - 1`` array advances after it entered); ``tiles_loaded`` must count exactly
+the tiles whose every row has been delivered, at every cycle, and restart with a run; and
+without stalls a tile's first row must be read the very cycle the rule allows it."""
 
 import random
+
+import pytest
 
 from rpaccel.config import get_config
 from rpaccel.hw.weight_loader import WeightLoader
@@ -19,6 +23,7 @@ WIDTH = slot_width(CFG, 0)
 # (kind, ktiles, ntiles, wbase)
 PROGRAM = [(StepKind.MLP, 2, 2, 8), (StepKind.DOT, 0, 0, 0), (StepKind.MLP, 1, 3, 64),
            (StepKind.END, 0, 0, 0)]
+TILES = sum(kt * nt for k, kt, nt, _ in PROGRAM if k == StepKind.MLP)
 
 
 def _steps():
@@ -35,10 +40,12 @@ def _expected_rows():
     return rows
 
 
-def run_loader(seed: int, runs: int = 2):
-    """Play ``runs`` runs; returns per run the (row, weight-address) sequence delivered,
-    the violations of the exit rule, the final ``tiles_loaded`` and the cycles where it
-    differed from the whole tiles delivered."""
+def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
+    """Play ``runs`` runs with the array stalling a cycle with probability ``stall``;
+    returns per run the (row, weight-address) sequence delivered, the rows written too
+    early, the final ``tiles_loaded``, the cycles where it differed from the whole tiles
+    delivered, and per later tile the cycles from its predecessor's swap to its first
+    row read."""
     rng = random.Random(seed)
     mem = [rng.getrandbits(8 * WIDTH) for _ in range(CFG.weight_rows)]
     word_of = {v: a for a, v in reversed(list(enumerate(mem)))}
@@ -47,61 +54,76 @@ def run_loader(seed: int, runs: int = 2):
     results = []
 
     async def bench(ctx):
+        ctx.set(dut.pcols, pcols)
         for _ in range(runs):
             ctx.set(dut.start, 1)
-            ctx.set(dut.tiles_exited, 0)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            exited, seen, pending, got, bad, early = 0, 0, [], [], [], []
+            got, early_rows, early_count, gaps = [], [], [], []
+            swaps, due, since, swap_cycle = 0, None, 0, None  # swap_cycle: no read since
             data, cycles = 0, 0
-            first_of_tile = True
             while True:
                 step = ctx.get(dut.step)
                 ctx.set(dut.desc.as_value(), steps[min(step, len(steps) - 1)])
                 ctx.set(dut.w_data, data)
-                # the array: a loaded tile's first item leaves after a random delay
                 loaded = ctx.get(dut.tiles_loaded)
                 if loaded != len(got) // R:
-                    early.append((cycles, loaded, len(got)))
-                while len(pending) + exited < loaded:
-                    pending.append(cycles + rng.randint(1, 12))
-                if ctx.get(dut.w_en):
-                    # the loader chose to read last cycle, when it saw ``seen`` exits
-                    if first_of_tile and seen < len(got) // R:
-                        bad.append((len(got) // R, seen))
-                    first_of_tile = False
-                if pending and cycles >= pending[0]:
-                    pending.pop(0)
-                    exited += 1
-                ctx.set(dut.tiles_exited, exited)
-                seen = exited
+                    early_count.append((cycles, loaded, len(got)))
+                # the issue sequencer: a loaded tile's swapping item enters after a delay,
+                # on a cycle the array advances
+                advance = rng.random() >= stall
+                if due is None and swaps < loaded:
+                    due = cycles + rng.randint(0, 3 if stall else 0)
+                swap = due is not None and cycles >= due and advance
+                ctx.set(dut.advance, advance)
+                ctx.set(dut.swap, swap)
+                if ctx.get(dut.w_en) and swap_cycle is not None:
+                    gaps.append(cycles - swap_cycle)
+                    swap_cycle = None
                 if ctx.get(dut.wload.valid):
                     row = ctx.get(dut.wload.payload.row)
+                    tile = len(got) // R
+                    # the row is written at this cycle's edge: the swapping item of the
+                    # tile before must have passed row ``row``'s last PE by then
+                    passed = since + advance if swaps >= tile else -1
+                    if tile and passed < row + pcols - 1:
+                        early_rows.append((tile, row, passed))
                     w = 0
                     for c in range(WIDTH):
                         w |= (ctx.get(dut.wload.payload.w[c]) & 0xFF) << (8 * c)
                     got.append((row, word_of.get(w, -1)))
-                    first_of_tile = row == R - 1
                 # a synchronous read port: the word addressed this cycle arrives next cycle
                 if ctx.get(dut.w_en):
                     data = mem[ctx.get(dut.w_addr)]
                 await ctx.tick()
+                if swap:
+                    swaps, due, since, swap_cycle = swaps + 1, None, 0, cycles
+                elif advance:
+                    since += 1
                 cycles += 1
+                ctx.set(dut.swap, 0)
                 if len(got) >= len(_expected_rows()) and cycles > 200 + len(got) * 3:
                     break
                 assert cycles < 20000, (f"weight loader hung after {len(got)} rows, "
-                                       f"tiles loaded {loaded}, exited {exited}")
-            results.append((got, bad, ctx.get(dut.tiles_loaded), early))
+                                       f"tiles loaded {loaded}, swaps {swaps}")
+            results.append((got, early_rows, ctx.get(dut.tiles_loaded), early_count, gaps))
 
     run_bench(dut, bench)
     return results
 
 
-def test_weight_loader_rows_in_program_order_after_tile_exits():
-    tiles = sum(kt * nt for k, kt, nt, _ in PROGRAM if k == StepKind.MLP)
-    for got, bad, loaded, early in run_loader(seed=5):
+@pytest.mark.parametrize("pcols, stall", [(8, 0.3), (4, 0.5), (8, 0.0), (4, 0.0)])
+def test_weight_loader_rows_in_order_behind_the_swapping_item(pcols, stall):
+    for got, early_rows, loaded, early_count, gaps in run_loader(5, pcols, stall):
         assert got == _expected_rows(), (
             f"expected (row, address) {_expected_rows()}\n actual {got}")
-        assert not bad, f"tiles read before the previous tile left the array: {bad}"
-        assert loaded == tiles, f"expected tiles_loaded {tiles}, actual {loaded}"
-        assert not early, f"(cycle, tiles_loaded, rows delivered) off the count: {early[:5]}"
+        assert not early_rows, ("(tile, row, advances since the swap) written before the "
+                                f"swapping item passed: {early_rows[:5]}")
+        assert loaded == TILES, f"expected tiles_loaded {TILES}, actual {loaded}"
+        assert not early_count, (
+            f"(cycle, tiles_loaded, rows delivered) off the count: {early_count[:5]}")
+        if stall == 0:
+            # row 0 is free pcols - 1 advances after the swap: read the next cycle
+            assert gaps == [pcols] * (TILES - 1), (
+                f"cycles from a swap to the next tile's first read: expected {pcols}, "
+                f"actual {gaps}")
