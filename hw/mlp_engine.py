@@ -10,11 +10,12 @@ input tiles, and after the last one the sum goes with its bias through the `Requ
 into the activation buffer, or (final layer) out of the engine as int32. The next tile's
 weights are read from the weight buffer into the array's shadow registers while the
 current tile computes, so consecutive tiles follow each other without a gap once the
-sub-batch is at least about ``2R + P`` items. An interaction step (``dot`` or ``cat``) runs on
-a small dedicated unit that reads the bottom output and the pooled embeddings from the
-feature region of the activation buffer. Numerics: docs/numerics.md; the host side that
-compiles a `QuantizedStage` into a program is `rpaccel.program`; the program and buffer
-formats are in `rpaccel.interface`.
+sub-batch is at least ``R + P + 3`` items (the loader writes each row right behind the
+previous tile's first item, `rpaccel.hw.weight_loader`). An interaction step (``dot`` or
+``cat``) runs on a small dedicated unit that reads the bottom output and the pooled
+embeddings from the feature region of the activation buffer. Numerics: docs/numerics.md;
+the host side that compiles a `QuantizedStage` into a program is `rpaccel.program`; the
+program and buffer formats are in `rpaccel.interface`.
 
 The engine holds the buffers and the program and arbitrates the activation buffer's
 ports; four units run the program, each with its own step pointer: the `IssueSequencer`

@@ -34,6 +34,7 @@ fronts.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import itertools
 import json
 import platform
@@ -382,7 +383,8 @@ def evaluate(point: Point, models_dir=None, queries: int = 2, clocks=None,
     t0 = time.perf_counter()
     clocks = tuple(clocks or SPACES[point.workload]["fclk_mhz"])
     row = {"key": point.key, "point": asdict(point), "pipeline": point.pipeline_name,
-           "stages": len(point.pipeline), "split": point.split}
+           "stages": len(point.pipeline), "split": point.split,
+           "model_digest": model_digest()}
     try:
         cfg, acc = _fitted(point, models_dir)
     except (ConfigError, ProgramError, AccelError, ValueError) as e:
@@ -412,6 +414,21 @@ def evaluate(point: Point, models_dir=None, queries: int = 2, clocks=None,
 
 
 # ---- the sweep ---------------------------------------------------------------------------
+#: The modules a point's figures come from: a cached point modelled by other sources is
+#: modelled again.
+MODEL_SOURCES = ("config.py", "perf.py", "dse.py", "area.py", "program.py", "runtime.py",
+                 "workloads.py", "emb_program.py", "interface.py")
+
+
+@lru_cache(maxsize=1)
+def model_digest() -> str:
+    """Digest of the sources in `MODEL_SOURCES` (the identity of the modelled figures)."""
+    h = hashlib.sha256()
+    for name in MODEL_SOURCES:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _read_cache(path: Path) -> dict:
     done = {}
     if path.exists():
@@ -420,7 +437,8 @@ def _read_cache(path: Path) -> dict:
                 r = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by an interrupted run
                 continue
-            done[r["key"]] = r
+            if r.get("model_digest") == model_digest():
+                done[r["key"]] = r
     return done
 
 
@@ -446,7 +464,8 @@ def sweep(workload: str, points: int = 1000, seed: int = 0, models_dir=None,
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = _read_cache(cache)
     todo = [p for p in pts if p.key not in done]
-    log(f"dse {workload}: {len(pts)} points ({len(pts) - len(todo)} cached in {cache}), "
+    log(f"dse {workload}: {len(pts)} points ({len(pts) - len(todo)} cached in {cache} "
+        f"by model {model_digest()}), "
         f"{len(todo)} to model")
     t0 = time.perf_counter()
     nworkers = 0

@@ -112,6 +112,10 @@ def test_sweep_models_points_and_resumes(tmp_path, models_dir):
     assert again["modelled_now"] == 0 and len(cache.read_text().splitlines()) == 3
     assert again["designs"] == first["designs"]
     assert set(again["best_per_load"]) == {"iso_quality", "low", "medium", "high"}
+    # a point cached by another model's sources is modelled again
+    stale = [{**r, "model_digest": "0" * 12} if i == 0 else r for i, r in enumerate(rows)]
+    cache.write_text("".join(json.dumps(r) + "\n" for r in stale))
+    assert dse.sweep("ml100k", **kw)["modelled_now"] == 1
     with pytest.raises(ValueError, match="queries must be an integer of at least 2"):
         dse.sweep("ml100k", **{**kw, "queries": 1})
 
