@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import time
@@ -346,7 +347,8 @@ def _hdl_digest(config: RPAccelConfig) -> str:
     return h.hexdigest()
 
 
-_COMPILE_ARGS = ["--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, "-Wno-MULTIDRIVEN",
+_COMPILE_ARGS = ["--cc", "--exe", "--build", "-j", str(max(2, os.cpu_count() or 2)),
+                 *VERILATOR_ARGS, "-Wno-MULTIDRIVEN",
                  "-Wno-INITIALDLY", "--top-module", "tb"]
 
 
