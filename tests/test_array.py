@@ -145,7 +145,10 @@ def test_four_partitions_at_once():
         assert got == expected, f"mode {mode}"
 
 
-@pytest.mark.parametrize("cols, partitions, tile_modules", [(8, 2, False), (16, 4, True)])
+@pytest.mark.parametrize("cols, partitions, tile_modules", [
+    (8, 2, False),
+    # the shared tile module also runs in the slow paper-structures top-level test
+    pytest.param(16, 4, True, marks=pytest.mark.slow)])
 def test_verilator_mesh_matches_matmul(tmp_path, cols, partitions, tile_modules):
     """The 4-partition case instantiates the shared tile module (``tile_modules``, as the
     ``paper`` config does) instead of writing every tile out."""

@@ -96,6 +96,7 @@ def test_verify_cli_runs_a_block_testbench(capsys):
     assert (res["tests"], res["failures"], res["beats"]) == (2, 0, 200)
 
 
+@pytest.mark.slow  # CI: tests/test_topk.py runs the units at full rate on Verilator
 def test_bench_topk_reports_full_rate(tmp_path, capsys):
     import json
 

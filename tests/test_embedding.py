@@ -111,6 +111,7 @@ def test_verilator_criteo_shaped_zipf_trace(tmp_path):
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
 
 
+@pytest.mark.slow  # CI: random bags, the narrow requantizer and the native top cover the unit
 def test_verilator_other_geometry(tmp_path):
     """128-bit AXI data, 64-byte lines (4 beats), 8 sets x 2 ways, 2 MSHRs, 64 static rows:
     every size comes from the config."""
