@@ -95,20 +95,18 @@ class WeightLoader(wiring.Component):
         with m.If(self.start):
             m.d.sync += self.tiles_loaded.eq(0)
         # array advances since the last swapping item entered (saturating: past
-        # R + pcols - 1 every row is free)
-        since = Signal(range(R + cfg.array_cols + 1))
+        # R + pcols - 1 every row is free, as after reset and when a run starts: the
+        # previous run's items have all left the array)
+        since = Signal(range(R + cfg.array_cols + 1), init=R + cfg.array_cols)
         with m.If(self.swap):
             m.d.sync += since.eq(0)
         with m.Elif(self.advance & (since != R + cfg.array_cols)):
             m.d.sync += since.eq(since + 1)
-        first = Signal()     # the run's first tile: the shadow registers are free
         awaiting = Signal()  # a tile's rows are read, its swapping item has not entered
-        with m.If(self.start):
-            m.d.sync += [first.eq(1), awaiting.eq(0)]
-        with m.Elif(self.swap):
+        with m.If(self.swap):
             m.d.sync += awaiting.eq(0)
         row_free = Signal()
-        m.d.comb += row_free.eq(first | (~awaiting & (since >= row + self.pcols - 1)))
+        m.d.comb += row_free.eq(~awaiting & (since >= row + self.pcols - 1))
         with m.FSM():
             walk_mlp_steps(m, self.start, self.step, d, "ROWS",
                            [count.eq(0), row.eq(0), addr.eq(d.wbase)])
@@ -118,8 +116,7 @@ class WeightLoader(wiring.Component):
                     m.d.sync += [valid1.eq(1), row1.eq(row), last1.eq(row == R - 1),
                                  addr.eq(addr + 1), row.eq(row + 1)]
                     with m.If(row == R - 1):
-                        m.d.sync += [row.eq(0), count.eq(count + 1), first.eq(0),
-                                     awaiting.eq(1)]
+                        m.d.sync += [row.eq(0), count.eq(count + 1), awaiting.eq(1)]
                         with m.If(count == d.ktiles * d.ntiles - 1):
                             m.d.sync += self.step.eq(self.step + 1)
                             m.next = "STEP"

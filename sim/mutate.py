@@ -203,6 +203,9 @@ ARGUED = {
         "clamping at 0: v == 0 gives 0 either way",
     ("approx_filter", "with m.If(n_items < k):", "Lt -> LtE in n_items < k", 26):
         "at n_items == k the total to emit is k either way",
+    ("output_path", "off_max = (1 << len(otag.off)) - 1", "1 -> 0", 41):
+        "off has log2(A) bits: with off_max = A no lane is at or past it, and every lane takes "
+        "j >= off, which is true for the last lane (A - 1) whatever off is: the same enables",
     ("loader", "a.arburst.eq(1), a.arid.eq(0),", "0 -> 1", 48):
         "every request of the loader carries the same AXI ID, whichever it is: its R "
         "beats come back in order for one ID and the loader does not read rid",

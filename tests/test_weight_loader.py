@@ -4,8 +4,9 @@ loaded tile's swapping item enters after a random delay) and of the array (stall
 random). Every row must come from its weight-buffer address in program order; no shadow
 row may be written before the previous tile's swapping item has passed that row's last PE
 (``r + pcols - 1`` array advances after it entered); ``tiles_loaded`` must count exactly
-the tiles whose every row has been delivered, at every cycle, and restart with a run; and
-without stalls a tile's first row must be read the very cycle the rule allows it."""
+the tiles whose every row has been delivered, at every cycle, and restart with a run; a
+run's first tile must be read at once, and without stalls a later tile's first row the very
+cycle the rule allows it."""
 
 import random
 
@@ -61,6 +62,7 @@ def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
             ctx.set(dut.start, 0)
             got, early_rows, early_count, gaps = [], [], [], []
             swaps, due, since, swap_cycle = 0, None, 0, None  # swap_cycle: no read since
+            first_read = None
             data, cycles = 0, 0
             while True:
                 step = ctx.get(dut.step)
@@ -77,6 +79,8 @@ def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
                 swap = due is not None and cycles >= due and advance
                 ctx.set(dut.advance, advance)
                 ctx.set(dut.swap, swap)
+                if ctx.get(dut.w_en) and first_read is None:
+                    first_read = cycles
                 if ctx.get(dut.w_en) and swap_cycle is not None:
                     gaps.append(cycles - swap_cycle)
                     swap_cycle = None
@@ -106,7 +110,8 @@ def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
                     break
                 assert cycles < 20000, (f"weight loader hung after {len(got)} rows, "
                                        f"tiles loaded {loaded}, swaps {swaps}")
-            results.append((got, early_rows, ctx.get(dut.tiles_loaded), early_count, gaps))
+            results.append((got, early_rows, ctx.get(dut.tiles_loaded), early_count,
+                            gaps, first_read))
 
     run_bench(dut, bench)
     return results
@@ -114,7 +119,7 @@ def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
 
 @pytest.mark.parametrize("pcols, stall", [(8, 0.3), (4, 0.5), (8, 0.0), (4, 0.0)])
 def test_weight_loader_rows_in_order_behind_the_swapping_item(pcols, stall):
-    for got, early_rows, loaded, early_count, gaps in run_loader(5, pcols, stall):
+    for got, early_rows, loaded, early_count, gaps, first_read in run_loader(5, pcols, stall):
         assert got == _expected_rows(), (
             f"expected (row, address) {_expected_rows()}\n actual {got}")
         assert not early_rows, ("(tile, row, advances since the swap) written before the "
@@ -122,6 +127,8 @@ def test_weight_loader_rows_in_order_behind_the_swapping_item(pcols, stall):
         assert loaded == TILES, f"expected tiles_loaded {TILES}, actual {loaded}"
         assert not early_count, (
             f"(cycle, tiles_loaded, rows delivered) off the count: {early_count[:5]}")
+        # a run's first tile is read at once (the step is fetched, then its first row)
+        assert first_read == 1, f"first row read {first_read} cycles after the start, not 1"
         if stall == 0:
             # row 0 is free pcols - 1 advances after the swap: read the next cycle
             assert gaps == [pcols] * (TILES - 1), (
