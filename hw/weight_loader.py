@@ -98,13 +98,11 @@ class WeightLoader(wiring.Component):
         # R + pcols - 1 every row is free, as after reset and when a run starts: the
         # previous run's items have all left the array)
         since = Signal(range(R + cfg.array_cols + 1), init=R + cfg.array_cols)
-        with m.If(self.swap):
-            m.d.sync += since.eq(0)
-        with m.Elif(self.advance & (since != R + cfg.array_cols)):
-            m.d.sync += since.eq(since + 1)
         awaiting = Signal()  # a tile's rows are read, its swapping item has not entered
         with m.If(self.swap):
-            m.d.sync += awaiting.eq(0)
+            m.d.sync += [since.eq(0), awaiting.eq(0)]
+        with m.Elif(self.advance & (since != R + cfg.array_cols)):
+            m.d.sync += since.eq(since + 1)
         row_free = Signal()
         m.d.comb += row_free.eq(~awaiting & (since >= row + self.pcols - 1))
         with m.FSM():

@@ -414,18 +414,21 @@ def evaluate(point: Point, models_dir=None, queries: int = 2, clocks=None,
 
 
 # ---- the sweep ---------------------------------------------------------------------------
-#: The modules a point's figures come from: a cached point modelled by other sources is
-#: modelled again.
-MODEL_SOURCES = ("config.py", "perf.py", "dse.py", "area.py", "program.py", "runtime.py",
-                 "workloads.py", "emb_program.py", "interface.py")
-
-
 @lru_cache(maxsize=1)
 def model_digest() -> str:
-    """Digest of the sources in `MODEL_SOURCES` (the identity of the modelled figures)."""
+    """Digest of the sources a point's figures come from: every module of the package's
+    host side (config, cycle model, area, compiler, runtime, workloads, ...), of the golden
+    models and the perf report's queueing helpers. A cached point modelled by other
+    sources is modelled again."""
+    from . import golden
+    from .scripts import perf_report
+
+    files = [*sorted(Path(__file__).parent.glob("*.py")),
+             *sorted(Path(golden.__file__).parent.glob("*.py")), Path(perf_report.__file__)]
     h = hashlib.sha256()
-    for name in MODEL_SOURCES:
-        h.update((Path(__file__).parent / name).read_bytes())
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 

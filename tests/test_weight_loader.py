@@ -79,9 +79,10 @@ def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
                 swap = due is not None and cycles >= due and advance
                 ctx.set(dut.advance, advance)
                 ctx.set(dut.swap, swap)
-                if ctx.get(dut.w_en) and first_read is None:
+                read = ctx.get(dut.w_en)
+                if read and first_read is None:
                     first_read = cycles
-                if ctx.get(dut.w_en) and swap_cycle is not None:
+                if read and swap_cycle is not None:
                     gaps.append(cycles - swap_cycle)
                     swap_cycle = None
                 if ctx.get(dut.wload.valid):
@@ -97,7 +98,7 @@ def run_loader(seed: int, pcols: int, stall: float, runs: int = 2):
                         w |= (ctx.get(dut.wload.payload.w[c]) & 0xFF) << (8 * c)
                     got.append((row, word_of.get(w, -1)))
                 # a synchronous read port: the word addressed this cycle arrives next cycle
-                if ctx.get(dut.w_en):
+                if read:
                     data = mem[ctx.get(dut.w_addr)]
                 await ctx.tick()
                 if swap:
