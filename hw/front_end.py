@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
-from ..interface import ErrCause, query_slots, top_layouts
+from ..interface import ErrCause, copy_ids, id_lanes, query_slots, top_layouts
 from .stage import stage_layouts
 
 __all__ = ["QueryFrontEnd", "Cat_", "offer_run"]
@@ -117,8 +117,15 @@ class QueryFrontEnd(wiring.Component):
         to_s0 = Signal()
         m.d.comb += [to_s0.eq(~q.dense | (q.stage == 0)), self.bad.eq(qbad | overflow)]
         sq = self.beats.payload
-        m.d.comb += [sq.dense.eq(q.dense), sq.word.eq(q.word), sq.table.eq(q.table),
-                     sq.id.eq(q.id), sq.last.eq(q.last)]
+        m.d.comb += [sq.dense.eq(q.dense), sq.word.eq(q.word), *copy_ids(cfg, sq, q)]
+        # bags a sparse beat ends (one per kept lane with `last`)
+        if cfg.emb_units == 1:
+            ends, any_end = q.last, q.last
+        else:
+            ends = Signal(range(cfg.emb_units + 1))
+            any_end = Signal()
+            m.d.comb += [ends.eq(sum(k & la for k, _, _, la in id_lanes(cfg, q))),
+                         any_end.eq(ends != 0)]
         with m.FSM(name="front") as front:
             with m.State("HEAD"):
                 m.d.comb += self.query.ready.eq(self.accept)
@@ -154,7 +161,7 @@ class QueryFrontEnd(wiring.Component):
                     keep = Signal()
                     tables_left = self.tables - bag
                     m.d.comb += [keep.eq(~(q.dense & (q.stage == 0)) & (bi < cfg.cand_beats) &
-                                         (q.dense | q.last |
+                                         (q.dense | any_end |
                                           (bi + tables_left < cfg.cand_beats))),
                                  stored.eq(go & keep),
                                  overflow.eq(go & ~(q.dense & (q.stage == 0)) & ~keep),
@@ -165,9 +172,10 @@ class QueryFrontEnd(wiring.Component):
                         m.d.sync += [self.err.eq(ErrCause.CAND_BEATS), qbad.eq(1)]
                 with m.If(stored):
                     m.d.sync += bi.eq(bi + 1)
-                with m.If(go & ~q.dense & q.last):
-                    m.d.sync += bag.eq(bag + 1)
-                    with m.If(bag == self.tables - 1):
+                with m.If(go & ~q.dense & any_end):
+                    m.d.sync += bag.eq(bag + ends)
+                    with m.If(bag + ends >= self.tables if cfg.emb_units > 1
+                              else bag == self.tables - 1):
                         m.d.sync += [bag.eq(0), bi.eq(0), cand.eq(cand + 1)]
                         if NS > 1:
                             m.d.comb += [self.cl_addr.eq(Cat_(cand[:item_bits],

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
-from ..interface import query_slots, top_layouts
+from ..interface import copy_ids, query_slots, top_layouts
 from .front_end import Cat_, offer_run
 from .stage import stage_layouts
 from .topk import topk_layouts
@@ -105,8 +105,7 @@ class ReplayUnit(wiring.Component):
         want = Signal()
         m.d.comb += want.eq(~rb.dense | (rb.stage == st))
         cq = self.beats.payload
-        m.d.comb += [cq.dense.eq(rb.dense), cq.word.eq(rb.word), cq.table.eq(rb.table),
-                     cq.id.eq(rb.id), cq.last.eq(rb.last),
+        m.d.comb += [cq.dense.eq(rb.dense), cq.word.eq(rb.word), *copy_ids(cfg, cq, rb),
                      self.beats.valid.eq(pend & want)]
         advance = Signal()
         m.d.comb += [advance.eq(~pend | ~want | self.beats.ready), self.cb_en.eq(advance)]

@@ -1,14 +1,16 @@
 """One ranking stage of the query engine: gather (dense words and embedding bags), the MLP
 engine run on a sub-batch, scores into the stage's top-k unit.
 
-`StageController` is the glue between the query stream, an `EmbeddingUnit`, one
+`StageController` is the glue between the query stream, an `EmbeddingUnit` (or an
+`EmbeddingCluster` of ``emb_units``, ids of several tables per beat), one
 `MLPEngine` slot of a `ComputeEngine` and a `TopK`; `StageTop` joins them for one stage
 (the building block of the multi-stage top level).
 
 Query stream: for every item of a sub-batch, ``dense_words`` beats with ``dense = 1`` (the
 item's int8 dense features, ``lanes`` per word, as `rpaccel.program.sub_batch_beats` lays
 them out), then, for every table in order, one beat per id with ``last`` on the bag's last
-id. A ``run`` beat gives the sub-batch's item count, the query position of its first item,
+id (with ``emb_units`` G > 1: G id lanes per beat, lane g the ids of tables t mod G == g,
+`rpaccel.interface.query_beats`). A ``run`` beat gives the sub-batch's item count, the query position of its first item,
 ``k`` and whether it ends the query. Pooled vectors come back from the embedding unit in
 request order and are written into the engine's feature region; then the engine runs and
 every score enters the top-k unit with its query position as id.
@@ -21,8 +23,17 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ..config import RPAccelConfig
-from ..interface import EngineGeometry, EngineTarget, Region, engine_layouts, slot_width
-from .embedding import EmbeddingUnit, emb_layouts
+from ..interface import (
+    EngineGeometry,
+    EngineTarget,
+    Region,
+    engine_layouts,
+    id_lane_fields,
+    id_lanes,
+    slot_width,
+)
+from .emb_cluster import cluster_req_layout, make_embedding
+from .embedding import emb_layouts
 from .mlp_engine import ComputeEngine
 from .topk import make_topk, topk_layouts
 
@@ -36,6 +47,7 @@ def stage_layouts(config: RPAccelConfig):
     query = data.StructLayout({
         "dense": 1, "word": data.ArrayLayout(signed(8), geo.lanes),
         "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
+        **id_lane_fields(cfg),
     })
     run = data.StructLayout({"items": range(cfg.sub_batch + 1),
                              "base": unsigned(cfg.topk_id_bits),
@@ -81,6 +93,8 @@ class StageController(wiring.Component):
         lay = engine_layouts(config, width)
         eload_l, eout_l = lay.load, lay.out
         _, _, _, req_l, resp_l = emb_layouts(config)
+        if config.emb_units > 1:
+            req_l = cluster_req_layout(config)
         tk_in, _ = topk_layouts(config)
         self.query_layout, self.run_layout = stage_layouts(config)
         super().__init__({
@@ -152,10 +166,15 @@ class StageController(wiring.Component):
                          ld.data.eq(q.word.as_value()),
                          self.query.ready.eq(self.eng_load.ready),
                          dense_go.eq(self.eng_load.ready)]
+        er = self.emb_req.payload
         with m.If(gathering & self.query.valid & ~q.dense & ~query_done):
-            m.d.comb += [self.emb_req.valid.eq(1), self.emb_req.payload.table.eq(q.table),
-                         self.emb_req.payload.id.eq(q.id), self.emb_req.payload.last.eq(q.last),
-                         self.query.ready.eq(self.emb_req.ready)]
+            m.d.comb += [self.emb_req.valid.eq(1), self.query.ready.eq(self.emb_req.ready)]
+            if cfg.emb_units == 1:
+                m.d.comb += [er.table.eq(q.table), er.id.eq(q.id), er.last.eq(q.last)]
+            else:
+                for g, (keep, table, id_, last) in enumerate(id_lanes(cfg, q)):
+                    m.d.comb += [er[g].keep.eq(keep), er[g].table.eq(table),
+                                 er[g].id.eq(id_), er[g].last.eq(last)]
 
         # error of the query being gathered (sticky until its last sub-batch is gathered)
         qerr_acc = Signal()
@@ -177,10 +196,20 @@ class StageController(wiring.Component):
                 m.d.sync += qw.eq(0)
                 with m.If(self.tables == 0):
                     m.d.sync += qi.eq(qi + 1)
-        with m.If(self.query.valid & self.query.ready & ~q.dense & q.last):
-            m.d.sync += qt.eq(qt + 1)
-            with m.If(qt == self.tables - 1):
-                m.d.sync += [qt.eq(0), qi.eq(qi + 1)]
+        if cfg.emb_units == 1:
+            with m.If(self.query.valid & self.query.ready & ~q.dense & q.last):
+                m.d.sync += qt.eq(qt + 1)
+                with m.If(qt == self.tables - 1):
+                    m.d.sync += [qt.eq(0), qi.eq(qi + 1)]
+        else:
+            # a wide beat ends as many bags as it has kept lanes with `last`
+            ends = Signal(range(cfg.emb_units + 1))
+            m.d.comb += ends.eq(sum(keep & last for keep, _, _, last in id_lanes(cfg, q)))
+            with m.If(self.query.valid & self.query.ready & ~q.dense & (ends != 0)):
+                with m.If(qt + ends >= self.tables):
+                    m.d.sync += [qt.eq(0), qi.eq(qi + 1)]
+                with m.Else():
+                    m.d.sync += qt.eq(qt + ends)
 
         # scores into the top-k unit, lane 0, query positions as ids; the gather of the
         # next sub-batch may already run, so each started run's (base, k, last) waits in a
@@ -248,7 +277,8 @@ class StageController(wiring.Component):
 
 class StageTop(wiring.Component):
     """One stage end to end: `ComputeEngine` (the stage on partition ``slot``),
-    `EmbeddingUnit` (AXI4 to DRAM), `StageController`, `TopK`.
+    `EmbeddingUnit` or `rpaccel.hw.emb_cluster.EmbeddingCluster` (AXI4 to DRAM),
+    `StageController`, `TopK`.
 
     Members
     -------
@@ -266,7 +296,7 @@ class StageTop(wiring.Component):
         self.config = config
         self.slot = slot
         ce = ComputeEngine(config)
-        emb = EmbeddingUnit(config)
+        emb = make_embedding(config)
         ctl = StageController(config, slot)
         _, tk_out = topk_layouts(config)
         self._parts = (ce, emb, ctl)
@@ -315,6 +345,8 @@ class StageTop(wiring.Component):
         wiring.connect(m, getattr(ce, f"out_{p}"), ctl.eng_out)
         wiring.connect(m, ctl.emb_req, emb.req)
         wiring.connect(m, emb.resp, ctl.emb_resp)
+        if self.config.emb_units > 1:
+            m.d.comb += emb.tables.eq(self.tables)
         wiring.connect(m, ctl.topk, tk.i)
         wiring.connect(m, tk.o, wiring.flipped(self.result))
         wiring.connect(m, emb.axi, wiring.flipped(self.axi))

@@ -27,11 +27,11 @@ error}``; ``error`` marks every beat of a query in which some id was out of rang
 bags pooled to zero), the query's answer is then not to be used.
 """
 
-from amaranth import C, Cat, Module, Mux, Signal
+from amaranth import C, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
 from ..interface import (
@@ -51,7 +51,7 @@ from ..interface import (
 )
 from .bus import AxiReadArbiter, CsrBank, axi4_lite_signature
 from .dispatch import EngineCrossbar
-from .embedding import EmbeddingUnit
+from .emb_cluster import make_embedding
 from .front_end import QueryFrontEnd
 from .loader import ModelLoader
 from .mlp_engine import ComputeEngine
@@ -91,13 +91,14 @@ class RPAccel(wiring.Component):
         self.slots = query_slots(cfg)
         NE = cfg.engine_count
         self.ce = ComputeEngine(cfg, engines=NE)
-        self.embs = [EmbeddingUnit(cfg) for _ in range(cfg.stages)]
+        self.embs = [make_embedding(cfg) for _ in range(cfg.stages)]
         # a stage has at most NE - stages + 1 engines: that many runs in flight, and one
         self.ctls = [StageController(cfg, s, runs=NE - cfg.stages + 2)
                      for s in range(cfg.stages)]
         self.query_layout, self.result_layout = top_layouts(cfg)
         self.regs = csr_regs(cfg)
-        emb_id_bits = max(1, ceil_log2(cfg.mshrs))
+        emb_id_bits = Shape.cast(
+            self.embs[0].signature.members["axi"].signature.members["arid"].shape).width
         # managers 0 .. stages-1: the embedding units; manager `stages`: the model loader
         self.arb = AxiReadArbiter(cfg.stages + 1, cfg.axi_addr_bits, cfg.axi_data_bits,
                                   emb_id_bits)
@@ -175,6 +176,8 @@ class RPAccel(wiring.Component):
             tks.append(tk)
             m.d.comb += [ctl.dense_words.eq(reg[f"S{st}_DENSE_WORDS"]),
                          ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]
+            if cfg.emb_units > 1:
+                m.d.comb += emb.tables.eq(reg[f"S{st}_TABLES"])
             # embedding load port: host stream, else the loader
             _load_mux(m, emb.load, [
                 (getattr(self, f"mload_{st}"), None),

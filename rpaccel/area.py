@@ -122,10 +122,13 @@ def memories(config: RPAccelConfig) -> list[Memory]:
         out += [Memory(p + f"interaction/freg{r}_{par}", 2 * half, 8 * geo.lanes)
                 for r in range(2 * cfg.inter_pairs) for par in range(2)]
     for s in range(cfg.stages):
-        p = f"embedding{s}/"
-        out += [Memory(p + "map_mem", cfg.emb_map_rows, 1 + _bits(cfg.static_rows)),
-                Memory(p + "static_mem", cfg.static_rows, 8 * cfg.emb_dim),
-                Memory(p + "data_mem", cfg.cache_sets * cfg.cache_ways, 8 * cfg.line_bytes)]
+        # every unit of a cluster holds the whole image: its own map and caches
+        for g in range(cfg.emb_units):
+            p = f"embedding{s}/" + (f"unit{g}/" if cfg.emb_units > 1 else "")
+            out += [Memory(p + "map_mem", cfg.emb_map_rows, 1 + _bits(cfg.static_rows)),
+                    Memory(p + "static_mem", cfg.static_rows, 8 * cfg.emb_dim),
+                    Memory(p + "data_mem", cfg.cache_sets * cfg.cache_ways,
+                           8 * cfg.line_bytes)]
     if cfg.stages > 1:
         slots = query_slots(cfg)
         item_bits = int(math.log2(cfg.max_items))

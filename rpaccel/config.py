@@ -111,6 +111,11 @@ class RPAccelConfig:
         Pooled values the embedding unit requantizes per cycle: ``0`` for all ``emb_dim``
         (one bag per cycle), else a power of two below it (one bag per
         ``emb_dim / emb_requant_lanes`` cycles, that many times fewer multipliers).
+    emb_units : int
+        Embedding units per stage (1 to 8, at most ``emb_tables``): table ``t`` is looked up
+        by unit ``t mod emb_units``, and a sparse query-stream beat carries one id per unit
+        (``keep`` marks the lanes in use), so a stage takes that many lookups per cycle.
+        Every unit holds the whole embedding image (its own static and dynamic caches).
     emb_map_rows : int
         Rows of all tables together that the static-cache map covers.
     static_rows : int
@@ -163,6 +168,7 @@ class RPAccelConfig:
     emb_tables: int = 8
     emb_dim: int = 32
     emb_requant_lanes: int = 0
+    emb_units: int = 1
     emb_map_rows: int = 8192
     static_rows: int = 128
     cache_sets: int = 16
@@ -244,6 +250,9 @@ class RPAccelConfig:
                                             == 0)),
                  "emb_requant_lanes", f"0 (all emb_dim) or a power of two up to emb_dim "
                  f"({self.emb_dim})", self.emb_requant_lanes)
+        _require(_is_int(self.emb_units) and 1 <= self.emb_units <= min(8, self.emb_tables),
+                 "emb_units", f"an integer from 1 to min(8, emb_tables) "
+                 f"({min(8, self.emb_tables)})", self.emb_units)
         _require(self.line_bytes * 8 >= self.axi_data_bits, "line_bytes",
                  f"at least one AXI beat ({self.axi_data_bits // 8} bytes)", self.line_bytes)
         for p, hi in (("max_items", 1 << 16), ("cand_beats", 256)):
@@ -306,6 +315,8 @@ CONFIGS: dict[str, RPAccelConfig] = {
     # two stages sharing four 4-column partitions' engines (after reset: 1 + 3)
     "shared-engines": _DEFAULT.replace(name="shared-engines", array_cols=16, partitions=4,
                                        engines=4),
+    # the default array with two embedding units per stage: two ids per query beat
+    "wide-lookup": _DEFAULT.replace(name="wide-lookup", emb_units=2),
     # the default array with room for the quality table's 1,000-candidate queries
     "ml1000": _DEFAULT.replace(name="ml1000", max_items=1024),
     # sized for the ECP5-85F (docs/architecture.md, "FPGA"): the small and medium models

@@ -152,27 +152,31 @@ class EmbeddingImage:
     def expected(self, bags):
         """Golden results of ``bags`` (list of ``(table, ids)``): ``(vectors, errors,
         counters, first_error)``; a bag with an id outside its table gives zeros and an
-        error, and its ids are not looked up."""
+        error, and its ids are not looked up. With ``emb_units`` G > 1 each unit has its
+        own cache model, fed the lookups of tables t with t mod G its index; the counters
+        are summed (and ``first_error`` is then the first bad id of the lowest unit)."""
         cfg = self.config
-        model = self.cache_model()
+        G = cfg.emb_units
+        models = [self.cache_model() for _ in range(G)]
         vecs, errs, first = [], [], None
+        firsts = [None] * G
         bad_ids = 0
         for t, ids in bags:
             ok = all(0 <= i < self.rows[t] for i in ids)
             vec = np.zeros(cfg.emb_dim, np.int64)
             for i in ids:
                 if 0 <= i < self.rows[t]:
-                    model.lookup(t, int(i))
+                    models[t % G].lookup(t, int(i))
                 else:
                     bad_ids += 1
-                    first = first or (t, int(i))
+                    firsts[t % G] = firsts[t % G] or (t, int(i))
             if ok:
                 s = np.asarray(self.tables[t], np.int64)[list(ids)].sum(axis=0)
                 vec[:self.row_bytes[t]] = requantize(s, 0, self.pool_mult[t], self.pool_shift[t])
             vecs.append(vec.tolist())
             errs.append(int(not ok))
-        st = model.stats
-        counters = {"lookups": st.lookups, "static_hits": st.static_hits,
-                    "dynamic_hits": st.dynamic_hits, "misses": st.misses,
-                    "dram_bytes": st.dram_bytes, "bags": len(bags), "err_count": bad_ids}
+        first = next((f for f in firsts if f is not None), None)
+        counters = {k: sum(getattr(m.stats, k) for m in models)
+                    for k in ("lookups", "static_hits", "dynamic_hits", "misses", "dram_bytes")}
+        counters.update(bags=len(bags), err_count=bad_ids)
         return vecs, errs, counters, first

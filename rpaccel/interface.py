@@ -29,7 +29,7 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
            "StepKind", "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
-           "pair_layout"]
+           "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups"]
 
 #: The ``ID`` register's value ("RPAC").
 ID_VALUE = 0x52504143
@@ -274,6 +274,36 @@ def lanes(config: RPAccelConfig) -> int:
     return math.lcm(config.array_rows, config.array_cols)
 
 
+def id_lane_fields(config: RPAccelConfig) -> dict:
+    """The query beat's fields of id lanes 1 .. ``emb_units - 1`` and the lanes' ``keep``
+    mask (none with one embedding unit: lane 0 is ``table``, ``id``, ``last``)."""
+    G = config.emb_units
+    if G == 1:
+        return {}
+    return {"keep": unsigned(G), "xtable": data.ArrayLayout(range(config.emb_tables), G - 1),
+            "xid": data.ArrayLayout(unsigned(32), G - 1), "xlast": data.ArrayLayout(1, G - 1)}
+
+
+def id_lanes(config: RPAccelConfig, q) -> list:
+    """``(keep, table, id, last)`` of every id lane of a query beat (a view of a
+    `top_layouts` or `rpaccel.hw.stage.stage_layouts` query beat): lane g goes to
+    embedding unit g. With one unit the lane is kept on every sparse beat."""
+    if config.emb_units == 1:
+        return [(~q.dense, q.table, q.id, q.last)]
+    return [(q.keep[0], q.table, q.id, q.last)] + [
+        (q.keep[g], q.xtable[g - 1], q.xid[g - 1], q.xlast[g - 1])
+        for g in range(1, config.emb_units)]
+
+
+def copy_ids(config: RPAccelConfig, dst, src) -> list:
+    """Assignments copying the id lanes of query beat ``src`` into ``dst``."""
+    out = [dst.table.eq(src.table), dst.id.eq(src.id), dst.last.eq(src.last)]
+    if config.emb_units > 1:
+        out += [dst.keep.eq(src.keep), dst.xtable.eq(src.xtable), dst.xid.eq(src.xid),
+                dst.xlast.eq(src.xlast)]
+    return out
+
+
 def top_layouts(config: RPAccelConfig):
     """``(query, result)`` payload layouts of the top level's streams."""
     cfg = config
@@ -281,6 +311,7 @@ def top_layouts(config: RPAccelConfig):
         "head": 1, "dense": 1, "stage": range(3),
         "word": data.ArrayLayout(signed(8), lanes(cfg)),
         "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
+        **id_lane_fields(cfg),
     })
     result = data.StructLayout({"id": unsigned(cfg.topk_id_bits),
                                 "score": signed(cfg.score_bits), "last": 1, "error": 1})
@@ -291,6 +322,12 @@ def query_beats(config: RPAccelConfig, dense: list, bags: list) -> list:
     """The query stream of one query, as dicts of ``top_layouts(config)[0]``: the header,
     then per candidate the dense words of every stage (``stage`` = s) and its bags.
 
+    With one embedding unit a sparse beat is one id (``last`` on a bag's last id), tables
+    in order. With ``emb_units`` G > 1 a sparse beat has G id lanes: lane g carries, in
+    order, the ids of the candidate's tables g, g + G, ... (embedding unit g's bags),
+    ``keep`` bit g marks it in use; a candidate has as many sparse beats as its longest
+    lane, and no beat carries ids of two candidates.
+
     Parameters
     ----------
     dense : list of int array [items, features]
@@ -298,24 +335,48 @@ def query_beats(config: RPAccelConfig, dense: list, bags: list) -> list:
     bags : list of (table, ids)
         Every table's bag of every candidate, in item order (`rpaccel.emb_program.batch_bags`).
     """
-    A = lanes(config)
+    A, G = lanes(config), config.emb_units
     n = len(dense[0])
     zero = [0] * A
     per_item = len(bags) // n
+    extra = ({"keep": 0, "xtable": [0] * (G - 1), "xid": [0] * (G - 1),
+              "xlast": [0] * (G - 1)} if G > 1 else {})
     beats = [{"head": 1, "dense": 0, "stage": 0, "word": zero, "table": 0, "id": n,
-              "last": 0}]
+              "last": 0, **extra}]
     for i in range(n):
         for s, d in enumerate(dense):
             for w in range(-(-d.shape[1] // A)):
                 word = [int(v) for v in d[i, w * A:(w + 1) * A]]
                 beats.append({"head": 0, "dense": 1, "stage": s,
                               "word": word + [0] * (A - len(word)), "table": 0, "id": 0,
-                              "last": 0})
-        for t, ids in bags[i * per_item:(i + 1) * per_item]:
-            for j, v in enumerate(ids):
-                beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero, "table": t,
-                              "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1)})
+                              "last": 0, **extra})
+        item = bags[i * per_item:(i + 1) * per_item]
+        if G == 1:
+            for t, ids in item:
+                for j, v in enumerate(ids):
+                    beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero, "table": t,
+                                  "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1)})
+            continue
+        seqs = [[(t, int(v) & 0xFFFFFFFF, int(j == len(ids) - 1))
+                 for t, ids in item if t % G == g for j, v in enumerate(ids)]
+                for g in range(G)]
+        for k in range(max(len(q) for q in seqs)):
+            lane = [q[k] if k < len(q) else (0, 0, 0) for q in seqs]
+            beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero,
+                          "table": lane[0][0], "id": lane[0][1], "last": lane[0][2],
+                          "keep": sum(1 << g for g, q in enumerate(seqs) if k < len(q)),
+                          "xtable": [x[0] for x in lane[1:]], "xid": [x[1] for x in lane[1:]],
+                          "xlast": [x[2] for x in lane[1:]]})
     return beats
+
+
+def beat_lookups(config: RPAccelConfig, beat: dict) -> list:
+    """``(unit, table, id, last)`` of every id a sparse query beat (dict) carries."""
+    if config.emb_units == 1:
+        return [(0, beat["table"], beat["id"], beat["last"])]
+    lanes_ = [(beat["table"], beat["id"], beat["last"])] + list(
+        zip(beat["xtable"], beat["xid"], beat["xlast"], strict=True))
+    return [(g, *x) for g, x in enumerate(lanes_) if beat["keep"] >> g & 1]
 
 
 def beat_packer(layout):
@@ -385,6 +446,7 @@ def c_header(config: RPAccelConfig, load_beat_bits: dict | None = None) -> str:
         f"#define RPACCEL_LANES {lanes(cfg)}u",
         f"#define RPACCEL_MAX_ITEMS {cfg.max_items}u",
         f"#define RPACCEL_EMB_TABLES {cfg.emb_tables}u",
+        f"#define RPACCEL_EMB_UNITS {cfg.emb_units}u",
         f"#define RPACCEL_TOPK_K {cfg.topk_k}u",
         f"#define RPACCEL_CAND_BEATS {cfg.cand_beats}u",
         f"#define RPACCEL_AXI_DATA_BITS {cfg.axi_data_bits}u",

@@ -10,9 +10,11 @@ top level as events, one sub-batch (and, in the embedding unit, one lookup) at a
   ``max(2, slots)`` queries are in flight; a sub-batch's run beat waits for the stage-0
   controller to be idle),
 - per stage the controller's gather (dense words and pooled vectors share the engine's
-  load port, one word per cycle, pooled vectors first), the embedding unit (one lookup
-  classified per cycle, the golden `CacheModel` deciding static hit / dynamic hit / miss,
-  misses through ``mshrs`` line reads in flight over one AXI read channel of one beat
+  load port, one word per cycle, pooled vectors first; with ``emb_units`` > 1 a beat's
+  ids go to their units at once, the beat taken when the slowest takes its id, pooled
+  vectors written in table order), each embedding unit (one lookup classified per
+  cycle, its own golden `CacheModel` deciding static hit / dynamic hit / miss, misses
+  through ``mshrs`` line reads in flight over one AXI read channel of one beat
   per cycle, results in request order, one pooled vector per bag),
 - the MLP engine (`EngineTiming`: exact cycles of a run from its program; the gather of
   sub-batch i + 1 overlaps the run of sub-batch i),
@@ -310,6 +312,22 @@ class _Embedding:
         return enter + self.slices + _LAT["emb_resp"]
 
 
+class _Units:
+    """The ``emb_units`` embedding units of one stage (one `_Embedding` each, every one
+    with the whole image and its own caches), on the stage's AXI channel."""
+
+    def __init__(self, cfg: RPAccelConfig, image, axi):
+        self.units = [_Embedding(cfg, image, axi) for _ in range(cfg.emb_units)]
+
+    @property
+    def counts(self) -> dict:
+        out = dict.fromkeys(self.units[0].counts, 0)
+        for u in self.units:
+            for k, v in u.counts.items():
+                out[k] += v
+        return out
+
+
 class _Axi:
     """An AXI4 read channel: one R beat per cycle."""
 
@@ -441,8 +459,9 @@ class _Machine:
         # one R channel per embedding unit: events are replayed stage by stage, not in
         # time order, so the shared port's load is checked as a total (``busy["axi"]``)
         self.axis = [_Axi() for _ in acc.images]
-        self.emb = [_Embedding(cfg, img, axi) for img, axi in zip(acc.images, self.axis,
-                                                                  strict=True)]
+        self.emb = [_Units(cfg, img, axi) for img, axi in zip(acc.images, self.axis,
+                                                              strict=True)]
+        self.tables = [len(img.rows) for img in acc.images]
         self.fe_free = 0
         emap = acc.engine_map
         # the engines of each stage, used in turn; their results are taken in that order
@@ -474,32 +493,48 @@ class _Machine:
         """Stream ``beats`` (the sub-batch's beats as the feeder presents them, one per
         cycle from ``t0``) into stage ``s``, for engine ``e``: returns the cycles the
         feeder's last beat is taken and the gather is done."""
-        emb = self.emb[s]
+        units = self.emb[s].units
+        G = len(units)
         dw = max(1, -(-self.acc.progs[s].emb_dim // self.acc.geo.lanes))
         port = _Port(t0, self.blocked[e])
         t = t0             # feeder's next beat
         resp = t0          # the last pooled vector's last word written
-        pending = []       # cycles finished bags' pooled vectors are valid
-        bag_pop = 0
+        # per unit, the cycles its finished bags' pooled vectors are valid; they are
+        # written in table order, table t's from unit t mod G
+        pending = [[] for _ in units]
+        nxt = 0            # the unit of the next pooled vector written
+        bag_pop = [0] * G
+
+        def drain(upto):
+            nonlocal resp, nxt
+            while pending[nxt] and (upto is None or pending[nxt][0] <= upto):
+                resp = self._resp(port, pending[nxt].pop(0), resp, dw)
+                nxt = (nxt + 1) % G
+                if written[0] + 1 == self.tables[s]:
+                    nxt, written[0] = 0, 0
+                else:
+                    written[0] += 1
+
+        written = [0]      # pooled vectors of the current item written
         for b in beats:
             if b[0] == "dense":
                 if b[1] != s:
                     t += 1  # not for this stage: a feeder cycle only
                     continue
                 # pooled vectors ready by now take the port first
-                while pending and pending[0] <= t:
-                    resp = self._resp(port, pending.pop(0), resp, dw)
+                drain(t)
                 t = port.take(t) + 1
             else:
-                _, table, row, last = b
-                accept, pop = emb.lookup(table, row, t)
-                bag_pop = max(bag_pop, pop)
-                if last:
-                    pending.append(emb.bag(bag_pop))
-                    bag_pop = 0
+                accept = t
+                for g, table, row, last in b[1]:
+                    a, pop = units[g].lookup(table, row, t)
+                    accept = max(accept, a)
+                    bag_pop[g] = max(bag_pop[g], pop)
+                    if last:
+                        pending[g].append(units[g].bag(bag_pop[g]))
+                        bag_pop[g] = 0
                 t = accept + 1
-        while pending:
-            resp = self._resp(port, pending.pop(0), resp, dw)
+        drain(None)
         st["feed_beats"] += len(beats)
         return t, max(t, port.free, resp)
 
@@ -602,21 +637,26 @@ class _Machine:
 
 def _stage_beats(acc, batch, s: int, order=None, beats=None):
     """Per item, the beats stage ``s``'s feeder presents: ``("dense", stage)`` or
-    ``("id", table, row, last)``; for s >= 1 (replay) only the buffered ones, items in
-    the order ``order`` (the survivors, best first). ``beats``: the query's beats
-    (``acc.query_beats(batch)``) when already made."""
+    ``("ids", [(unit, table, row, last), ...])``; for s >= 1 (replay) only the buffered
+    ones, items in the order ``order`` (the survivors, best first). ``beats``: the query's
+    beats (``acc.query_beats(batch)``) when already made."""
+    from .interface import beat_lookups
+
     beats = (acc.query_beats(batch) if beats is None else beats)[1:]
     items, cur = [], []
+    tables, ended = len(batch.indices), 0
     for b in beats:
         if b["dense"]:
             if s and b["stage"] == 0:
                 continue
             cur.append(("dense", b["stage"]))
         else:
-            cur.append(("id", b["table"], b["id"], b["last"]))
-            if b["last"] and b["table"] == len(batch.indices) - 1:
+            lanes = beat_lookups(acc.config, b)
+            cur.append(("ids", lanes))
+            ended += sum(last for *_, last in lanes)
+            if ended == tables:
                 items.append(cur)
-                cur = []
+                cur, ended = [], 0
     if order is not None:
         items = [items[i] for i in order]
     return items

@@ -324,7 +324,9 @@ class Accelerator:
             item_bags = bags[i * t_count:(i + 1) * t_count]
             for t, ids in item_bags:
                 _check(len(ids) >= 1, f"bag of table {t} (candidate {i})", "non-empty", ids)
-            kept = later_words + sum(len(ids) for _, ids in item_bags)
+            G = cfg.emb_units
+            kept = later_words + max(sum(len(ids) for t, ids in item_bags if t % G == g)
+                                     for g in range(G))
             if cfg.stages > 1:
                 _check(kept <= cfg.cand_beats, f"buffered beats of candidate {i}",
                        f"at most cand_beats ({cfg.cand_beats})", kept)
@@ -347,7 +349,7 @@ class Accelerator:
         CAND_COUNT). Such answers are only checked for the flag; a query's ``bad`` entry
         is then ``{"fault", "cause", "table", "id"}``, else None.
         """
-        from .interface import ErrCause
+        from .interface import ErrCause, beat_lookups
 
         faults = bad if isinstance(bad, dict) else {i: "id" for i in (bad or ())}
         for i, f in faults.items():
@@ -364,11 +366,19 @@ class Accelerator:
             if fault == "id":
                 # the query's last id beat: past the end of its table
                 beat = next(x for x in reversed(beats) if not x["dense"] and not x["head"])
-                beat["id"] = self.images[0].rows[beat["table"]] + 5
-                wrong = {"table": beat["table"], "id": beat["id"], "cause": ErrCause.ID_RANGE}
+                g, table, _, _ = beat_lookups(self.config, beat)[-1]
+                bad_id = self.images[0].rows[table] + 5
+                if g:
+                    beat["xid"] = list(beat["xid"])
+                    beat["xid"][g - 1] = bad_id
+                else:
+                    beat["id"] = bad_id
+                wrong = {"table": table, "id": bad_id, "cause": ErrCause.ID_RANGE}
             elif fault == "beats":
                 at = next(j for j, x in enumerate(beats) if not x["dense"] and not x["head"])
                 extra = dict(beats[at], last=0, id=0)
+                if self.config.emb_units > 1:
+                    extra.update(xlast=[0] * len(extra["xlast"]), xid=[0] * len(extra["xid"]))
                 beats[at:at] = [dict(extra) for _ in range(self.config.cand_beats)]
                 wrong = {"cause": ErrCause.CAND_BEATS}
             elif fault == "count":

@@ -15,10 +15,15 @@ __all__ = ["write_job", "run_embedding", "random_job"]
 def write_job(path, image: EmbeddingImage, bags) -> Path:
     """Pickle the load image, DRAM bytes, bags and golden results for `tb_embedding`."""
     vecs, errs, counters, first = image.expected(bags)
+    tables = len(image.rows)
+    if image.config.emb_units > 1:
+        # an embedding cluster answers in table order: whole items, tables 0 .. T - 1
+        assert len(bags) % tables == 0 and all(
+            t == k % tables for k, (t, _) in enumerate(bags)), "bags must be whole items"
     path = Path(path)
     with open(path, "wb") as f:
         pickle.dump({"load": image.load_beats(), "dram": image.dram(), "bags": bags,
-                     "expect": vecs, "errors": errs, "counters": counters,
+                     "tables": tables, "expect": vecs, "errors": errs, "counters": counters,
                      "first_error": first}, f)
     return path
 
@@ -46,13 +51,15 @@ def run_embedding(config, image, bags, run_dir, seed=0, idle=0.3, backpressure=0
                   dram_stall=0.3, metrics=None, job=None):
     """Build (once per config) and run the embedding testbench; ``(tests, failures)``.
     ``job`` runs an existing job file instead of writing one from ``image`` and ``bags``."""
+    from ..hw.emb_cluster import EmbeddingCluster
     from ..hw.embedding import EmbeddingUnit
     from .runner import build, run
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = job or write_job(run_dir / "jobs.pkl", image, bags)
-    sb = build(EmbeddingUnit, config, "embedding")
+    sb = build(EmbeddingUnit if config.emb_units == 1 else EmbeddingCluster, config,
+               "embedding")
     params = {"jobs": str(job), "seed": seed, "idle": idle, "backpressure": backpressure,
               "dram_stall": dram_stall}
     if metrics:

@@ -1,5 +1,6 @@
-"""cocotb testbench: `EmbeddingUnit` with cocotbext-axi's AXI RAM as DRAM, against the
-golden cache model and pooled golden vectors.
+"""cocotb testbench: `EmbeddingUnit` (or, with ``emb_units`` > 1, `EmbeddingCluster`, ids
+of several tables per request beat) with cocotbext-axi's AXI RAM as DRAM, against the
+golden cache model (one per unit) and pooled golden vectors.
 
 The host side hands over a pickle (``RPACCEL_TB["jobs"]``): ``{"load": beats, "dram":
 bytes, "bags": [(table, ids)], "expect": [vec], "errors": [0|1], "counters": {...},
@@ -17,6 +18,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
+from ..hw.emb_cluster import cluster_req_layout
 from ..hw.embedding import emb_layouts
 from .streams import (
     Scoreboard,
@@ -55,6 +57,8 @@ async def embedding_matches_golden(dut):
     with open(params["jobs"], "rb") as f:
         job = pickle.load(f)
     _, _, load_l, req_l, resp_l = emb_layouts(cfg)
+    if cfg.emb_units > 1:
+        req_l = cluster_req_layout(cfg)
     seed = params.get("seed", 0)
     Clock(dut.clk, 10, unit="ns").start()
     axi_ram(dut, job["dram"], params.get("dram_stall", 0), random.Random(seed))
@@ -77,9 +81,23 @@ async def embedding_matches_golden(dut):
         ([int(it.vec[j]) for j in range(cfg.emb_dim)], int(it.error))))
     for vec, err in zip(job["expect"], job["errors"], strict=True):
         sb.expect((vec, err))
-    for t, ids in job["bags"]:
-        for k, i in enumerate(ids):
-            req.put({"table": t, "id": int(i) & 0xFFFFFFFF, "last": int(k == len(ids) - 1)})
+    G = cfg.emb_units
+    if G == 1:
+        for t, ids in job["bags"]:
+            for k, i in enumerate(ids):
+                req.put({"table": t, "id": int(i) & 0xFFFFFFFF, "last": int(k == len(ids) - 1)})
+    else:
+        # an embedding cluster: per item, lane g carries the ids of tables t mod G == g
+        T = job["tables"]
+        dut.tables.value = T
+        for n in range(0, len(job["bags"]), T):
+            seqs = [[(t, int(i) & 0xFFFFFFFF, int(k == len(ids) - 1))
+                     for t, ids in job["bags"][n:n + T] if t % G == g
+                     for k, i in enumerate(ids)] for g in range(G)]
+            for j in range(max(len(q) for q in seqs)):
+                req.put([dict(zip(("table", "id", "last"), q[j], strict=True), keep=1)
+                         if j < len(q) else {"keep": 0, "table": 0, "id": 0, "last": 0}
+                         for q in seqs])
     ar_bad: list = []
     tasks = [cocotb.start_soon(s.run()) for s in (req, resp)]
     tasks.append(cocotb.start_soon(check_line_reads(dut, cfg, ar_bad)))

@@ -59,6 +59,9 @@ def test_frozen():
                                 "up to emb_dim (32), not 12"),
     ({"emb_requant_lanes": 64}, "emb_requant_lanes must be 0 (all emb_dim) or a power of two "
                                 "up to emb_dim (32), not 64"),
+    ({"emb_units": 0}, "emb_units must be an integer from 1 to min(8, emb_tables) (8), not 0"),
+    ({"emb_units": 3, "emb_tables": 2},
+     "emb_units must be an integer from 1 to min(8, emb_tables) (2), not 3"),
     ({"topk_lanes": 0}, "topk_lanes must be an integer from 1 to 16, not 0"),
     ({"topk_k": 0}, "topk_k must be an integer from 1 to 1024, not 0"),
     ({"topk_id_bits": 17}, "topk_id_bits must be an integer from 1 to 16, not 17"),

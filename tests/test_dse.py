@@ -22,8 +22,9 @@ def _elaborated_memories(cfg):
 @pytest.mark.parametrize("cfg", [get_config("shared-engines"),
                                  get_config("three-stage").replace(
                                      name="heap3", topk_impl="heap", topk_k=16, sub_batch=32,
-                                     static_rows=64, cache_sets=32)],
-                         ids=["shared-engines", "three-stage-heap"])
+                                     static_rows=64, cache_sets=32),
+                                 get_config("wide-lookup")],
+                         ids=["shared-engines", "three-stage-heap", "wide-lookup"])
 def test_memories_are_the_elaborated_designs(cfg):
     got = _elaborated_memories(cfg)
     mine = {m[0]: (m[1], m[2]) for m in memories(cfg)}

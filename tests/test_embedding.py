@@ -135,3 +135,33 @@ def test_verilator_narrow_requantizer(tmp_path):
     bags[5] = (2, [1, 10**6])
     tests, failed = run_embedding(cfg, img, bags, tmp_path, seed=7)
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+# CI: three units (a lane count that does not divide the tables); two run with the slow tests
+# (and through the whole top level in test_native)
+@pytest.mark.parametrize("units", [pytest.param(2, marks=pytest.mark.slow), 3])
+def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
+    """`EmbeddingCluster`: five tables of 4 to 32-byte rows on 2 or 3 units (table t on unit
+    t mod G), one id per unit per request beat, Zipf bags of 1-4 ids (lanes run out at
+    different beats), DRAM stalls, idle gaps and backpressure, an id outside its table in
+    item 9. Pooled vectors come back in table order, equal to golden, and the counters
+    equal one golden cache model per unit, summed."""
+    cfg = CFG.replace(emb_units=units)
+    rng = np.random.default_rng(10 + units)
+    dims = (4, 16, 32, 8, 16)
+    tables = [rng.integers(-127, 128, (r, d)) for r, d in zip((50, 300, 200, 90, 400), dims,
+                                                              strict=True)]
+    img = EmbeddingImage(cfg, tables, {0: {1, 2, 3}, 1: {0, 5, 7}, 4: {0, 1}},
+                         rng.integers(1 << 14, 1 << 15, 5), rng.integers(15, 18, 5))
+    bags = []
+    for _ in range(40):
+        for t in range(5):
+            ids = (rng.zipf(1.3, int(rng.integers(1, 5))) - 1) % img.rows[t]
+            bags.append((t, [int(v) for v in ids]))
+    bags[9 * 5 + 3] = (3, [2, img.rows[3] + 7])
+    _, _, counters, first = img.expected(bags)
+    assert first == (3, img.rows[3] + 7) and counters["err_count"] == 1
+    one = EmbeddingImage(CFG, tables, img.static_rows, img.pool_mult, img.pool_shift)
+    assert counters["lookups"] == one.expected(bags)[2]["lookups"]
+    tests, failed = run_embedding(cfg, img, bags, tmp_path, seed=units)
+    assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]

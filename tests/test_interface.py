@@ -105,3 +105,34 @@ def test_engine_map_words_and_rules():
             assert f"engine_map must be {rule}, not {bad!r}" == str(e)
         else:
             raise AssertionError(f"{bad} was taken")
+
+
+def test_query_beats_with_several_embedding_units_pack_one_lane_per_unit():
+    """``emb_units`` 3, five tables: a sparse beat carries unit g's next id in lane g
+    (tables g, g + 3, ...), ``keep`` marks the lanes in use, a candidate has as many
+    sparse beats as its longest lane, and the ids of every unit come back in order."""
+    import numpy as np
+
+    from rpaccel.config import get_config
+    from rpaccel.interface import beat_lookups, beat_packer, query_beats, top_layouts
+
+    cfg = get_config("default").replace(emb_units=3)
+    bags = [(0, [1, 2]), (1, [3]), (2, [4, 5, 6]), (3, [7]), (4, [8, 9, 10, 11]),
+            (0, [12]), (1, [13]), (2, [14]), (3, [15]), (4, [16])]
+    dense = [np.zeros((2, 13), np.int64)]
+    beats = query_beats(cfg, dense, bags)
+    sparse = [b for b in beats[1:] if not b["dense"]]
+    # candidate 0: unit 0 has 3 ids (tables 0, 3), unit 1 has 5 (1, 4), unit 2 has 3;
+    # candidate 1: 2, 2 and 1
+    assert len(sparse) == 5 + 2
+    got = [[(t, i, la) for b in sparse[:5] for g, t, i, la in beat_lookups(cfg, b) if g == u]
+           for u in range(3)]
+    assert got == [[(0, 1, 0), (0, 2, 1), (3, 7, 1)],
+                   [(1, 3, 1), (4, 8, 0), (4, 9, 0), (4, 10, 0), (4, 11, 1)],
+                   [(2, 4, 0), (2, 5, 0), (2, 6, 1)]]
+    assert [b["keep"] for b in sparse] == [0b111, 0b111, 0b111, 0b010, 0b010, 0b111, 0b011]
+    # every field packs (the layout has the lanes, the packer agrees with Amaranth's)
+    layout = top_layouts(cfg)[0]
+    pack = beat_packer(layout)
+    for b in beats:
+        assert pack(b) == layout.const(b).as_value().value

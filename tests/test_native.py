@@ -252,3 +252,48 @@ def test_native_fpga_ecp5_real_queries(models_dir, ml, tmp_path):
     assert problems(job, mt) == []
     assert mt["errors"] == [False, True, False, False]
     assert [len(a) for a in mt["answers"]] == [10] * 4
+
+
+def test_native_two_embedding_units_per_stage(tmp_path):
+    """`wide-lookup` (two embedding units per stage, two ids per query beat): Criteo-shaped
+    queries of eight tables with bags of two, idle gaps, backpressure and DRAM stalls, an
+    out-of-range id in lane 1 (flagged, ERR_WHERE / ERR_ID name it), a candidate too long
+    for the buffer and a too-large header; the rest bit-exact. Each stage's lookups and
+    misses equal one golden cache model per unit (tables t mod 2) fed that unit's ids, and
+    the cycle model is within 5% of the RTL's latency."""
+    from rpaccel import perf
+    from rpaccel.interface import beat_lookups
+    from rpaccel.scripts.perf_report import criteo_accelerator
+
+    cfg = get_config("wide-lookup")
+    assert cfg.emb_units == 2
+    acc, queries = criteo_accelerator(cfg, tables=8, inter="dot", bag=2)
+    batches = queries((100, 64, 40, 90, 30))
+    job = acc.job(batches, {1: "id", 3: "beats", 4: "count"})
+    bad = job["queries"][1]["bad"]
+    assert bad["table"] % 2 == 1  # the last kept lane of the last sparse beat: unit 1
+    nb = build_native(cfg)
+    mt = run_native(nb, job, tmp_path, idle=0.3, backpressure=0.3, dram_stall=0.3, seed=4)
+    assert problems(job, mt) == []
+    assert mt["errors"] == [False, True, False, True]
+    assert mt["counters"]["err_cause"] == ErrCause.ID_RANGE
+    # stage 0 looks up every id of the queries it takes, unit by unit in stream order
+    models = [acc.images[0].cache_model() for _ in range(2)]
+    for q in job["queries"][:4]:
+        for b in q["beats"][1:]:
+            if not b["dense"]:
+                for g, t, i, _ in beat_lookups(cfg, b):
+                    if 0 <= i < acc.images[0].rows[t]:
+                        models[g].lookup(t, i)
+    c = mt["counters"]
+    assert c["s0_lookups"] == sum(m.stats.lookups for m in models), c
+    assert c["s0_misses"] == sum(m.stats.misses for m in models), c
+    # the model beside the RTL, on clean queries without stalls
+    clean = [batches[0], batches[2]]
+    cjob = acc.job(clean)
+    cmt = run_native(nb, cjob, tmp_path / "clean")
+    assert problems(cjob, cmt) == []
+    pred = perf.predict(acc, clean, alone=False)
+    for want, got in ((pred.queries[0].latency, cmt["latency"][0]),
+                      (pred.total_cycles, cmt["total_cycles"])):
+        assert abs(want - got) <= 0.05 * got, (want, got)
