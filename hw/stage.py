@@ -10,10 +10,11 @@ Query stream: for every item of a sub-batch, ``dense_words`` beats with ``dense 
 item's int8 dense features, ``lanes`` per word, as `rpaccel.program.sub_batch_beats` lays
 them out), then, for every table in order, one beat per id with ``last`` on the bag's last
 id (with ``emb_units`` G > 1: G id lanes per beat, lane g the ids of tables t mod G == g,
-`rpaccel.interface.query_beats`). A ``run`` beat gives the sub-batch's item count, the query position of its first item,
-``k`` and whether it ends the query. Pooled vectors come back from the embedding unit in
-request order and are written into the engine's feature region; then the engine runs and
-every score enters the top-k unit with its query position as id.
+`rpaccel.interface.query_beats`). A ``run`` beat gives the sub-batch's item count, the
+query position of its first item, ``k`` and whether it ends the query. Pooled vectors
+come back from the embedding unit in request order and are written into the engine's
+feature region; then the engine runs and every score enters the top-k unit with its query
+position as id.
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned

@@ -72,8 +72,9 @@ BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("engine", "rpaccel.hw.mlp_engine:ComputeEngine",
           "the array with one MLP engine per partition slot", "rpaccel.sim.tb_engine",
           "random MLPs (K/N tiling) on both partitions at once"),
-    Block("embedding", "rpaccel.hw.embedding:EmbeddingUnit",
-          "embedding unit: static + dynamic caches, AXI4 reads, pooling",
+    Block("embedding", "rpaccel.hw.emb_cluster:make_embedding",
+          "embedding unit (a cluster of emb_units units, by config): static + dynamic "
+          "caches, AXI4 reads, pooling",
           "rpaccel.sim.tb_embedding",
           "Zipf bags, static + dynamic cache, AXI RAM (cocotbext-axi) with random stalls, "
           "a bad id; counters == golden cache model"),

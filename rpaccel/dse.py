@@ -83,6 +83,7 @@ SPACES = {
         "cache_sets": (64, 256, 1024),
         "mshrs": (4, 16),
         "inter_pairs": (4, 16, 64),
+        "emb_units": (1, 4, 8),
         "fclk_mhz": (125.0, 250.0),
     },
     "ml100k": {
@@ -109,6 +110,7 @@ SPACES = {
         "cache_sets": (16, 64, 256),
         "mshrs": (4, 16),
         "inter_pairs": (1, 4),
+        "emb_units": (1, 2, 4),
         "fclk_mhz": (125.0, 250.0),
     },
 }
@@ -116,7 +118,7 @@ SPACES = {
 #: The hardware dimensions a configuration is made of (the clock is not one: cycles do
 #: not depend on it).
 HW_DIMS = ("side", "partitions", "sub_batch", "static_rows", "cache_sets", "mshrs",
-           "inter_pairs")
+           "inter_pairs", "emb_units")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class Point:
     cache_sets: int
     mshrs: int
     inter_pairs: int
+    emb_units: int = 1
 
     @property
     def key(self) -> str:
@@ -173,7 +176,8 @@ class Point:
             max_items=items, topk_id_bits=max(items.bit_length() - 1, 1),
             sub_batch=self.sub_batch, static_rows=self.static_rows,
             cache_sets=self.cache_sets, mshrs=self.mshrs,
-            inter_pairs=min(self.inter_pairs, lanes), tile_modules=self.side >= 64)
+            inter_pairs=min(self.inter_pairs, lanes), tile_modules=self.side >= 64,
+            emb_units=self.emb_units)
         return base.replace(**fields)
 
 
@@ -206,7 +210,8 @@ def sample(workload: str, n: int, seed: int = 0, space: dict | None = None) -> l
         parts, emap = rng.choice(_hw_choices(space, len(pipe)))
         pt = Point(workload, pipe, rng.choice(space["side"]), parts, emap,
                    *(rng.choice(space[d]) for d in ("sub_batch", "static_rows", "cache_sets",
-                                                     "mshrs", "inter_pairs")))
+                                                     "mshrs", "inter_pairs",
+                                                     "emb_units")))
         if pt.key in seen:
             continue
         seen.add(pt.key)
@@ -526,7 +531,8 @@ def _design_rows(rows, workload, quality) -> list[dict]:
                  "sub_batch": r["point"]["sub_batch"],
                  "static_rows": r["point"]["static_rows"],
                  "cache_sets": r["point"]["cache_sets"], "mshrs": r["point"]["mshrs"],
-                 "inter_pairs": r["point"]["inter_pairs"], "fclk_mhz": c["fclk_mhz"],
+                 "inter_pairs": r["point"]["inter_pairs"],
+                 "emb_units": r["point"].get("emb_units", 1), "fclk_mhz": c["fclk_mhz"],
                  "area_mm2": r["area"]["total_mm2"], "power_w": r["area"]["power_w"],
                  "sram_mb": round(r["area"]["sram_bytes"]["total"] / 2**20, 3),
                  "latency_us": c["latency_us"], "qps": c["qps"],

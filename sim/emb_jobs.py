@@ -30,7 +30,8 @@ def write_job(path, image: EmbeddingImage, bags) -> Path:
 
 def random_job(config, path, seed=0, n_bags=200) -> Path:
     """Three tables of 4, 16 and ``emb_dim``-byte rows, a few pinned rows, Zipf bags of 1-4
-    ids, one bag with an id outside its table."""
+    ids (with ``emb_units`` > 1 whole items: tables 0, 1, 2 in turn), one bag with an id
+    outside its table."""
     rng = np.random.default_rng(seed)
     dims = sorted({4, min(16, config.emb_dim), config.emb_dim})
     tables = [rng.integers(-127, 128, (r, d)) for r, d in zip((50, 300, 200), dims,
@@ -39,11 +40,16 @@ def random_job(config, path, seed=0, n_bags=200) -> Path:
     image = EmbeddingImage(config, tables, pinned, rng.integers(1 << 14, 1 << 15, len(tables)),
                            rng.integers(15, 18, len(tables)))
     bags = []
-    for _ in range(n_bags):
-        t = int(rng.integers(0, len(tables)))
+    if config.emb_units > 1:
+        n_bags -= n_bags % len(tables)
+    for k in range(n_bags):
+        # an embedding cluster answers in table order: its bags come as whole items
+        t = k % len(tables) if config.emb_units > 1 else int(rng.integers(0, len(tables)))
         ids = (rng.zipf(1.3, int(rng.integers(1, 5))) - 1) % image.rows[t]
         bags.append((t, [int(v) for v in ids]))
-    bags[n_bags // 3] = (0, [1, image.rows[0] + 5])
+    bad = n_bags // 3
+    t = bags[bad][0] if config.emb_units > 1 else 0
+    bags[bad] = (t, [1, image.rows[t] + 5])
     return write_job(path, image, bags)
 
 

@@ -124,6 +124,7 @@ def test_verilator_other_geometry(tmp_path):
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
 
 
+@pytest.mark.slow  # CI: the three-unit cluster test has the narrow requantizer in each unit
 def test_verilator_narrow_requantizer(tmp_path):
     """A 4-lane bag requantizer (8 slices per 32-byte bag): random bags with a bad id,
     DRAM stalls, idle gaps and result backpressure give the same vectors as the full-width
@@ -137,8 +138,9 @@ def test_verilator_narrow_requantizer(tmp_path):
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
 
 
-# CI: three units (a lane count that does not divide the tables); two run with the slow tests
-# (and through the whole top level in test_native)
+# CI: three units (a lane count that does not divide the tables) with small caches (a
+# quicker build) and 4-lane bag requantizers; two units of the default caches run with the
+# slow tests (and through the whole top level in test_native)
 @pytest.mark.parametrize("units", [pytest.param(2, marks=pytest.mark.slow), 3])
 def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
     """`EmbeddingCluster`: five tables of 4 to 32-byte rows on 2 or 3 units (table t on unit
@@ -147,6 +149,9 @@ def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
     item 9. Pooled vectors come back in table order, equal to golden, and the counters
     equal one golden cache model per unit, summed."""
     cfg = CFG.replace(emb_units=units)
+    if units == 3:  # and the 4-lane bag requantizer of fpga-ecp5 in every unit
+        cfg = cfg.replace(cache_sets=4, cache_ways=2, mshrs=2, static_rows=16,
+                          emb_map_rows=2048, emb_requant_lanes=4)
     rng = np.random.default_rng(10 + units)
     dims = (4, 16, 32, 8, 16)
     tables = [rng.integers(-127, 128, (r, d)) for r, d in zip((50, 300, 200, 90, 400), dims,
