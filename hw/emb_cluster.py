@@ -4,8 +4,11 @@ Table ``t`` belongs to unit ``t mod G`` (``G = emb_units``). A request beat carr
 lane per unit (``keep`` marks the lanes in use) and is taken when every unit with a kept
 lane takes its id, so the units classify, fetch and pool their own bags side by side.
 Pooled vectors leave in table order (tables 0 .. ``tables - 1`` of an item, then the next
-item): the cluster takes table t's vector from unit ``t mod G``, so the stage controller
-sees the same response stream as from one unit.
+item), several per response beat: a beat holds the vectors of tables ``t .. t + n - 1``
+(lane j from unit ``(t + j) mod G``), ``n = min(G, 2**fpack - t mod 2**fpack, tables -
+t)``, i.e. as many as are left of the item and of the feature word they are packed into
+(`rpaccel.interface.feature_pack`; with ``fpack`` 0 one vector a beat). The beat leaves
+when each of its units has its vector.
 
 Every unit holds the whole embedding image (the load stream goes to all of them): each
 has its own static cache, map and dynamic cache, and the golden counters are those of one
@@ -13,16 +16,17 @@ has its own static cache, map and dynamic cache, and the golden counters are tho
 AXI4 read ports share one through an `AxiReadArbiter` (``arid = {unit, MSHR}``).
 """
 
-from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..config import RPAccelConfig
+from ..interface import lanes as act_lanes
 from .bus import AxiReadArbiter
 from .embedding import EmbeddingUnit, emb_layouts
 
-__all__ = ["EmbeddingCluster", "cluster_req_layout", "make_embedding"]
+__all__ = ["EmbeddingCluster", "cluster_req_layout", "cluster_resp_layout", "make_embedding"]
 
 _COUNTERS = ("lookups", "static_hits", "dynamic_hits", "misses", "dram_bytes", "bags")
 
@@ -32,6 +36,14 @@ def cluster_req_layout(config: RPAccelConfig) -> data.ArrayLayout:
     lane = data.StructLayout({"keep": 1, "table": range(config.emb_tables),
                               "id": unsigned(32), "last": 1})
     return data.ArrayLayout(lane, config.emb_units)
+
+
+def cluster_resp_layout(config: RPAccelConfig) -> data.StructLayout:
+    """Up to ``emb_units`` pooled vectors of consecutive tables: ``{vec[G], error[G], n}``."""
+    cfg = config
+    return data.StructLayout({
+        "vec": data.ArrayLayout(data.ArrayLayout(signed(8), cfg.emb_dim), cfg.emb_units),
+        "error": unsigned(cfg.emb_units), "n": range(cfg.emb_units + 1)})
 
 
 def make_embedding(config: RPAccelConfig):
@@ -49,10 +61,13 @@ class EmbeddingCluster(wiring.Component):
     load : In(stream)
         The embedding unit's model load, to every unit.
     req : In(stream of `cluster_req_layout`)
-    resp : Out(stream)
-        Pooled vectors in table order, as from one `EmbeddingUnit`.
+    resp : Out(stream of `cluster_resp_layout`)
+        Pooled vectors in table order, ``n`` a beat (module docstring).
     tables : In
         Tables per item (the order of the responses).
+    fpack : In
+        The stage model's `rpaccel.interface.feature_pack` (how many vectors a beat may
+        hold).
     axi : Out(AXI4 read)
         ``arid = {unit, MSHR}``.
     err_valid, err_table, err_id, err_count, bus_err_valid, bus_err_table, bus_err_addr
@@ -66,15 +81,16 @@ class EmbeddingCluster(wiring.Component):
         self.config = cfg
         G = cfg.emb_units
         self.units = [EmbeddingUnit(cfg) for _ in range(G)]
-        _, _, load_l, _, resp_l = emb_layouts(cfg)
+        _, _, load_l, _, _ = emb_layouts(cfg)
         self.arb = AxiReadArbiter(G, cfg.axi_addr_bits, cfg.axi_data_bits,
                                   max(1, ceil_log2(cfg.mshrs)))
         u = self.units[0].signature.members
         super().__init__({
             "load": In(stream.Signature(load_l)),
             "req": In(stream.Signature(cluster_req_layout(cfg))),
-            "resp": Out(stream.Signature(resp_l)),
+            "resp": Out(stream.Signature(cluster_resp_layout(cfg))),
             "tables": In(range(cfg.emb_tables + 1)),
+            "fpack": In(range(ceil_log2(act_lanes(cfg)) + 1)),
             "axi": Out(self.arb.signature.members["out"].signature),
             "err_clear": In(1),
             **{n: Out(u[n].shape) for n in ("err_valid", "err_table", "err_id", "err_count",
@@ -112,20 +128,41 @@ class EmbeddingCluster(wiring.Component):
                          un.req.payload.table.eq(ln.table), un.req.payload.id.eq(ln.id),
                          un.req.payload.last.eq(ln.last)]
 
-        # responses in table order: table t from unit t mod G
-        t = Signal(range(cfg.emb_tables + 1))
-        u = Signal(range(G))
-        with m.Switch(u):
-            for g, un in enumerate(units):
-                with m.Case(g):
-                    m.d.comb += [self.resp.valid.eq(un.resp.valid),
-                                 self.resp.payload.eq(un.resp.payload),
-                                 un.resp.ready.eq(self.resp.ready)]
+        # responses in table order: table t from unit t mod G, n tables a beat
+        t = Signal(range(cfg.emb_tables + 1))   # the beat's first table
+        u = Signal(range(G))                    # its unit
+        slot = Signal(range(act_lanes(cfg) + 1))    # t mod 2**fpack
+        k = Signal(range(act_lanes(cfg) + 1))
+        n = Signal(range(G + 1))
+        m.d.comb += k.eq(1 << self.fpack)
+        left_w, left_t = Signal.like(k), Signal.like(t)
+        m.d.comb += [left_w.eq(k - slot), left_t.eq(self.tables - t)]
+        m.d.comb += n.eq(G)
+        with m.If((left_w < G) & (left_w <= left_t)):
+            m.d.comb += n.eq(left_w)
+        with m.Elif(left_t < G):
+            m.d.comb += n.eq(left_t)
+        vecs = Array(un.resp.payload.vec for un in units)
+        errs = Array(un.resp.payload.error for un in units)
+        valids = Array(un.resp.valid for un in units)
+        out = self.resp.payload
+        ok = []
+        for j in range(G):
+            src = Signal(range(G), name=f"src{j}")   # (u + j) mod G
+            m.d.comb += src.eq(Mux(u + j >= G, u + j - G, u + j))
+            m.d.comb += [out.vec[j].eq(vecs[src]), out.error[j].eq(errs[src])]
+            ok.append((j >= n) | valids[src])
+        m.d.comb += [out.n.eq(n), self.resp.valid.eq(Cat(*ok).all())]
+        for g, un in enumerate(units):
+            pos = Signal(range(G), name=f"pos{g}")   # (g - u) mod G: its lane in the beat
+            m.d.comb += pos.eq(Mux(u > g, g + G - u, g - u))
+            m.d.comb += un.resp.ready.eq(self.resp.valid & self.resp.ready & (pos < n))
         with m.If(self.resp.valid & self.resp.ready):
-            with m.If(t + 1 >= self.tables):
-                m.d.sync += [t.eq(0), u.eq(0)]
+            with m.If(n >= left_t):
+                m.d.sync += [t.eq(0), u.eq(0), slot.eq(0)]
             with m.Else():
-                m.d.sync += [t.eq(t + 1), u.eq(Mux(u == G - 1, 0, u + 1))]
+                m.d.sync += [t.eq(t + n), u.eq(Mux(u + n >= G, u + n - G, u + n)),
+                             slot.eq(Mux(n == left_w, 0, slot + n))]
 
         # status: the lowest unit's first error; counters summed
         for kind, fields in (("err", ("err_table", "err_id")),

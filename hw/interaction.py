@@ -2,10 +2,13 @@
 then the strictly lower triangle of the feature dot products) or ``cat`` (every feature
 copied), ``inter_pairs`` pairs per cycle.
 
-Per item the unit reads the item's feature words (the bottom MLP's output and the pooled
-embeddings, ``feats x dw`` words of the engine's feature region) into one of two register
-files, two words per cycle over the activation buffer's two read ports, while it emits the
-previous item from the other. An item's output bytes go out in order: the copied values a
+Per item the unit reads the item's features (the bottom MLP's output and the pooled
+embeddings in the engine's feature region, `rpaccel.interface.feature_place`) into one of
+two register files, ``dw`` words per feature, two register-file words per cycle over the
+activation buffer's two read ports, while it emits the previous item from the other. With
+``pack`` p > 0 the pooled vectors lie ``2**p`` to a word: the unit reads a word once per
+feature in it and shifts the feature's slot down to lane 0 (lanes beyond ``d`` are never
+used). An item's output bytes go out in order: the copied values a
 word per cycle, then the pairs in DLRM order (1,0), (2,0), (2,1), (3,0), ...,
 ``inter_pairs`` at a time, each pair's dot product summed over its ``dw`` words in int32
 and requantized with the pair's multiplier and shift (`RequantUnit`, no bias, no ReLU:
@@ -40,7 +43,7 @@ class InteractionUnit(wiring.Component):
     Members
     -------
     go : In(1)
-        Start on ``items`` items with the step's ``cat``, ``feats``, ``d``, ``dw``; the
+        Start on ``items`` items with the step's ``cat``, ``feats``, ``d``, ``dw``, ``pack``; the
         inputs are valid from the cycle before ``go`` and hold until ``busy`` falls.
     busy : Out(1)
         High from the cycle after ``go`` until the last output word is written.
@@ -66,6 +69,7 @@ class InteractionUnit(wiring.Component):
         super().__init__({
             "go": In(1), "items": In(range(SB + 1)), "cat": In(1), "feats": In(range(65)),
             "d": In(range(cfg.max_width + 1)), "dw": In(range(words + 1)),
+            "pack": In(range(ceil_log2(lanes) + 1)),
             "busy": Out(1),
             "rd_en": Out(1), "rd_item": Out(range(SB)), "rd_word": Out(range(words + 1)),
             "rd_a": In(unsigned(8 * lanes)), "rd_b": In(unsigned(8 * lanes)),
@@ -121,12 +125,34 @@ class InteractionUnit(wiring.Component):
         land_bank = Signal()
         landing = Signal()
         land2 = Signal()
+        # where register-file words fidx, fidx + 1 lie: unpacked, words fidx and fidx + 1;
+        # packed, feature w > 0 in word 1 + (w - 1) >> pack at lane ((w - 1) << (log2 A -
+        # pack)) mod A, and feature w + 1 in the same word or the next (read port B)
+        la = ceil_log2(A)
+        src = Signal(range(64 * W + 2))
+        sh_a, sh_b = Signal(range(A)), Signal(range(A))
+        b_next = Signal()
+        slot_log = Signal(range(la + 1))    # log2 lanes of a slot
+        m.d.comb += slot_log.eq(la - self.pack)
+        with m.If((self.pack == 0) | (fidx == 0)):
+            m.d.comb += [src.eq(fidx), b_next.eq(1)]
+        with m.Else():
+            m.d.comb += [src.eq(1 + ((fidx - 1) >> self.pack)),
+                         sh_a.eq(((fidx - 1) << slot_log)[:max(1, la)]),
+                         b_next.eq((fidx - 1) >> self.pack != fidx >> self.pack)]
+        with m.If(self.pack != 0):
+            m.d.comb += sh_b.eq((fidx << slot_log)[:max(1, la)])
+        land_sa, land_sb, land_bn = Signal.like(sh_a), Signal.like(sh_b), Signal()
+        word_a = Signal(8 * A)
+        word_b = Signal(8 * A)
+        m.d.comb += [word_a.eq(self.rd_a >> (land_sa * 8)),
+                     word_b.eq(Mux(land_bn, self.rd_b, self.rd_a) >> (land_sb * 8))]
         for r in range(reads):
             (ev, _), (od, _) = banks[r]
             m.d.comb += [ev.en.eq(landing), ev.addr.eq(Cat(land[1:1 + hb], land_bank)),
-                         ev.data.eq(self.rd_a),
+                         ev.data.eq(word_a),
                          od.en.eq(landing & land2), od.addr.eq(Cat(land[1:1 + hb], land_bank)),
-                         od.data.eq(self.rd_b)]
+                         od.data.eq(word_b)]
         item = Signal(range(SB + 1))        # item being emitted
         m.d.sync += landing.eq(0)
         with m.FSM():
@@ -139,9 +165,10 @@ class InteractionUnit(wiring.Component):
                 # the last read
                 with m.If(~full[f_bank]):
                     m.d.comb += [self.rd_en.eq(fidx < total), self.rd_item.eq(f_item),
-                                 self.rd_word.eq(fidx)]
+                                 self.rd_word.eq(src)]
                     m.d.sync += [landing.eq(fidx < total), land.eq(fidx), land_bank.eq(f_bank),
-                                 land2.eq(fidx + 1 < total), fidx.eq(fidx + 2)]
+                                 land2.eq(fidx + 1 < total), fidx.eq(fidx + 2),
+                                 land_sa.eq(sh_a), land_sb.eq(sh_b), land_bn.eq(b_next)]
                     with m.If(fidx >= total):
                         m.d.sync += [full[f_bank].eq(1), f_bank.eq(~f_bank), fidx.eq(0),
                                      f_item.eq(f_item + 1)]

@@ -172,7 +172,7 @@ class MLPEngine(wiring.Component):
         d = seq.desc
         m.d.comb += [iu.go.eq(seq.inter_go), seq.inter_busy.eq(iu.busy),
                      iu.items.eq(seq.items), iu.cat.eq(d.kind == StepKind.CAT),
-                     iu.feats.eq(d.feats), iu.d.eq(d.d), iu.dw.eq(d.dw),
+                     iu.feats.eq(d.feats), iu.d.eq(d.d), iu.dw.eq(d.dw), iu.pack.eq(d.pack),
                      pair_rd.addr.eq(iu.pair_row), iu.pair_data.eq(pair_rd.data)]
 
         # ---- activation buffer read ports: the issue side, or the interaction's operands

@@ -12,16 +12,19 @@ them out), then, for every table in order, one beat per id with ``last`` on the 
 id (with ``emb_units`` G > 1: G id lanes per beat, lane g the ids of tables t mod G == g,
 `rpaccel.interface.query_beats`). A ``run`` beat gives the sub-batch's item count, the
 query position of its first item, ``k`` and whether it ends the query. Pooled vectors
-come back from the embedding unit in request order and are written into the engine's
-feature region; then the engine runs and every score enters the top-k unit with its query
+come back from the embedding unit in request order (a cluster: several of consecutive
+tables a beat) and are written into the engine's feature region where
+`rpaccel.interface.feature_place` puts them: ``dw`` words each, or with ``fpack`` p > 0
+gathered ``2**p`` to a word and the word written once (the last word of an item possibly
+part full); then the engine runs and every score enters the top-k unit with its query
 position as id.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for
+from amaranth.utils import bits_for, ceil_log2
 
 from ..config import RPAccelConfig
 from ..interface import (
@@ -33,7 +36,7 @@ from ..interface import (
     id_lanes,
     slot_width,
 )
-from .emb_cluster import cluster_req_layout, make_embedding
+from .emb_cluster import cluster_req_layout, cluster_resp_layout, make_embedding
 from .embedding import emb_layouts
 from .mlp_engine import ComputeEngine
 from .topk import make_topk, topk_layouts
@@ -62,8 +65,9 @@ class StageController(wiring.Component):
     Members
     -------
     query, run : In(stream)
-    dense_words, tables, dw : In
-        Model constants: dense words per item, embedding tables, words per feature.
+    dense_words, tables, dw, fpack : In
+        Model constants: dense words per item, embedding tables, words per feature, how
+        pooled vectors are packed (`rpaccel.interface.feature_pack`).
     eng_load : Out(stream of the engine's load layout)
     eng_run : Out(stream)
     eng_out : In(stream of the engine's out layout)
@@ -95,7 +99,7 @@ class StageController(wiring.Component):
         eload_l, eout_l = lay.load, lay.out
         _, _, _, req_l, resp_l = emb_layouts(config)
         if config.emb_units > 1:
-            req_l = cluster_req_layout(config)
+            req_l, resp_l = cluster_req_layout(config), cluster_resp_layout(config)
         tk_in, _ = topk_layouts(config)
         self.query_layout, self.run_layout = stage_layouts(config)
         super().__init__({
@@ -104,6 +108,7 @@ class StageController(wiring.Component):
             "dense_words": In(range(self.geo.words + 1)),
             "tables": In(range(config.emb_tables + 1)),
             "dw": In(range(self.geo.words + 1)),
+            "fpack": In(range(ceil_log2(self.geo.lanes) + 1)),
             "eng_load": Out(stream.Signature(eload_l)),
             "eng_run": Out(stream.Signature(range(config.sub_batch + 1))),
             "eng_out": In(stream.Signature(eout_l)),
@@ -141,6 +146,32 @@ class StageController(wiring.Component):
         resp_done = Signal()
         m.d.comb += [query_done.eq(qi == items), resp_done.eq(ri == items)]
 
+        # the response beat: n pooled vectors of tables rt .. rt + n - 1 (one unit: n = 1)
+        G = cfg.emb_units
+        if G == 1:
+            rvecs, rerrs, rn = [resp.vec], [resp.error], 1
+        else:
+            rvecs = [resp.vec[g] for g in range(G)]
+            rerrs = [resp.error[g] for g in range(G)]
+            rn = resp.n
+        # packed (fpack p > 0): the beat's vectors land in their slots of the word being
+        # filled (`buf`, the vectors so far); the word is written when the beat fills it or
+        # ends the item, otherwise the beat is taken at once
+        packed = Signal()
+        m.d.comb += packed.eq(self.fpack != 0)
+        slot = Signal(range(A + 1))
+        buf = Signal(8 * A)
+        placed = Signal(8 * A)
+        for p in range(1, ceil_log2(A) + 1):
+            sw = A >> p
+            chunk = Cat(*[Mux(j < rn, Cat(*[rvecs[j][x] if x < cfg.emb_dim else C(0, 8)
+                                            for x in range(sw)]), 0)
+                          for j in range(min(G, 1 << p))])
+            with m.If(self.fpack == p):
+                m.d.comb += placed.eq(chunk << (slot << (ceil_log2(sw) + 3)))
+        completes = Signal()
+        m.d.comb += completes.eq((slot + rn == (1 << self.fpack)) | (rt + rn >= self.tables))
+
         # the engine's load port: pooled-vector words first, dense words otherwise; a dense
         # word offered and not taken is offered again before any pooled vector (a stream
         # keeps its payload until taken)
@@ -148,17 +179,22 @@ class StageController(wiring.Component):
         dense_go = Signal()
         dense_held = Signal()
         dense_offer = Signal()
+        pooled = Signal()
+        m.d.comb += pooled.eq(gathering & self.emb_resp.valid & ~resp_done)
         m.d.sync += dense_held.eq(dense_offer & ~self.eng_load.ready)
-        with m.If(gathering & self.emb_resp.valid & ~resp_done & ~dense_held):
+        with m.If(pooled & (~packed | completes) & ~dense_held):
             m.d.comb += [self.eng_load.valid.eq(1), ld.target.eq(EngineTarget.ACT),
                          ld.addr.eq(geo.act_addr(Region.FEAT, ri, fword))]
-            for j in range(A):
-                lane = Signal(signed(8), name=f"resp_lane{j}")
-                for w in range(geo.words):
-                    with m.If(rw == w):
-                        if w * A + j < cfg.emb_dim:
-                            m.d.comb += lane.eq(resp.vec[w * A + j])
-                m.d.comb += ld.data.word_select(j, 8).eq(lane)
+            with m.If(packed):
+                m.d.comb += ld.data.eq(buf | placed)
+            with m.Else():
+                for j in range(A):
+                    lane = Signal(signed(8), name=f"resp_lane{j}")
+                    for w in range(geo.words):
+                        with m.If(rw == w):
+                            if w * A + j < cfg.emb_dim:
+                                m.d.comb += lane.eq(rvecs[0][w * A + j])
+                    m.d.comb += ld.data.word_select(j, 8).eq(lane)
             m.d.comb += resp_go.eq(self.eng_load.ready)
         with m.Elif(gathering & self.query.valid & q.dense & ~query_done):
             m.d.comb += [self.eng_load.valid.eq(1), dense_offer.eq(1),
@@ -181,16 +217,33 @@ class StageController(wiring.Component):
         qerr_acc = Signal()
         m.d.comb += self.qerr.payload.eq(qerr_acc)
 
-        # the last word of a pooled vector releases it
-        m.d.comb += self.emb_resp.ready.eq(resp_go & (rw == self.dw - 1))
-        with m.If(resp_go):
+        # a beat is taken with its (last) word written, or at once into `buf`
+        m.d.comb += self.emb_resp.ready.eq(
+            (resp_go & (packed | (rw == self.dw - 1))) | (pooled & packed & ~completes))
+        taken = self.emb_resp.valid & self.emb_resp.ready
+        bad = Signal(range(G + 1))
+        m.d.comb += bad.eq(sum((rerrs[j] & (j < rn)) for j in range(G)))
+        with m.If(taken):
+            m.d.sync += [self.emb_errors.eq(self.emb_errors + bad)]
+            with m.If(bad != 0):
+                m.d.sync += qerr_acc.eq(1)
+            with m.If(rt + rn >= self.tables):
+                m.d.sync += [rt.eq(0), ri.eq(ri + 1)]
+            with m.Else():
+                m.d.sync += rt.eq(rt + rn)
+        with m.If(packed):
+            with m.If(taken & completes):
+                m.d.sync += [buf.eq(0), slot.eq(0), fword.eq(fword + 1)]
+                with m.If(rt + rn >= self.tables):
+                    m.d.sync += fword.eq(self.dw)
+            with m.Elif(taken):
+                m.d.sync += [buf.eq(buf | placed), slot.eq(slot + rn)]
+        with m.Elif(resp_go):
             m.d.sync += [rw.eq(rw + 1), fword.eq(fword + 1)]
             with m.If(rw == self.dw - 1):
-                m.d.sync += [rw.eq(0), rt.eq(rt + 1)]
-                with m.If(resp.error):
-                    m.d.sync += [self.emb_errors.eq(self.emb_errors + 1), qerr_acc.eq(1)]
+                m.d.sync += rw.eq(0)
                 with m.If(rt == self.tables - 1):
-                    m.d.sync += [rt.eq(0), ri.eq(ri + 1), fword.eq(self.dw)]
+                    m.d.sync += fword.eq(self.dw)
         with m.If(dense_go):
             m.d.sync += qw.eq(qw + 1)
             with m.If(qw == self.dense_words - 1):
@@ -240,7 +293,8 @@ class StageController(wiring.Component):
                     r = self.run.payload
                     m.d.sync += [items.eq(r.items), base.eq(r.base), k.eq(r.k),
                                  qlast.eq(r.last), qi.eq(0), qw.eq(0), qt.eq(0), ri.eq(0),
-                                 rt.eq(0), rw.eq(0), fword.eq(self.dw)]
+                                 rt.eq(0), rw.eq(0), fword.eq(self.dw), slot.eq(0),
+                                 buf.eq(0)]
                     m.next = "GATHER"
             with m.State("GATHER"):
                 m.d.comb += gathering.eq(1)
@@ -287,7 +341,7 @@ class StageTop(wiring.Component):
     eload, mload : In(stream)
         Model load of the engine (program, weights) and of the embedding unit.
     query, run : In(stream)
-    dense_words, tables, dw : In
+    dense_words, tables, dw, fpack : In
     result : Out(stream)
         The top-k unit's survivors ``{id, score, last}``, best first, per query.
     axi : Out(AXI4 read)
@@ -310,6 +364,7 @@ class StageTop(wiring.Component):
             "dense_words": In(ctl.signature.members["dense_words"].shape),
             "tables": In(ctl.signature.members["tables"].shape),
             "dw": In(ctl.signature.members["dw"].shape),
+            "fpack": In(ctl.signature.members["fpack"].shape),
             "result": Out(stream.Signature(tk_out)),
             "axi": Out(emb.signature.members["axi"].signature),
             "emb_errors": Out(16),
@@ -328,6 +383,7 @@ class StageTop(wiring.Component):
         m.d.comb += ctl.qerr.ready.eq(1)
         m.d.comb += [ce.mode.eq(self.mode), ctl.dense_words.eq(self.dense_words),
                      ctl.tables.eq(self.tables), ctl.dw.eq(self.dw),
+                     ctl.fpack.eq(self.fpack),
                      self.emb_errors.eq(ctl.emb_errors), self.cycles.eq(getattr(ce, f"cycles_{p}")),
                      self.macs.eq(getattr(ce, f"macs_{p}")), self.lookups.eq(emb.lookups),
                      self.misses.eq(emb.misses)]
@@ -347,7 +403,7 @@ class StageTop(wiring.Component):
         wiring.connect(m, ctl.emb_req, emb.req)
         wiring.connect(m, emb.resp, ctl.emb_resp)
         if self.config.emb_units > 1:
-            m.d.comb += emb.tables.eq(self.tables)
+            m.d.comb += [emb.tables.eq(self.tables), emb.fpack.eq(self.fpack)]
         wiring.connect(m, ctl.topk, tk.i)
         wiring.connect(m, tk.o, wiring.flipped(self.result))
         wiring.connect(m, emb.axi, wiring.flipped(self.axi))

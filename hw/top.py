@@ -175,9 +175,11 @@ class RPAccel(wiring.Component):
             m.submodules[f"topk{st}"] = tk = make_topk(cfg)
             tks.append(tk)
             m.d.comb += [ctl.dense_words.eq(reg[f"S{st}_DENSE_WORDS"]),
-                         ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"])]
+                         ctl.tables.eq(reg[f"S{st}_TABLES"]), ctl.dw.eq(reg[f"S{st}_DW"]),
+                         ctl.fpack.eq(reg[f"S{st}_FPACK"])]
             if cfg.emb_units > 1:
-                m.d.comb += emb.tables.eq(reg[f"S{st}_TABLES"])
+                m.d.comb += [emb.tables.eq(reg[f"S{st}_TABLES"]),
+                             emb.fpack.eq(reg[f"S{st}_FPACK"])]
             # embedding load port: host stream, else the loader
             _load_mux(m, emb.load, [
                 (getattr(self, f"mload_{st}"), None),

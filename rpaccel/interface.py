@@ -29,7 +29,8 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
            "StepKind", "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
-           "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups"]
+           "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups",
+           "feature_pack", "feature_place", "feature_words"]
 
 #: The ``ID`` register's value ("RPAC").
 ID_VALUE = 0x52504143
@@ -60,6 +61,7 @@ STAGE_CSR = {
     "DW": (0x0C, "rw"), "ITEMS": (0x10, "ro"), "LOOKUPS": (0x14, "ro"),
     "MISSES": (0x18, "ro"), "MACS": (0x1C, "ro"), "ENGINE_CYCLES": (0x20, "ro"),
     "EMB_ERRORS": (0x24, "ro"), "DRAM_BYTES": (0x28, "ro"),
+    "FPACK": (0x2C, "rw"),      # log2 pooled vectors per feature word (`feature_pack`)
 }
 STAGE_BASE, STAGE_STRIDE = 0x40, 0x40
 
@@ -208,8 +210,9 @@ def engine_layouts(config: RPAccelConfig, width: int) -> EngineLayouts:
         "k": range(cfg.max_width + 1), "n": range(cfg.max_width + 1),
         "ktiles": range(cfg.max_width + 1), "ntiles": range(cfg.max_width + 1),
         "wbase": range(cfg.weight_rows), "pbase": range(cfg.param_rows),
-        # interaction: features, elements per feature, words per feature
+        # interaction: features, elements per feature, words per feature, feature_pack
         "feats": range(65), "d": range(cfg.max_width + 1), "dw": range(cfg.max_width + 1),
+        "pack": range(ceil_log2(lanes(cfg)) + 1),
     })
     lane = data.StructLayout({"bias": signed(cfg.acc_bits), "mult": unsigned(cfg.mult_bits),
                               "shift": unsigned(cfg.shift_bits)})
@@ -272,6 +275,35 @@ def query_slots(config: RPAccelConfig) -> int:
 def lanes(config: RPAccelConfig) -> int:
     """int8 values per activation word and per dense query beat: ``lcm(rows, cols)``."""
     return math.lcm(config.array_rows, config.array_cols)
+
+
+def feature_pack(emb_dim: int, lanes: int) -> int:
+    """How the pooled vectors of a model with ``emb_dim``-value rows lie in the engine's
+    feature region: ``p`` > 0 packs ``2**p`` of them into one activation word of ``lanes``
+    values, each in a slot of ``lanes >> p`` lanes (the next power of two at or above
+    ``emb_dim``; when two such slots fit a word); 0 gives each vector ``ceil(emb_dim /
+    lanes)`` words of its own. ``lanes`` is a power of two."""
+    slot = 1 << max(0, ceil_log2(max(1, emb_dim)))
+    return 0 if 2 * slot > lanes else (lanes // slot).bit_length() - 1
+
+
+def feature_place(emb_dim: int, lanes: int, table: int) -> tuple[int, int]:
+    """``(word, lane)`` of table ``table``'s pooled vector in an item's feature region:
+    after the bottom MLP's output (feature 0, ``ceil(emb_dim / lanes)`` words), packed
+    as `feature_pack` says."""
+    dw = -(-emb_dim // lanes)
+    p = feature_pack(emb_dim, lanes)
+    if p == 0:
+        return dw + table * dw, 0
+    return dw + (table >> p), (table & ((1 << p) - 1)) * (lanes >> p)
+
+
+def feature_words(emb_dim: int, lanes: int, tables: int) -> int:
+    """Words of an item's feature region: the bottom MLP's output and ``tables`` pooled
+    vectors (`feature_place`)."""
+    dw = -(-emb_dim // lanes)
+    p = feature_pack(emb_dim, lanes)
+    return dw + (tables * dw if p == 0 else -(-tables // (1 << p)))
 
 
 def id_lane_fields(config: RPAccelConfig) -> dict:

@@ -493,27 +493,46 @@ class _Machine:
         """Stream ``beats`` (the sub-batch's beats as the feeder presents them, one per
         cycle from ``t0``) into stage ``s``, for engine ``e``: returns the cycles the
         feeder's last beat is taken and the gather is done."""
+        from .interface import feature_pack
+
         units = self.emb[s].units
         G = len(units)
-        dw = max(1, -(-self.acc.progs[s].emb_dim // self.acc.geo.lanes))
+        d = self.acc.progs[s].emb_dim
+        dw = max(1, -(-d // self.acc.geo.lanes))
+        pack = feature_pack(d, self.acc.geo.lanes)
+        k = 1 << pack
+        T = self.tables[s]
         port = _Port(t0, self.blocked[e])
         t = t0             # feeder's next beat
-        resp = t0          # the last pooled vector's last word written
-        # per unit, the cycles its finished bags' pooled vectors are valid; they are
-        # written in table order, table t's from unit t mod G
+        resp = t0          # the cycle after the last response beat was taken
+        # per unit, the cycles its finished bags' pooled vectors are valid; they leave in
+        # table order, table t's from unit t mod G, a beat of n = min(G, k - t mod k, T - t)
+        # of them once all n are valid; a beat that fills its feature word or ends the item
+        # writes it (dw words unpacked), the others are taken at once
         pending = [[] for _ in units]
-        nxt = 0            # the unit of the next pooled vector written
+        nxt = 0            # the unit of the next pooled vector
         bag_pop = [0] * G
 
         def drain(upto):
             nonlocal resp, nxt
-            while pending[nxt] and (upto is None or pending[nxt][0] <= upto):
-                resp = self._resp(port, pending[nxt].pop(0), resp, dw)
-                nxt = (nxt + 1) % G
-                if written[0] + 1 == self.tables[s]:
-                    nxt, written[0] = 0, 0
+            while True:
+                n = min(G, k - written[0] % k, T - written[0])
+                us = [(nxt + j) % G for j in range(n)]
+                if not all(pending[g] for g in us):
+                    return
+                valid = max(pending[g][0] for g in us)
+                if upto is not None and valid > upto:
+                    return
+                for g in us:
+                    pending[g].pop(0)
+                if pack == 0 or (written[0] + n) % k == 0 or written[0] + n == T:
+                    resp = self._resp(port, valid, resp, dw)
                 else:
-                    written[0] += 1
+                    resp = max(valid, resp) + 1
+                nxt = (nxt + n) % G
+                written[0] += n
+                if written[0] == T:
+                    nxt, written[0] = 0, 0
 
         written = [0]      # pooled vectors of the current item written
         for b in beats:

@@ -179,8 +179,10 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
     d = q.float_model.emb_dim
     feats = q.float_model.num_features
     dw = -(-d // geo.lanes)
-    _check(feats * dw <= geo.words, "feature region words (features x words per feature)",
-           f"at most {geo.words}", feats * dw)
+    pack = b.iface.feature_pack(d, geo.lanes)
+    fwords = b.iface.feature_words(d, geo.lanes, feats - 1)
+    _check(fwords <= geo.words, "feature region words (bottom output and pooled vectors)",
+           f"at most {geo.words}", fwords)
     _check(feats <= 64, "number of features", "at most 64", feats)
     if q.interaction == "dot":
         pairs = feats * (feats - 1) // 2
@@ -193,9 +195,9 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
                      for p in range(row * per, (row + 1) * per)]
             b.prog.beats.append((b.iface.EngineTarget.PAIR, row,
                                  b.pair_l.const(lanes).as_value().value))
-        b.step(kind=kind.DOT, feats=feats, d=d, dw=dw, dst=reg.A)
+        b.step(kind=kind.DOT, feats=feats, d=d, dw=dw, pack=pack, dst=reg.A)
     else:
-        b.step(kind=kind.CAT, feats=feats, d=d, dw=dw, dst=reg.A)
+        b.step(kind=kind.CAT, feats=feats, d=d, dw=dw, pack=pack, dst=reg.A)
     src = reg.A
     for i, layer in enumerate(q.top):
         final = i == len(q.top) - 1
@@ -210,7 +212,8 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
 def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
     """Activation-buffer beats of one sub-batch: int8 dense inputs into region A, and for
     a stage the pooled int8 embeddings (one [items, d] array per table) into the feature
-    region after the bottom MLP's output."""
+    region after the bottom MLP's output, placed as `rpaccel.interface.feature_place` says
+    (several to a word when they fit)."""
     iface = _iface()
     cfg = prog.config
     geo = iface.EngineGeometry(cfg)
@@ -231,16 +234,19 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
     for i in range(items):
         put(iface.Region.A, i, dense_q[i])
     if pooled is not None:
-        dw = -(-prog.emb_dim // A)
+        d = prog.emb_dim
         for i in range(items):
+            words = {}
             for t, p in enumerate(pooled):
-                vals = np.zeros((t + 2) * dw * A, np.int64)
-                vals[(t + 1) * dw * A:(t + 1) * dw * A + prog.emb_dim] = p[i]
-                for w in range(dw):
-                    word = (t + 1) * dw + w
-                    chunk = vals[word * A:(word + 1) * A]
-                    beats.append((iface.EngineTarget.ACT, geo.act_addr(iface.Region.FEAT, i, word),
-                                  pack_lanes(chunk, 8)))
+                word, lane = iface.feature_place(d, A, t)
+                vals = np.zeros(-(-d // A) * A, np.int64)
+                vals[:d] = p[i]
+                for w in range(-(-d // A)):
+                    words.setdefault(word + w, np.zeros(A, np.int64))[
+                        lane:lane + min(A, d - w * A)] = vals[w * A:w * A + min(A, d - w * A)]
+            for word in sorted(words):
+                beats.append((iface.EngineTarget.ACT, geo.act_addr(iface.Region.FEAT, i, word),
+                              pack_lanes(words[word], 8)))
     return beats
 
 

@@ -179,6 +179,7 @@ class Accelerator:
             default_engine_map,
             engine_layouts,
             engine_map_word,
+            feature_pack,
             load_ctrl,
             slot_width,
         )
@@ -244,7 +245,8 @@ class Accelerator:
         self.csr_writes = [(regs["ENGINE_MAP"][0], engine_map_word(self.engine_map))]
         for s, ((q, k), prog) in enumerate(zip(self.stages, self.progs, strict=True)):
             for name, value in (("K", k), ("DENSE_WORDS", -(-prog.dense_dim // geo.lanes)),
-                                ("TABLES", len(q.emb)), ("DW", -(-prog.emb_dim // geo.lanes))):
+                                ("TABLES", len(q.emb)), ("DW", -(-prog.emb_dim // geo.lanes)),
+                                ("FPACK", feature_pack(prog.emb_dim, geo.lanes))):
                 self.csr_writes.append((regs[f"S{s}_{name}"][0], value))
         self.regs = {n: a for n, (a, _, _) in regs.items()}
         self.pipeline = Pipeline([Stage(q, k) for q, k in self.stages], name=cfg.name)

@@ -88,10 +88,10 @@ CALIBRATION = (
 
 
 def criteo_accelerator(cfg, tables: int, inter: str = "dot", bag: int = 1, ks=(),
-                       seed: int = 0, engine_map=None):
+                       seed: int = 0, engine_map=None, dims=(8, 16, 16)):
     """An `Accelerator` of random Criteo-shaped stage models (13 dense features,
-    ``tables`` Zipf tables of 30-400 rows, bottom 13-16-d, top 24 wide, d = 8 / 16 / 16
-    per stage, interactions from ``inter`` cycled; ``engine_map`` as the runtime's) and a
+    ``tables`` Zipf tables of 30-400 rows, bottom 13-16-d, top 24 wide, d = ``dims`` per
+    stage, interactions from ``inter`` cycled; ``engine_map`` as the runtime's) and a
     query maker ``sizes -> batches``."""
     from ..golden.data import criteo_synthetic
     from ..golden.quantize import quantize_model
@@ -103,7 +103,7 @@ def criteo_accelerator(cfg, tables: int, inter: str = "dot", bag: int = 1, ks=()
     inters = inter.split(",")
     stages = []
     for s, k in enumerate(ks):
-        d = (8, 16, 16)[s]
+        d = dims[s]
         model = random_model(ModelSize(f"c{s}", d, (16,), (24,)), 13, rows,
                              inters[s % len(inters)], seed=seed + s)
         calib = criteo_synthetic(300, rows, seed=seed + 10 + s, bag_size=bag)

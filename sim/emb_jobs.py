@@ -54,9 +54,10 @@ def random_job(config, path, seed=0, n_bags=200) -> Path:
 
 
 def run_embedding(config, image, bags, run_dir, seed=0, idle=0.3, backpressure=0.3,
-                  dram_stall=0.3, metrics=None, job=None):
+                  dram_stall=0.3, metrics=None, job=None, fpack=0):
     """Build (once per config) and run the embedding testbench; ``(tests, failures)``.
-    ``job`` runs an existing job file instead of writing one from ``image`` and ``bags``."""
+    ``job`` runs an existing job file instead of writing one from ``image`` and ``bags``;
+    ``fpack``: a cluster's `rpaccel.interface.feature_pack` (vectors a response beat)."""
     from ..hw.emb_cluster import EmbeddingCluster
     from ..hw.embedding import EmbeddingUnit
     from .runner import build, run
@@ -67,7 +68,7 @@ def run_embedding(config, image, bags, run_dir, seed=0, idle=0.3, backpressure=0
     sb = build(EmbeddingUnit if config.emb_units == 1 else EmbeddingCluster, config,
                "embedding")
     params = {"jobs": str(job), "seed": seed, "idle": idle, "backpressure": backpressure,
-              "dram_stall": dram_stall}
+              "dram_stall": dram_stall, "fpack": fpack}
     if metrics:
         params["metrics"] = str(metrics)
     return run(sb, "rpaccel.sim.tb_embedding", run_dir, params)

@@ -348,7 +348,7 @@ _LIST = [
           "the stage controller's engine load / run, lookup, top-k and error-report streams "
           "hold until taken; its gather counters stay within the sub-batch and the model; "
           "no score without a started run (its FIFO never underflows)",
-          _streams(_controller, const=("dense_words", "tables", "dw"))),
+          _streams(_controller, const=("dense_words", "tables", "dw", "fpack"))),
     Proof("replay.streams", "replay",
           "a replay unit's run, beat and top-k streams hold until taken (given the top "
           "level's in-flight limit); its survivor counters stay within k",

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..emb_program import EmbeddingImage, batch_bags
 from ..golden.pipeline import topk
-from ..interface import EngineGeometry, query_beats, slot_width
+from ..interface import EngineGeometry, feature_pack, query_beats, slot_width
 from ..program import compile_stage
 
 __all__ = ["stage_query_job", "write_stage_job"]
@@ -43,7 +43,8 @@ def stage_query_job(config, q, profile_batch, queries, k, slot=0, mode=0, static
     d = q.float_model.emb_dim
     return {"eload": prog.beats, "mload": img.load_beats(), "dram": img.dram(),
             "mode": mode, "dense_words": -(-prog.dense_dim // geo.lanes),
-            "tables": len(q.emb), "dw": -(-d // geo.lanes), "queries": out}
+            "tables": len(q.emb), "dw": -(-d // geo.lanes),
+            "fpack": feature_pack(d, geo.lanes), "queries": out}
 
 
 def write_stage_job(path, job) -> Path:

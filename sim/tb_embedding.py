@@ -18,7 +18,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from ..hw.emb_cluster import cluster_req_layout
+from ..hw.emb_cluster import cluster_req_layout, cluster_resp_layout
 from ..hw.embedding import emb_layouts
 from .streams import (
     Scoreboard,
@@ -58,7 +58,7 @@ async def embedding_matches_golden(dut):
         job = pickle.load(f)
     _, _, load_l, req_l, resp_l = emb_layouts(cfg)
     if cfg.emb_units > 1:
-        req_l = cluster_req_layout(cfg)
+        req_l, resp_l = cluster_req_layout(cfg), cluster_resp_layout(cfg)
     seed = params.get("seed", 0)
     Clock(dut.clk, 10, unit="ns").start()
     axi_ram(dut, job["dram"], params.get("dram_stall", 0), random.Random(seed))
@@ -77,11 +77,32 @@ async def embedding_matches_golden(dut):
     resp = StreamSink(dut, "resp", dut.clk, resp_l, params.get("backpressure", 0.0),
                       random.Random(seed + 2))
     sb = Scoreboard(dut._log, "embedding")
-    resp.callbacks.append(lambda it: sb.compare(
-        ([int(it.vec[j]) for j in range(cfg.emb_dim)], int(it.error))))
+    G = cfg.emb_units
+    if G == 1:
+        resp.callbacks.append(lambda it: sb.compare(
+            ([int(it.vec[j]) for j in range(cfg.emb_dim)], int(it.error))))
+    else:
+        # a cluster's beat: n vectors of consecutive tables, as many as are left of the
+        # item and of the feature word (2**fpack vectors) they go to
+        T, k = job["tables"], 1 << params.get("fpack", 0)
+        pos = [0]
+
+        def group(it):
+            t = pos[0] % T
+            want = min(G, k - t % k, T - t)
+            if int(it.n) != want:
+                sb.errors += 1
+                dut._log.error("beat at table %d holds %d vectors, expected %d", t,
+                               int(it.n), want)
+            for j in range(int(it.n)):
+                sb.compare(([int(it.vec[j][x]) for x in range(cfg.emb_dim)],
+                            int(it.error) >> j & 1))
+            pos[0] += int(it.n)
+
+        resp.callbacks.append(group)
+        dut.fpack.value = params.get("fpack", 0)
     for vec, err in zip(job["expect"], job["errors"], strict=True):
         sb.expect((vec, err))
-    G = cfg.emb_units
     if G == 1:
         for t, ids in job["bags"]:
             for k, i in enumerate(ids):

@@ -45,6 +45,7 @@ async def stage_matches_golden(dut):
     dut.dense_words.value = job["dense_words"]
     dut.tables.value = job["tables"]
     dut.dw.value = job["dw"]
+    dut.fpack.value = job["fpack"]
     dut.rst.value = 1
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0

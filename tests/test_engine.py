@@ -101,7 +101,8 @@ def test_verilator_stage_models_two_partitions(tmp_path, qmodels, ml):
 
 
 def test_verilator_stage_cat_and_dot_criteo_shaped(tmp_path):
-    """Random Criteo-shaped stages with bags of 2: a ``cat`` interaction with d = 6 and a
+    """Random Criteo-shaped stages with bags of 2: a ``cat`` interaction with d = 3 (pooled
+    vectors two to an 8-lane word) and a
     ``dot`` one with d = 12 (features spanning two words, the second one partly masked),
     one per partition at once."""
     from rpaccel.golden.data import criteo_synthetic
@@ -110,7 +111,7 @@ def test_verilator_stage_cat_and_dot_criteo_shaped(tmp_path):
 
     rows = (50, 80, 30)
     slots = {}
-    for p, (inter, d) in enumerate((("cat", 6), ("dot", 12))):
+    for p, (inter, d) in enumerate((("cat", 3), ("dot", 12))):
         model = random_model(ModelSize(f"t{d}", d, (16,), (24,)), 13, rows, inter, seed=p)
         q = quantize_model(model, criteo_synthetic(500, rows, seed=10 + p, bag_size=2))
         batches = [criteo_synthetic(n, rows, seed=20 + p + n, bag_size=2) for n in (11, 5)]

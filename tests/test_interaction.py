@@ -1,7 +1,7 @@
 """`InteractionUnit` in the Amaranth simulator against golden (`QuantizedStage.interact`
 numerics): random feature words around the unit (stale bytes beyond each feature), ``dot``
-and ``cat``, 1 to several words per feature, 1 to 4 pairs per cycle; the cycles per item
-the performance model charges."""
+and ``cat``, 1 to several words per feature, pooled vectors packed several to a word, 1
+to 8 pairs per cycle; the cycles per item the performance model charges."""
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from rpaccel.golden.model import interaction_pairs
 from rpaccel.golden.numerics import requantize
 from rpaccel.hw.interaction import InteractionUnit
 from rpaccel.interface import StepKind as Kind
+from rpaccel.interface import feature_pack, feature_place
 
 
 def golden(feat, d, cat, mult, shift):
@@ -37,8 +38,12 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     # every feature word random: bytes beyond d are stale data the unit must ignore
     mem = rng.integers(-128, 128, (items, words, lanes))
     expect = []
+    flat = mem.reshape(items, words * lanes)
     for i in range(items):
-        feat = mem[i, :feats * dw].reshape(feats, dw * lanes)
+        # feature 0 (the bottom MLP's output) first, then the pooled vectors as placed
+        feat = np.stack([flat[i, :d]] + [
+            flat[i, w * lanes + ln:w * lanes + ln + d]
+            for w, ln in (feature_place(d, lanes, t) for t in range(feats - 1))])
         expect.append(golden(feat, d, cat, mult[:pairs], shift[:pairs]))
     dut = InteractionUnit(cfg, lanes, words)
     top = Module()
@@ -63,6 +68,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
         ctx.set(dut.feats, feats)
         ctx.set(dut.d, d)
         ctx.set(dut.dw, dw)
+        ctx.set(dut.pack, feature_pack(d, lanes))
         for _ in range(4):  # nothing happens before go
             cycles["early"] += ctx.get(dut.busy) + (ctx.get(dut.wr_en) != 0)
             await ctx.tick()
@@ -111,7 +117,8 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
 @pytest.mark.parametrize("pairs_per_cycle", [1, 3, 4, 8])
 @pytest.mark.parametrize("cat,d,feats", [(False, 4, 7), (False, 8, 4), (False, 13, 3),
                                          (True, 8, 4), (True, 5, 3), (False, 20, 4),
-                                         (False, 8, 2)])
+                                         (False, 8, 2), (False, 3, 6), (False, 2, 8),
+                                         (True, 1, 11), (True, 4, 5)])
 def test_interaction_matches_golden(pairs_per_cycle, cat, d, feats):
     """Every output byte equals golden (copies, then the requantized pairs in DLRM order);
     bytes beyond an item's output are never written; the unit takes the cycles per item

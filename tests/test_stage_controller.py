@@ -15,14 +15,17 @@ from amaranth.sim import Simulator
 
 from rpaccel.config import get_config
 from rpaccel.hw.stage import StageController
-from rpaccel.interface import EngineGeometry, Region
+from rpaccel.interface import EngineGeometry, Region, feature_pack, feature_place
 from rpaccel.interface import EngineTarget as Target
 
 CFG = get_config("default")
 # (tables, dense words, runs: (items, base, k, last), error bag: (item of the second run,
-# table) answered with error)
-CASES = [(3, 1, ((5, 0, 4, 0), (3, 5, 4, 1)), (1, 2)),
-         (1, 2, ((1, 0, 1, 0), (2, 1, 2, 1)), None)]
+# table) answered with error, the model's embedding dim: 2 and 4 pack 4 and 2 pooled
+# vectors into an 8-lane word)
+CASES = [(3, 1, ((5, 0, 4, 0), (3, 5, 4, 1)), (1, 2), CFG.emb_dim),
+         (1, 2, ((1, 0, 1, 0), (2, 1, 2, 1)), None, CFG.emb_dim),
+         (5, 1, ((4, 0, 3, 0), (3, 4, 3, 1)), (2, 4), 2),
+         (3, 2, ((2, 0, 2, 0), (3, 2, 2, 1)), (0, 1), 4)]
 
 
 def _sub_batch(rng, items, TABLES, DENSE_WORDS):
@@ -49,15 +52,18 @@ def _pack8(values):
     return out
 
 
-@pytest.mark.parametrize("TABLES, DENSE_WORDS, RUNS, ERROR_BAG", CASES)
-def test_stage_controller_gathers_runs_and_scores(TABLES, DENSE_WORDS, RUNS, ERROR_BAG):
+@pytest.mark.parametrize("TABLES, DENSE_WORDS, RUNS, ERROR_BAG, D", CASES)
+def test_stage_controller_gathers_runs_and_scores(TABLES, DENSE_WORDS, RUNS, ERROR_BAG, D):
+    """Dense words and pooled vectors land where the engine reads them (packed several to
+    a word when the model's rows are short: each word written once), under random gaps
+    and backpressure; runs, scores, error counts and the query's error report."""
     rng = random.Random(3)
     geo = EngineGeometry(CFG)
-    A, dw = geo.lanes, CFG.emb_dim // geo.lanes
+    A, dw, fpack = geo.lanes, -(-D // geo.lanes), feature_pack(D, geo.lanes)
     dut = StageController(CFG, slot=0)
     subs = [_sub_batch(rng, r[0], TABLES, DENSE_WORDS) for r in RUNS]
-    vecs = [[[rng.randint(-128, 127) for _ in range(CFG.emb_dim)] for _ in bags]
-            for _, bags in subs]
+    vecs = [[[rng.randint(-128, 127) if j < D else 0 for j in range(CFG.emb_dim)]
+             for _ in bags] for _, bags in subs]
     scores = [[rng.randint(-1000, 1000) for _ in range(r[0])] for r in RUNS]
     # what the engine's activation buffer must receive per run: address -> word
     expect = []
@@ -69,9 +75,10 @@ def test_stage_controller_gathers_runs_and_scores(TABLES, DENSE_WORDS, RUNS, ERR
                 want[geo.act_addr(Region.A, i, w)] = _pack8(dense[i * DENSE_WORDS + w]["word"])
             for t in range(TABLES):
                 v = vs[i * TABLES + t]
+                word, lane = feature_place(D, A, t)
                 for w in range(dw):
-                    want[geo.act_addr(Region.FEAT, i, dw + t * dw + w)] = \
-                        _pack8(v[w * A:(w + 1) * A])
+                    addr = geo.act_addr(Region.FEAT, i, word + w)
+                    want[addr] = want.get(addr, 0) | _pack8(v[w * A:(w + 1) * A]) << (8 * lane)
         expect.append(want)
     got = {"loads": [], "runs": [], "topk": [], "reqs": [], "qerr": []}
 
@@ -79,6 +86,7 @@ def test_stage_controller_gathers_runs_and_scores(TABLES, DENSE_WORDS, RUNS, ERR
         ctx.set(dut.dense_words, DENSE_WORDS)
         ctx.set(dut.tables, TABLES)
         ctx.set(dut.dw, dw)
+        ctx.set(dut.fpack, fpack)
         for (beats, _), (items, base, k, last) in zip(subs, RUNS, strict=True):
             ctx.set(dut.run.payload, {"items": items, "base": base, "k": k, "last": last})
             ctx.set(dut.run.valid, 1)
