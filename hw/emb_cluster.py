@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..config import RPAccelConfig
+from ..interface import clamp_pack, max_feature_pack
 from ..interface import lanes as act_lanes
 from .bus import AxiReadArbiter
 from .embedding import EmbeddingUnit, emb_layouts
@@ -90,7 +91,7 @@ class EmbeddingCluster(wiring.Component):
             "req": In(stream.Signature(cluster_req_layout(cfg))),
             "resp": Out(stream.Signature(cluster_resp_layout(cfg))),
             "tables": In(range(cfg.emb_tables + 1)),
-            "fpack": In(range(ceil_log2(act_lanes(cfg)) + 1)),
+            "fpack": In(range(max_feature_pack(act_lanes(cfg)) + 1)),
             "axi": Out(self.arb.signature.members["out"].signature),
             "err_clear": In(1),
             **{n: Out(u[n].shape) for n in ("err_valid", "err_table", "err_id", "err_count",
@@ -134,7 +135,7 @@ class EmbeddingCluster(wiring.Component):
         slot = Signal(range(act_lanes(cfg) + 1))    # t mod 2**fpack
         k = Signal(range(act_lanes(cfg) + 1))
         n = Signal(range(G + 1))
-        m.d.comb += k.eq(1 << self.fpack)
+        m.d.comb += k.eq(1 << clamp_pack(self.fpack, act_lanes(cfg)))
         left_w, left_t = Signal.like(k), Signal.like(t)
         m.d.comb += [left_w.eq(k - slot), left_t.eq(self.tables - t)]
         m.d.comb += n.eq(G)

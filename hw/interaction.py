@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..config import RPAccelConfig
-from ..interface import pair_layout
+from ..interface import clamp_pack, max_feature_pack, pair_layout
 from .requant import RequantUnit, delay_line
 
 __all__ = ["InteractionUnit"]
@@ -69,7 +69,7 @@ class InteractionUnit(wiring.Component):
         super().__init__({
             "go": In(1), "items": In(range(SB + 1)), "cat": In(1), "feats": In(range(65)),
             "d": In(range(cfg.max_width + 1)), "dw": In(range(words + 1)),
-            "pack": In(range(ceil_log2(lanes) + 1)),
+            "pack": In(range(max_feature_pack(lanes) + 1)),
             "busy": Out(1),
             "rd_en": Out(1), "rd_item": Out(range(SB)), "rd_word": Out(range(words + 1)),
             "rd_a": In(unsigned(8 * lanes)), "rd_b": In(unsigned(8 * lanes)),
@@ -133,14 +133,15 @@ class InteractionUnit(wiring.Component):
         sh_a, sh_b = Signal(range(A)), Signal(range(A))
         b_next = Signal()
         slot_log = Signal(range(la + 1))    # log2 lanes of a slot
-        m.d.comb += slot_log.eq(la - self.pack)
-        with m.If((self.pack == 0) | (fidx == 0)):
+        pack = Signal(range(max_feature_pack(A) + 1))
+        m.d.comb += [pack.eq(clamp_pack(self.pack, A)), slot_log.eq(la - pack)]
+        with m.If((pack == 0) | (fidx == 0)):
             m.d.comb += [src.eq(fidx), b_next.eq(1)]
         with m.Else():
-            m.d.comb += [src.eq(1 + ((fidx - 1) >> self.pack)),
+            m.d.comb += [src.eq(1 + ((fidx - 1) >> pack)),
                          sh_a.eq(((fidx - 1) << slot_log)[:max(1, la)]),
-                         b_next.eq((fidx - 1) >> self.pack != fidx >> self.pack)]
-        with m.If(self.pack != 0):
+                         b_next.eq((fidx - 1) >> pack != fidx >> pack)]
+        with m.If(pack != 0):
             m.d.comb += sh_b.eq((fidx << slot_log)[:max(1, la)])
         land_sa, land_sb, land_bn = Signal.like(sh_a), Signal.like(sh_b), Signal()
         word_a = Signal(8 * A)

@@ -24,16 +24,18 @@ from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Assert, Assume
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for, ceil_log2
+from amaranth.utils import bits_for
 
 from ..config import RPAccelConfig
 from ..interface import (
     EngineGeometry,
     EngineTarget,
     Region,
+    clamp_pack,
     engine_layouts,
     id_lane_fields,
     id_lanes,
+    max_feature_pack,
     slot_width,
 )
 from .emb_cluster import cluster_req_layout, cluster_resp_layout, make_embedding
@@ -108,7 +110,7 @@ class StageController(wiring.Component):
             "dense_words": In(range(self.geo.words + 1)),
             "tables": In(range(config.emb_tables + 1)),
             "dw": In(range(self.geo.words + 1)),
-            "fpack": In(range(ceil_log2(self.geo.lanes) + 1)),
+            "fpack": In(range(max_feature_pack(self.geo.lanes) + 1)),
             "eng_load": Out(stream.Signature(eload_l)),
             "eng_run": Out(stream.Signature(range(config.sub_batch + 1))),
             "eng_out": In(stream.Signature(eout_l)),
@@ -157,20 +159,22 @@ class StageController(wiring.Component):
         # packed (fpack p > 0): the beat's vectors land in their slots of the word being
         # filled (`buf`, the vectors so far); the word is written when the beat fills it or
         # ends the item, otherwise the beat is taken at once
+        fpack = Signal(range(max_feature_pack(A) + 1))
         packed = Signal()
-        m.d.comb += packed.eq(self.fpack != 0)
+        m.d.comb += [fpack.eq(clamp_pack(self.fpack, A)), packed.eq(fpack != 0)]
         slot = Signal(range(A + 1))
         buf = Signal(8 * A)
         placed = Signal(8 * A)
-        for p in range(1, ceil_log2(A) + 1):
+        for p in range(1, max_feature_pack(A) + 1):
             sw = A >> p
             chunk = Cat(*[Mux(j < rn, Cat(*[rvecs[j][x] if x < cfg.emb_dim else C(0, 8)
                                             for x in range(sw)]), 0)
                           for j in range(min(G, 1 << p))])
-            with m.If(self.fpack == p):
-                m.d.comb += placed.eq(chunk << (slot << (ceil_log2(sw) + 3)))
+            with m.If(fpack == p):
+                # slot < 2**p: a shift amount of log2(8 A) bits
+                m.d.comb += placed.eq(chunk << (slot[:p] * (8 * sw)))
         completes = Signal()
-        m.d.comb += completes.eq((slot + rn == (1 << self.fpack)) | (rt + rn >= self.tables))
+        m.d.comb += completes.eq((slot + rn == (1 << fpack)) | (rt + rn >= self.tables))
 
         # the engine's load port: pooled-vector words first, dense words otherwise; a dense
         # word offered and not taken is offered again before any pooled vector (a stream

@@ -30,7 +30,8 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
            "StepKind", "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
            "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups",
-           "feature_pack", "feature_place", "feature_words"]
+           "feature_pack", "feature_place", "feature_words", "max_feature_pack",
+           "clamp_pack"]
 
 #: The ``ID`` register's value ("RPAC").
 ID_VALUE = 0x52504143
@@ -212,7 +213,7 @@ def engine_layouts(config: RPAccelConfig, width: int) -> EngineLayouts:
         "wbase": range(cfg.weight_rows), "pbase": range(cfg.param_rows),
         # interaction: features, elements per feature, words per feature, feature_pack
         "feats": range(65), "d": range(cfg.max_width + 1), "dw": range(cfg.max_width + 1),
-        "pack": range(ceil_log2(lanes(cfg)) + 1),
+        "pack": range(max_feature_pack(lanes(cfg)) + 1),
     })
     lane = data.StructLayout({"bias": signed(cfg.acc_bits), "mult": unsigned(cfg.mult_bits),
                               "shift": unsigned(cfg.shift_bits)})
@@ -277,12 +278,30 @@ def lanes(config: RPAccelConfig) -> int:
     return math.lcm(config.array_rows, config.array_cols)
 
 
+def max_feature_pack(lanes: int) -> int:
+    """The largest `feature_pack` of words of ``lanes`` values: ``log2(lanes)`` when that
+    is a power of two, else 0 (no packing)."""
+    return lanes.bit_length() - 1 if lanes & (lanes - 1) == 0 else 0
+
+
+def clamp_pack(value, lanes: int):
+    """A `feature_pack` input of the hardware (a CSR or a program field) clamped to
+    `max_feature_pack`: a value it cannot hold reads as the largest (a wrong model
+    constant gives wrong answers, never a hung gather)."""
+    from amaranth import Mux
+
+    mp = max_feature_pack(lanes)
+    return Mux(value > mp, mp, value)
+
+
 def feature_pack(emb_dim: int, lanes: int) -> int:
     """How the pooled vectors of a model with ``emb_dim``-value rows lie in the engine's
     feature region: ``p`` > 0 packs ``2**p`` of them into one activation word of ``lanes``
     values, each in a slot of ``lanes >> p`` lanes (the next power of two at or above
-    ``emb_dim``; when two such slots fit a word); 0 gives each vector ``ceil(emb_dim /
-    lanes)`` words of its own. ``lanes`` is a power of two."""
+    ``emb_dim``; when two such slots fit a word and ``lanes`` is a power of two); 0 gives
+    each vector ``ceil(emb_dim / lanes)`` words of its own."""
+    if max_feature_pack(lanes) == 0:
+        return 0
     slot = 1 << max(0, ceil_log2(max(1, emb_dim)))
     return 0 if 2 * slot > lanes else (lanes // slot).bit_length() - 1
 

@@ -183,6 +183,9 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
     fwords = b.iface.feature_words(d, geo.lanes, feats - 1)
     _check(fwords <= geo.words, "feature region words (bottom output and pooled vectors)",
            f"at most {geo.words}", fwords)
+    # the interaction unit's register file holds every feature unpacked
+    _check(feats * dw <= geo.words, "interaction register-file words (features x words per "
+           "feature)", f"at most {geo.words}", feats * dw)
     _check(feats <= 64, "number of features", "at most 64", feats)
     if q.interaction == "dot":
         pairs = feats * (feats - 1) // 2

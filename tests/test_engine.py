@@ -42,6 +42,24 @@ def test_program_refuses_what_does_not_fit(qmodels):
         compile_layers(CFG, 4, 0, random_layers(np.random.default_rng(0), [8, 4]))
 
 
+def test_program_refuses_more_features_than_the_interaction_holds():
+    """Packed pooled vectors need fewer feature-region words, but the interaction unit's
+    register file still holds every feature unpacked: 21 features of 2 values fit 6 of the
+    8 words a region has, and are refused (21 > 8)."""
+    from rpaccel.golden.data import criteo_synthetic
+    from rpaccel.golden.quantize import quantize_model
+    from rpaccel.golden.zoo import ModelSize, random_model
+
+    rows = (20,) * 20
+    model = random_model(ModelSize("t2", 2, (16,), (24,)), 13, rows, "cat", seed=1)
+    q = quantize_model(model, criteo_synthetic(200, rows, seed=2))
+    cfg = CFG.replace(max_width=64)
+    with pytest.raises(ProgramError, match="interaction register-file words .* must be at "
+                                           "most 8, not 21"):
+        compile_stage(cfg, 8, 0, q)
+    compile_stage(CFG.replace(max_width=168), 8, 0, q)  # 21 words: fits
+
+
 def test_program_tiles_weights_for_the_partition(qmodels):
     # the large model: 4-512-256-128-64-32 bottom, 60-96-1 top (32 + 28 pairs of 8
     # features), on an 8 x 4 partition

@@ -256,9 +256,10 @@ def test_native_fpga_ecp5_real_queries(models_dir, ml, tmp_path):
 
 def test_native_two_embedding_units_per_stage(tmp_path):
     """`wide-lookup` (two embedding units per stage, two ids per query beat): Criteo-shaped
-    queries of eight tables with bags of two, rows of 2 and 4 values (RM-small's size: the
-    pooled vectors go 4 and 2 to an 8-lane feature word, two per response beat, and the
-    interaction unit unpacks them), idle gaps, backpressure and DRAM stalls, an
+    queries of eight tables with bags of two, rows of 2 values in stage 0 (RM-small's
+    size: the pooled vectors go 4 to an 8-lane feature word, two per response beat, and
+    the interaction unit unpacks them) and of 16 in stage 1 (two words each, one vector a
+    beat), idle gaps, backpressure and DRAM stalls, an
     out-of-range id in lane 1 (flagged, ERR_WHERE / ERR_ID name it), a candidate too long
     for the buffer and a too-large header; the rest bit-exact. Each stage's lookups and
     misses equal one golden cache model per unit (tables t mod 2) fed that unit's ids, and
@@ -269,8 +270,8 @@ def test_native_two_embedding_units_per_stage(tmp_path):
 
     cfg = get_config("wide-lookup")
     assert cfg.emb_units == 2
-    acc, queries = criteo_accelerator(cfg, tables=8, inter="dot", bag=2, dims=(2, 4))
-    assert [max(st["pack"] for st in p.steps) for p in acc.progs] == [2, 1], "packed features"
+    acc, queries = criteo_accelerator(cfg, tables=8, inter="dot", bag=2, dims=(2, 16))
+    assert [max(st["pack"] for st in p.steps) for p in acc.progs] == [2, 0], "packed features"
     batches = queries((100, 64, 40, 90, 30))
     job = acc.job(batches, {1: "id", 3: "beats", 4: "count"})
     bad = job["queries"][1]["bad"]
