@@ -183,6 +183,20 @@ ARGUED = {
      "Sub -> Add in new_fill - A", 61):
         "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and new_fill + A "
         "are equal modulo 2A",
+    ("interaction", "with m.If(pack != 0):", "0 -> 1", 26):
+        "the shift of feature fidx + 1 (fidx even) is (fidx << log2(A / 2**pack)) mod A: 0 for "
+        "pack 1 (fidx A / 2 mod A) and for pack 0 (fidx A mod A), so skipping it for pack 1 "
+        "instead of pack 0 gives the same 0",
+    ("interaction", "rq.i.valid.eq(s2_v & ~s2.copy)]", "BitAnd -> BitOr in s2_v & ~s2.copy", 35):
+        "the pair requantizer never stalls (o.ready is 1) and its result is taken by the tag "
+        "line exactly LATENCY cycles after s2_v: extra valid cycles requantize held "
+        "accumulators nobody takes",
+    ("front_end", "items = Mux(left > sub_batch, sub_batch, left)",
+     "Gt -> GtE in left > sub_batch", 16):
+        "at left == sub_batch both give sub_batch items",
+    ("front_end", "with m.If(bag + ends >= self.tables if cfg.emb_units > 1", "1 -> 0", 75):
+        "emb_units > 0 takes the several-unit rule for one unit too, where ends is the beat's "
+        "last bit, 1 inside this If: bag + 1 >= tables is bag == tables - 1 for bag < tables",
     ("topk", "rest = Const(0, 1)", "1 -> 2", 28):
         "the width of the constant 0 that starts an OR of 1-bit terms",
     ("topk", "a_wins = ~(vb > va)", "Gt -> GtE in vb > va", 23):

@@ -5,7 +5,7 @@ cycle."""
 import pytest
 
 from rpaccel.config import get_config
-from rpaccel.interface import ErrCause
+from rpaccel.interface import SHAPE, STATUS, ErrCause
 from rpaccel.runtime import Accelerator, AccelError
 from rpaccel.sim.native import build_native, problems, run_native
 from rpaccel.workloads import criteo_shaped
@@ -37,6 +37,15 @@ def test_native_default_real_queries_faults_and_reset(default_acc, models_dir, m
     assert mt["errors"] == [False, True, False, True, False]
     assert mt["counters"]["err_cause"] == ErrCause.ID_RANGE
     assert mt["counters"]["queries"] == 5
+    # read before the clear: STATUS.error follows ERR_CAUSE, SHAPE says what was
+    # generated, S0_EMB_ERRORS counts the one bag with the out-of-range id
+    c0, cfg = mt["counters"], default_acc.config
+    status = STATUS.from_bits(c0["status"])
+    assert (status.error, status.busy, status.inflight) == (1, 0, 0), c0["status"]
+    assert c0["shape"] == SHAPE.const({"stages": cfg.stages, "partitions": cfg.partitions,
+                                       "rows": cfg.array_rows,
+                                       "cols": cfg.array_cols}).as_value().value, c0
+    assert (c0["s0_emb_errors"], c0["s1_emb_errors"]) == (1, 0), c0
     assert mt["load_ok"] and mt["status_ok"] and mt["mixed_flags"] == 0
     assert mt["cycles"] > 0 and len(mt["latency"]) == 5
     # the checker fails on what it must catch
