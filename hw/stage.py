@@ -173,8 +173,10 @@ class StageController(wiring.Component):
             with m.If(fpack == p):
                 # slot < 2**p: a shift amount of log2(8 A) bits
                 m.d.comb += placed.eq(chunk << (slot[:p] * (8 * sw)))
+        item_end = Signal()   # the beat holds the item's last vector
         completes = Signal()
-        m.d.comb += completes.eq((slot + rn == (1 << fpack)) | (rt + rn >= self.tables))
+        m.d.comb += [item_end.eq(rt + rn >= self.tables),
+                     completes.eq((slot + rn == (1 << fpack)) | item_end)]
 
         # the engine's load port: pooled-vector words first, dense words otherwise; a dense
         # word offered and not taken is offered again before any pooled vector (a stream
@@ -231,14 +233,14 @@ class StageController(wiring.Component):
             m.d.sync += [self.emb_errors.eq(self.emb_errors + bad)]
             with m.If(bad != 0):
                 m.d.sync += qerr_acc.eq(1)
-            with m.If(rt + rn >= self.tables):
+            with m.If(item_end):
                 m.d.sync += [rt.eq(0), ri.eq(ri + 1)]
             with m.Else():
                 m.d.sync += rt.eq(rt + rn)
         with m.If(packed):
             with m.If(taken & completes):
                 m.d.sync += [buf.eq(0), slot.eq(0), fword.eq(fword + 1)]
-                with m.If(rt + rn >= self.tables):
+                with m.If(item_end):
                     m.d.sync += fword.eq(self.dw)
             with m.Elif(taken):
                 m.d.sync += [buf.eq(buf | placed), slot.eq(slot + rn)]
@@ -246,7 +248,7 @@ class StageController(wiring.Component):
             m.d.sync += [rw.eq(rw + 1), fword.eq(fword + 1)]
             with m.If(rw == self.dw - 1):
                 m.d.sync += rw.eq(0)
-                with m.If(rt == self.tables - 1):
+                with m.If(item_end):
                     m.d.sync += fword.eq(self.dw)
         with m.If(dense_go):
             m.d.sync += qw.eq(qw + 1)

@@ -242,11 +242,10 @@ def sub_batch_beats(prog: StageProgram, dense_q, pooled=None) -> list:
             words = {}
             for t, p in enumerate(pooled):
                 word, lane = iface.feature_place(d, A, t)
-                vals = np.zeros(-(-d // A) * A, np.int64)
-                vals[:d] = p[i]
                 for w in range(-(-d // A)):
-                    words.setdefault(word + w, np.zeros(A, np.int64))[
-                        lane:lane + min(A, d - w * A)] = vals[w * A:w * A + min(A, d - w * A)]
+                    n = min(A, d - w * A)
+                    words.setdefault(word + w, np.zeros(A, np.int64))[lane:lane + n] = \
+                        p[i][w * A:w * A + n]
             for word in sorted(words):
                 beats.append((iface.EngineTarget.ACT, geo.act_addr(iface.Region.FEAT, i, word),
                               pack_lanes(words[word], 8)))
