@@ -9,12 +9,13 @@ JOBS    ?= 2
 REGRESS_QUERIES ?= 1000
 SCHEDULER ?=
 
-.PHONY: help setup data models demo test test-all lint quality synth board bench perf regress formal mutate dse clean
+.PHONY: help setup data models demo test test-all lint quality synth board bench perf regress formal mutate dse fpga-calibrate clean
 
 help:
 	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
 	@echo "make test    - the regression (pytest -n $(JOBS))"
 	@echo "make board   - the ULX3S-85F board top (UART host link, block-RAM tables): a real query over the UART on Verilator, then the bitstream (build/board; ~1 h here)"
+	@echo "make fpga-calibrate - re-run the Yosys runs of the ECP5 resource model and refit it (rpaccel/fpga_model.json, docs/reports/fpga-calibration.json; ~40 min here, runs cached per block and config digest in build/fpga)"
 	@echo "make synth   - ECP5-85F synthesis, placement and routing: requantize unit, mesh, the whole fpga-ecp5 accelerator (JSON; ~1 h here, cached per config digest in build/synth)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"
 	@echo "make models  - train and quantize the small/medium/large stage models"
@@ -88,6 +89,9 @@ DSE_POINTS ?= 1000
 dse: models
 	$(RPACCEL) dse --workload ml100k --points $(DSE_POINTS) --out build/dse/ml100k.json --plots build/dse/img $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 	$(RPACCEL) dse --workload recpipe-criteo --points $(DSE_POINTS) --out build/dse/recpipe-criteo.json --plots build/dse/img $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
+
+fpga-calibrate: models
+	$(RPACCEL) fpga calibrate --models $(MODELS) --out docs/reports/fpga-calibration.json --write-model $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 clean:
 	rm -rf build

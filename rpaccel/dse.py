@@ -16,7 +16,10 @@ cycle and clock. Per point:
 - **area** (GF12 mm2 and power by `rpaccel.area`, from the RAMs the generator builds);
   weight and parameter buffers and the activation width are sized to the pipeline's
   models (the smallest multiple of 1,024 / 64 rows that holds every engine's program, the
-  widest layer or feature region in whole activation words);
+  widest layer or feature region in whole activation words), the static map to the
+  tables' rows (a power of two); **FPGA resources** (ECP5 LUT4 / FF / MULT18X18D /
+  DP16KD by `rpaccel.fpga`, a per-block model calibrated on Yosys runs) and whether the
+  design fits each ECP5;
 - **quality**: on ``ml100k``, HR@10 / NDCG@10 of the int8 pipeline on all 943 users'
   held-out queries of 1,000 candidates (golden scores computed once per model, pipelines
   by cascading the golden top-k), with standard errors and the popularity / item-kNN
@@ -111,7 +114,7 @@ SPACES = {
         "mshrs": (4, 16),
         "inter_pairs": (1, 4),
         "emb_units": (1, 2, 4),
-        "fclk_mhz": (125.0, 250.0),
+        "fclk_mhz": (50.0, 125.0, 250.0),
     },
 }
 
@@ -339,6 +342,13 @@ def _fit_buffers(cfg: RPAccelConfig, acc) -> RPAccelConfig:
                        param_rows=max(64, -(-p // 64) * 64))
 
 
+def _fit_map(cfg: RPAccelConfig, acc) -> RPAccelConfig:
+    """``cfg`` with the static map (one row per embedding row of every table) just deep
+    enough, in a power of two, for the largest stage's tables (and the static cache)."""
+    rows = max(sum(img.rows) for img in acc.images)
+    return cfg.replace(emb_map_rows=max(cfg.static_rows, 1 << (rows - 1).bit_length()))
+
+
 def _fit_width(cfg: RPAccelConfig, stage_models) -> RPAccelConfig:
     """``cfg`` with ``max_width`` just wide enough (in whole activation words) for the
     widest layer and the feature region (features x words per feature) of the models."""
@@ -355,12 +365,13 @@ def _fit_width(cfg: RPAccelConfig, stage_models) -> RPAccelConfig:
 
 def _fitted(point: Point, models_dir):
     """``(config, accelerator)`` of ``point`` with its activation width, weight and
-    parameter buffers fitted to the models (compiled once on oversized buffers to measure
-    them)."""
+    parameter buffers and static map fitted to the models (compiled once on oversized
+    buffers to measure them)."""
     models = _stage_models(point.workload, models_dir)[0]
     cfg = _fit_width(point.config(), [models[m] for m, _ in point.pipeline])
-    big = cfg.replace(weight_rows=1 << 22, param_rows=1 << 16)
-    cfg = _fit_buffers(big, _accelerator(point, big, models_dir))
+    big = cfg.replace(weight_rows=1 << 22, param_rows=1 << 16, emb_map_rows=1 << 24)
+    acc = _accelerator(point, big, models_dir)
+    cfg = _fit_map(_fit_buffers(big, acc), acc)
     return cfg, _accelerator(point, cfg, models_dir)
 
 
@@ -428,7 +439,8 @@ def model_digest() -> str:
     from . import golden
     from .scripts import perf_report
 
-    files = [*sorted(Path(__file__).parent.glob("*.py")),
+    # rpaccel.fpga only annotates the report (`_design_rows`), it sizes no modelled figure
+    files = [*sorted(f for f in Path(__file__).parent.glob("*.py") if f.name != "fpga.py"),
              *sorted(Path(golden.__file__).parent.glob("*.py")), Path(perf_report.__file__)]
     h = hashlib.sha256()
     for f in files:
@@ -516,12 +528,27 @@ def _quality(models_dir, pipelines, users=None) -> dict:
 
 
 # ---- answers -----------------------------------------------------------------------------
+#: The clock at which designs are compared on an FPGA (the ``fpga-ecp5`` configuration's).
+FPGA_CLOCK_MHZ = 50.0
+
+
+def _fpga_fields(config: dict) -> dict:
+    """A design row's modelled ECP5 resources (`rpaccel.fpga.estimate`)."""
+    from .fpga import estimate
+
+    est = estimate(RPAccelConfig(**config))
+    return {**{f"fpga_{k}": est[k] for k in ("lut", "ff", "dsp", "bram")},
+            **{f"fits_{d.replace('-', '_')}": ok for d, ok in est["fits"].items()}}
+
+
 def _design_rows(rows, workload, quality) -> list[dict]:
-    """One flat row per (point, clock) of the feasible points, with its quality."""
+    """One flat row per (point, clock) of the feasible points, with its quality and its
+    modelled ECP5 resources."""
     out = []
     for r in rows:
         if "infeasible" in r:
             continue
+        fpga = _fpga_fields(r["config"])
         q = (quality or {}).get("pipelines", {}).get(r["pipeline"], {})
         last = r["point"]["pipeline"][-1][0]
         for c in r["clocks"]:
@@ -538,7 +565,7 @@ def _design_rows(rows, workload, quality) -> list[dict]:
                  "latency_us": c["latency_us"], "qps": c["qps"],
                  "saturation_qps_p95": c["saturation_qps_p95"],
                  **{f"p95_{k}_ms": v for k, v in c["p95_ms"].items()},
-                 "bottleneck": r["bottleneck"]}
+                 "bottleneck": r["bottleneck"], **fpga}
             if workload == "ml100k":
                 d["hr@10"], d["hr@10_se"] = q.get("hr@10"), q.get("hr@10_se")
                 d["ndcg@10"] = q.get("ndcg@10")
@@ -584,7 +611,9 @@ def _iso_quality(rows, workload, quality) -> tuple[list, dict]:
 def best_per_load(rows, workload, quality, p95_target_ms: float = 10.0) -> dict:
     """Per paper load: among iso-quality designs, the one of lowest p95 (then smaller
     area) and the smallest one whose p95 meets ``p95_target_ms``; beside them the best
-    equal-split and unequal-split designs, so the two are compared at the same load."""
+    equal-split and unequal-split designs, so the two are compared at the same load, and
+    the best that fits an ECP5-85F (`rpaccel.fpga`, 20% of its LUTs free) at
+    `FPGA_CLOCK_MHZ`."""
     iso, rule = _iso_quality(rows, workload, quality)
     out = {"iso_quality": rule}
     for load in PAPER_LOADS:
@@ -602,6 +631,9 @@ def best_per_load(rows, workload, quality, p95_target_ms: float = 10.0) -> dict:
                 if s:
                     entry[f"lowest_p95_{split}"] = min(s, key=lambda r: (r[k],
                                                                          r["area_mm2"]))
+            fpga = [r for r in ok if r["fits_ecp5_85f"] and r["fclk_mhz"] == FPGA_CLOCK_MHZ]
+            if fpga:
+                entry["lowest_p95_ecp5_85f"] = min(fpga, key=lambda r: (r[k], r["fpga_lut"]))
         out[load] = entry
     return out
 
@@ -626,8 +658,9 @@ def summarize(rows, workload, quality=None, p95_target_ms: float = 10.0) -> dict
 # ---- plots -------------------------------------------------------------------------------
 def write_plots(report: dict, out_dir) -> list[str]:
     """PNG figures of a sweep: per paper load, p95 against area (colour: quality on ml100k,
-    pipeline on Criteo; equal and unequal splits by marker) with the Pareto front, and
-    quality against p95 at the medium load."""
+    pipeline on Criteo; equal and unequal splits by marker) with the Pareto front,
+    quality against p95 at the medium load (ml100k), and p95 against modelled ECP5 LUTs
+    (`_fpga_plot`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -704,7 +737,47 @@ def write_plots(report: dict, out_dir) -> list[str]:
         fig.savefig(f, dpi=100, bbox_inches="tight")
         plt.close(fig)
         files.append(str(f))
+    files.append(_fpga_plot(report, out_dir, plt))
     return files
+
+
+def _fpga_plot(report: dict, out_dir: Path, plt) -> str:
+    """p95 at the medium load against modelled ECP5 LUTs at `FPGA_CLOCK_MHZ` (the lowest
+    clock of the sweep where it has none), each ECP5's LUTs (80%) marked; designs that
+    fit an ECP5-85F (LUTs, multipliers, block RAMs) filled."""
+    from .fpga import DEVICES
+
+    wl = report["workload"]
+    clock = FPGA_CLOCK_MHZ if FPGA_CLOCK_MHZ in report["space"]["fclk_mhz"] else \
+        min(report["space"]["fclk_mhz"])
+    k = "p95_medium_ms"
+    pts = [d for d in report["designs"] if d[k] is not None and d["fclk_mhz"] == clock]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if not pts:  # nothing to place on log axes
+        ax.text(0.5, 0.5, f"no design sustains the medium load at {clock:g} MHz",
+                ha="center", va="center", transform=ax.transAxes)
+    for fit_, style in ((False, dict(facecolors="none", edgecolors="tab:grey")),
+                        (True, dict(color="tab:green"))):
+        s = [d for d in pts if d["fits_ecp5_85f"] == fit_]
+        ax.scatter([d["fpga_lut"] for d in s], [d[k] for d in s], s=14, alpha=0.7,
+                   label=f"{'fits' if fit_ else 'does not fit'} an ECP5-85F ({len(s)})",
+                   **style)
+    for dev, cap in DEVICES.items():
+        ax.axvline(0.8 * cap["lut"], ls=":", color="k", lw=0.8)
+        ax.text(0.8 * cap["lut"], ax.get_ylim()[1], f" {dev}", rotation=90, va="top",
+                fontsize=7)
+    if pts:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("LUT4 (Yosys estimate, per-block model rpaccel.fpga)")
+    ax.set_ylabel(f"p95 latency at the medium load (ms, model, {clock:g} MHz)")
+    ax.set_title(f"{wl}: FPGA size of {len(pts)} designs that sustain "
+                 f"{PAPER_LOADS['medium']:.0f} QPS at {clock:g} MHz", fontsize=10)
+    ax.legend(fontsize=8)
+    f = out_dir / f"dse-{wl}-fpga.png"
+    fig.savefig(f, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return str(f)
 
 
 def _space_size(space: dict) -> int:

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,12 @@ def test_bench_array_rejects_unknown_array(capsys):
 def test_board_run_needs_a_port():
     with pytest.raises(SystemExit, match="--port must name the board's serial port"):
         main(["board", "run"])
+
+
+def test_fpga_estimate_reports_blocks_and_fits(capsys):
+    assert main(["fpga", "estimate", "--config", "fpga-ecp5", "--json"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["lut"] == sum(b["lut"] for b in est["blocks"].values()) > 0
+    assert set(est["fits"]) == {"ecp5-25f", "ecp5-45f", "ecp5-85f"}
+    assert main(["fpga", "estimate", "--config", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

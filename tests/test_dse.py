@@ -107,11 +107,18 @@ def test_sweep_models_points_and_resumes(tmp_path, models_dir):
         if "infeasible" in r:
             continue
         assert r["latency_cycles"] > 0 and r["interval_cycles"] > 0
+        # the static map fitted to MovieLens' rows (a power of two), not paper's 2**22
+        m = r["config"]["emb_map_rows"]
+        assert m & (m - 1) == 0 and r["config"]["static_rows"] <= m < 1 << 22
         for c in r["clocks"]:  # cycles are the clock's: time halves when the clock doubles
             assert c["latency_us"] == pytest.approx(r["latency_cycles"] / c["fclk_mhz"], 1e-3)
     again = dse.sweep("ml100k", **kw)
     assert again["modelled_now"] == 0 and len(cache.read_text().splitlines()) == 3
     assert again["designs"] == first["designs"]
+    for d in first["designs"]:  # modelled ECP5 resources on every design row
+        assert d["fpga_lut"] > 0 and d["fpga_dsp"] >= d["side"] ** 2
+        assert d["fits_ecp5_85f"] == (d["fpga_lut"] <= 0.8 * 83640 and d["fpga_dsp"] <= 156
+                                      and d["fpga_bram"] <= 208 and d["fpga_ff"] <= 83640)
     assert set(again["best_per_load"]) == {"iso_quality", "low", "medium", "high"}
     # a point cached by another model's sources is modelled again
     stale = [{**r, "model_digest": "0" * 12} if i == 0 else r for i, r in enumerate(rows)]
@@ -138,3 +145,22 @@ def test_tandem_queue_of_the_scheduler():
     # segments add up, with the hand-over between platforms
     both = dse._tandem([accel, gpu], 5.0)
     assert both == pytest.approx(2.0 + 1.1 + dse.TRANSFER_US / 1000, abs=0.06)
+
+
+def test_fpga_figure_with_and_without_designs(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    row = {"p95_medium_ms": 1.5, "fclk_mhz": 50.0, "fpga_lut": 60000, "fits_ecp5_85f": True}
+    rep = {"workload": "ml100k", "space": {"fclk_mhz": [50.0, 125.0]},
+           "designs": [row, {**row, "fpga_lut": 2e5, "fits_ecp5_85f": False},
+                       {**row, "fclk_mhz": 125.0}]}
+    f = dse._fpga_plot(rep, tmp_path, plt)
+    assert f.endswith("dse-ml100k-fpga.png") and (tmp_path / "dse-ml100k-fpga.png").stat().st_size
+    # no design sustains the load at that clock: a figure that says so, not a crash
+    none = {**rep, "designs": [{**d, "p95_medium_ms": None} for d in rep["designs"]]}
+    (tmp_path / "dse-ml100k-fpga.png").unlink()
+    dse._fpga_plot(none, tmp_path, plt)
+    assert (tmp_path / "dse-ml100k-fpga.png").exists()

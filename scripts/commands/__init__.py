@@ -5,4 +5,4 @@ dispatches."""
 #: The commands in the order ``rpaccel --help`` lists them.
 COMMANDS = ("fetch_data", "models", "score", "quantize", "quality", "generate", "lint",
             "verify", "synth", "board", "bench", "perf", "demo", "sim", "regress", "formal",
-            "mutate", "dse")
+            "mutate", "dse", "fpga")
