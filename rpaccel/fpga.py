@@ -181,19 +181,26 @@ def _predict(block: str, feats: dict, coef: dict) -> dict:
             for r in RESOURCES}
 
 
+def _block_sums(items, coef: dict) -> dict:
+    """``{block: {resource: n}}``: the model's counts of ``(block, features)`` instances
+    summed per block, each block rounded once."""
+    acc = {}
+    for block, feats in items:
+        a = acc.setdefault(block, dict.fromkeys(RESOURCES, 0.0))
+        for r, v in _predict(block, feats, coef).items():
+            a[r] += v
+    return {b: {r: round(v) for r, v in a.items()} for b, a in acc.items()}
+
+
 def estimate(cfg: RPAccelConfig, coef: dict | None = None) -> dict:
     """Modelled ECP5 resources of ``cfg``: ``lut``, ``ff``, ``dsp``, ``lutram``, ``bram``
     (totals, rounded), ``blocks`` (per block: the sum over its instances) and ``fits``
     (per device of `DEVICES`, with 20% of the LUTs left for routing). ``coef``: fitted
     coefficients (default: `coefficients`)."""
     coef = coef or coefficients()
-    blocks = {}
-    for block, insts in instances(cfg).items():
-        acc = dict.fromkeys(RESOURCES, 0.0)
-        for feats in insts.values():
-            for r, v in _predict(block, feats, coef).items():
-                acc[r] += v
-        blocks[block] = {r: round(v) for r, v in acc.items()}
+    inst = instances(cfg)
+    blocks = {b: dict.fromkeys(RESOURCES, 0) for b in inst}  # every block, also with none
+    blocks.update(_block_sums(((b, f) for b, fs in inst.items() for f in fs.values()), coef))
     tot = {r: sum(b[r] for b in blocks.values()) for r in RESOURCES}
     tot["bram"] = brams(cfg, coef["bram_min_depth"])["total"]
     return {**tot, "blocks": blocks, "fits": {d: fits(tot, d) for d in DEVICES}}
@@ -262,14 +269,8 @@ def fit(runs: list) -> dict:
     4 significant digits). A block no run measures gets zeros."""
     import numpy as np
 
-    rows = {b: ([], {r: [] for r in RESOURCES}) for b in BLOCKS}
-    for run in runs:
-        for block, _, f, m in _samples(run):
-            rows[block][0].append([f[k] for k in BLOCKS[block]])
-            for r in RESOURCES:
-                rows[block][1][r].append(m[r])
     out = {r: {} for r in RESOURCES}
-    for block, (x, ys) in rows.items():
+    for block, (x, ys) in _design(runs).items():
         for r in RESOURCES:
             c = (_nnls(np.asarray(x, float), np.asarray(ys[r], float)) if x
                  else np.zeros(len(BLOCKS[block])))
@@ -279,11 +280,14 @@ def fit(runs: list) -> dict:
 
 
 def _design(runs: list) -> dict:
-    """Each block's feature rows over ``runs`` (the design matrix of its fit)."""
-    rows = {b: [] for b in BLOCKS}
+    """Each block's fit over ``runs``: ``{block: (feature rows, {resource: measured
+    counts})}``."""
+    rows = {b: ([], {r: [] for r in RESOURCES}) for b in BLOCKS}
     for run in runs:
-        for block, _, f, _ in _samples(run):
-            rows[block].append([f[k] for k in BLOCKS[block]])
+        for block, _, f, m in _samples(run):
+            rows[block][0].append([f[k] for k in BLOCKS[block]])
+            for r in RESOURCES:
+                rows[block][1][r].append(m[r])
     return rows
 
 
@@ -292,7 +296,7 @@ def _unmeasured(runs: list) -> list[str]:
     ``runs`` knows nothing of it (it gets a zero coefficient)."""
     rows = _design(runs)
     return [f"{b}.{k}" for b, fs in BLOCKS.items() for i, k in enumerate(fs)
-            if not any(r[i] for r in rows[b])]
+            if not any(r[i] for r in rows[b][0])]
 
 
 def _extrapolated(runs: list, run: dict) -> list[str]:
@@ -307,7 +311,7 @@ def _extrapolated(runs: list, run: dict) -> list[str]:
         x = np.array([f[k] for k in BLOCKS[block]], float)
         if not x.any():
             continue
-        a = np.array(rows[block], float).reshape(-1, len(x))
+        a = np.array(rows[block][0], float).reshape(-1, len(x))
         if not len(a):
             out.add(block)
             continue
@@ -339,12 +343,8 @@ def _coefficients(runs: list) -> dict:
 def run_estimate(run: dict, coef: dict) -> dict:
     """The model's totals for what a calibration ``run`` synthesized (its block alone, or
     the whole accelerator)."""
-    per = {}
-    for block, _, f, _ in _samples(run):
-        acc = per.setdefault(block, dict.fromkeys(RESOURCES, 0.0))
-        for r, v in _predict(block, f, coef).items():
-            acc[r] += v
-    out = {r: sum(round(b[r]) for b in per.values()) for r in RESOURCES}
+    per = _block_sums(((b, f) for b, _, f, _ in _samples(run)), coef)
+    out = {r: sum(b[r] for b in per.values()) for r in RESOURCES}
     out["bram"] = _run_brams(run, coef["bram_min_depth"])
     return out
 

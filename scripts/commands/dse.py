@@ -73,12 +73,15 @@ def run(args) -> int:
         rep["spot_checks"] = spot_checks(rep, args.spot_check, args.max_side,
                                          models_dir(args.models)
                                          if args.workload == "ml100k" else None)
-    for plots in (False, True):  # the report first: a figure that fails loses nothing
-        if plots and args.plots:
-            rep["plots"] = write_plots(rep, args.plots)
+    def save():
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(rep, separators=(",", ":")) + "\n")
+
+    save()  # before the figures: a figure that fails loses no report
+    if args.plots:
+        rep["plots"] = write_plots(rep, args.plots)
+        save()
     emit({k: v for k, v in rep.items() if k not in ("designs",)}, args.json, dse_table(rep))
     if "heterogeneous" in rep and not args.json:
         from .common import console
