@@ -24,6 +24,7 @@ from amaranth.utils import ceil_log2
 
 from ..config import RPAccelConfig
 from ..interface import clamp_pack, max_feature_pack, pair_layout
+from .arith import lut_mul
 from .requant import RequantUnit, delay_line
 
 __all__ = ["InteractionUnit"]
@@ -117,7 +118,7 @@ class InteractionUnit(wiring.Component):
         # the step's sizes are registered every cycle (they hold from the cycle before go):
         # no multiplier between the program memory and the unit's state
         total = Signal(range(64 * W + 1))  # feature words of an item
-        m.d.sync += total.eq(self.feats * self.dw)
+        m.d.sync += total.eq(lut_mul(self.feats, self.dw))
         f_item = Signal(range(SB + 1))      # item being read
         f_bank = Signal()
         fidx = Signal(range(64 * W + 2))    # next word to read
@@ -178,7 +179,7 @@ class InteractionUnit(wiring.Component):
 
         # ---- output sequence: copies (word chunks), then pair groups ----------------------
         pairs = Signal(range(64 * 63 // 2 + 1))
-        m.d.sync += pairs.eq(self.feats * (self.feats - 1) // 2)
+        m.d.sync += pairs.eq(lut_mul(self.feats, self.feats - 1) >> 1)
         cf = Signal(range(65))            # copy: feature
         cw = Signal(range(W + 1))         # copy: word within the feature
         g = Signal(range(64 * 32 + 1))    # pair group
@@ -231,7 +232,7 @@ class InteractionUnit(wiring.Component):
                 m.d.sync += [op_v.eq(1), op.copy.eq(1), op.count.eq(Mux(d_rem > A, A, d_rem)),
                              op.item.eq(item), op.first.eq(0), op.emit.eq(1),
                              op.last.eq(0)]
-                m.d.comb += [r_en.eq(1), r_addr[0].eq(cf * self.dw + cw)]
+                m.d.comb += [r_en.eq(1), r_addr[0].eq(lut_mul(cf, self.dw) + cw)]
                 last_copy = (cw == self.dw - 1) & (cf == copies - 1)
                 with m.If(last_copy & (self.cat | (pairs == 0))):
                     m.d.sync += op.last.eq(1)
@@ -249,8 +250,8 @@ class InteractionUnit(wiring.Component):
             with m.State("PAIRS"):
                 m.d.comb += r_en.eq(1)
                 for k in range(P):
-                    m.d.comb += [r_addr[k].eq(bi[k] * self.dw + gw),
-                                 r_addr[P + k].eq(bj[k] * self.dw + gw)]
+                    m.d.comb += [r_addr[k].eq(lut_mul(bi[k], self.dw) + gw),
+                                 r_addr[P + k].eq(lut_mul(bj[k], self.dw) + gw)]
                 emit = gw == self.dw - 1
                 last_group = g == groups - 1
                 m.d.sync += [op_v.eq(1), op.copy.eq(0), op.first.eq(gw == 0), op.emit.eq(emit),

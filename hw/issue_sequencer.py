@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import RPAccelConfig
 from ..interface import EngineGeometry, StepKind, engine_layouts
+from .arith import lut_mul
 from .array import mesh_layouts
 
 __all__ = ["IssueSequencer", "COUNTERS"]
@@ -121,7 +122,7 @@ class IssueSequencer(wiring.Component):
 
         rows_valid = Mux(krem > R, R, krem)
         cols_valid = Mux(nrem > self.pcols, self.pcols, nrem)
-        m.d.comb += tile_macs.eq(rows_valid * cols_valid)
+        m.d.comb += tile_macs.eq(lut_mul(rows_valid, cols_valid))
         # the next tile of the layer follows without a gap when its weights are loaded
         # (the current tile counts as started from its first item on)
         next_loaded = Signal()

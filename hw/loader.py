@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
+from .arith import lut_mul
 from .embedding import axi4_read_signature
 
 __all__ = ["ModelLoader", "load_words", "load_packer", "load_image", "cmd_layout"]
@@ -133,5 +134,5 @@ class ModelLoader(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready & (c.beats != 0)):
             m.d.sync += [self.busy.eq(1), self.done.eq(0), self.target.eq(c.target),
                          beats.eq(c.beats), ar_addr.eq(c.addr & ~(B - 1)), w.eq(0), ov.eq(0),
-                         ar_left.eq(c.beats * Array(self.words)[c.target])]
+                         ar_left.eq(lut_mul(c.beats, Array(self.words)[c.target]))]
         return m

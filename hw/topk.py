@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
@@ -74,7 +74,9 @@ def best_of(m, values, name):
 
 class TopKPorts(wiring.Component):
     """Ports of an exact top-k unit (`TopK`, `rpaccel.hw.topk_heap.TopKHeap`): ``i`` takes
-    `topk_layouts` input beats, ``o`` gives survivors; two banks alternate."""
+    `topk_layouts` input beats, ``o`` gives survivors; banks of the unit's state alternate
+    between the query filling and the query draining (``BANKS``: the heap's; the queue's
+    is ``topk_banks``)."""
 
     BANKS = 2
 
@@ -97,17 +99,18 @@ class TopK(TopKPorts):
     comparator tree that emits the best head per cycle, best first, ``min(k, N)`` items,
     the final one with ``last`` set.
 
-    Two banks of queues alternate: one fills with the next query while the other drains,
-    so the producer never waits unless a query is shorter than the previous one's drain
-    (``min(k, N)`` cycles). Ties go to the lower id, the candidate position, as in
-    `rpaccel.golden.pipeline.topk`. Ids must be unique within a query. A query with no
-    valid item produces no output.
+    Two banks of queues alternate (``topk_banks`` 2): one fills with the next query while
+    the other drains, so the producer never waits unless a query is shorter than the
+    previous one's drain (``min(k, N)`` cycles). With one bank (``topk_banks`` 1: half the
+    cells and comparators) the next query waits for the drain. Ties go to the lower id,
+    the candidate position, as in `rpaccel.golden.pipeline.topk`. Ids must be unique within
+    a query. A query with no valid item produces no output.
 
     Parameters
     ----------
     config : RPAccelConfig
-        Uses ``topk_lanes``, ``topk_k`` (capacity: the largest k), ``topk_id_bits`` and
-        ``score_bits``.
+        Uses ``topk_lanes``, ``topk_k`` (capacity: the largest k), ``topk_banks``,
+        ``topk_id_bits`` and ``score_bits``.
 
     Members
     -------
@@ -118,18 +121,18 @@ class TopK(TopKPorts):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        n_lanes, cap = cfg.topk_lanes, cfg.topk_k
+        n_lanes, cap, banks = cfg.topk_lanes, cfg.topk_k, cfg.topk_banks
         kbits = bits_for(cap)
         queues = [[[_Cell(cfg, f"b{b}_l{q}_c{c}") for c in range(cap)]
-                   for q in range(n_lanes)] for b in range(self.BANKS)]
-        draining = [Signal(name=f"draining{b}") for b in range(self.BANKS)]
-        bank_k = [Signal(kbits, name=f"k{b}") for b in range(self.BANKS)]
+                   for q in range(n_lanes)] for b in range(banks)]
+        draining = [Signal(name=f"draining{b}") for b in range(banks)]
+        bank_k = [Signal(kbits, name=f"k{b}") for b in range(banks)]
         emitted = Signal(kbits)
-        fill = Signal(range(self.BANKS))
-        drain = Signal(range(self.BANKS))
+        fill = Signal(range(banks))
+        drain = Signal(range(banks))
 
         # -- fill: insert every valid lane item into its queue of the filling bank -------
-        m.d.comb += self.i.ready.eq(~Mux(fill, draining[1], draining[0]))
+        m.d.comb += self.i.ready.eq(~Array(draining)[fill])
         accept = self.i.valid & self.i.ready
         xs = []
         for q in range(n_lanes):
@@ -139,7 +142,7 @@ class TopK(TopKPorts):
             xs.append(x)
         with m.If(accept & self.i.payload.last):
             m.d.sync += fill.eq(fill + 1)
-            for b in range(self.BANKS):
+            for b in range(banks):
                 with m.If(fill == b):
                     m.d.sync += [draining[b].eq(1), bank_k[b].eq(self.i.payload.k)]
 
@@ -147,7 +150,7 @@ class TopK(TopKPorts):
         can_emit = ~self.o.valid | self.o.ready
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        for b in range(self.BANKS):
+        for b in range(banks):
             heads = [queues[b][q][0] for q in range(n_lanes)]
             # {key, valid} packed: an invalid head ranks below every valid one
             best, top_q = best_of(m, [Cat(h.key, h.valid) for h in heads], f"t{b}_")

@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import RPAccelConfig
 from ..interface import engine_layouts
+from .arith import lut_mul
 from .engine_steps import walk_mlp_steps
 
 __all__ = ["WeightLoader", "wload_layout"]
@@ -115,7 +116,7 @@ class WeightLoader(wiring.Component):
                                  addr.eq(addr + 1), row.eq(row + 1)]
                     with m.If(row == R - 1):
                         m.d.sync += [row.eq(0), count.eq(count + 1), awaiting.eq(1)]
-                        with m.If(count == d.ktiles * d.ntiles - 1):
+                        with m.If(count == lut_mul(d.ktiles, d.ntiles) - 1):
                             m.d.sync += self.step.eq(self.step + 1)
                             m.next = "STEP"
         return m

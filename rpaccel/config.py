@@ -78,6 +78,11 @@ class RPAccelConfig:
         Top-k structure: ``"queue"`` (register insertion queues, `rpaccel.hw.topk.TopK`,
         k + 1 cycles after ``last``; for k up to ~64) or ``"heap"`` (pipelined heaps in
         LUT / block RAM, `rpaccel.hw.topk_heap.TopKHeap`, ~3k cycles after ``last``; for large k).
+    topk_banks : int
+        Banks of the queue top-k: 2 (one fills with the next query while the other
+        drains) or 1 (half the cells and comparators; the next query's scores wait for
+        the drain, ``min(k, N) + 1`` cycles, which a stage's engine run between two
+        queries' scores outlasts). The heap always has 2.
     tile_modules : bool
         Write the ``block x block`` tile once as its own Verilog module
         (``rpaccel_tile<b>x<b>``, appended to the generated file) and instantiate it,
@@ -156,6 +161,7 @@ class RPAccelConfig:
     topk_k: int = 32
     topk_id_bits: int = 12
     topk_impl: str = "queue"
+    topk_banks: int = 2
     tile_modules: bool = False
     fclk_mhz: float = 100.0
     sub_batch: int = 64
@@ -218,6 +224,9 @@ class RPAccelConfig:
                  self.tile_modules)
         _require(self.topk_impl in ("queue", "heap"), "topk_impl", "'queue' or 'heap'",
                  self.topk_impl)
+        _require(self.topk_banks in (1, 2)
+                 and (self.topk_banks == 2 or self.topk_impl == "queue"),
+                 "topk_banks", "1 or 2 (1 only with topk_impl 'queue')", self.topk_banks)
         _require(_is_int(self.topk_id_bits) and 1 <= self.topk_id_bits <= 16, "topk_id_bits",
                  "an integer from 1 to 16", self.topk_id_bits)
         _require(_is_int(self.topk_k) and 1 <= self.topk_k <= min(1024, 1 << self.topk_id_bits),
@@ -295,13 +304,24 @@ class RPAccelConfig:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
     def digest(self) -> str:
-        """Short hash of the configuration, used to name per-config build directories."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:10]
+        """Short hash of the configuration, used to name per-config build directories and
+        to key cached runs. A field added later (`_LATER_FIELDS`) counts only when it
+        differs from the behaviour before it existed, so configurations that build the
+        same hardware as before keep their digests (and their recorded runs)."""
+        d = self.to_dict()
+        for name, old in _LATER_FIELDS.items():
+            if d[name] == old:
+                del d[name]
+        return hashlib.sha256(json.dumps(d, sort_keys=True, indent=2).encode()).hexdigest()[:10]
 
     def replace(self, **changes) -> RPAccelConfig:
         """Return a validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+
+#: Fields added after digests were first recorded, with the value that builds what was
+#: built before they existed.
+_LATER_FIELDS = {"topk_banks": 2}
 
 _DEFAULT = RPAccelConfig()
 
@@ -320,12 +340,13 @@ CONFIGS: dict[str, RPAccelConfig] = {
     # the default array with room for the quality table's 1,000-candidate queries
     "ml1000": _DEFAULT.replace(name="ml1000", max_items=1024),
     # sized for the ECP5-85F (docs/architecture.md, "FPGA"): the small and medium models
-    # (rows up to 16 bytes, layers up to 128 wide), bags requantized 4 values per cycle,
-    # top-k of 16 on one lane, 8 x 4-way dynamic caches with 2 MSHRs, sub-batches of 32
+    # (rows up to 16 bytes, layers up to 128 wide), bags requantized 4 values per cycle, a
+    # one-bank queue top-k of 16 on one lane, 8 x 4-way dynamic caches with 2 MSHRs,
+    # sub-batches of 32
     "fpga-ecp5": _DEFAULT.replace(name="fpga-ecp5", fclk_mhz=50.0, weight_rows=4096,
                                   max_width=128, param_rows=64, emb_dim=16,
-                                  emb_requant_lanes=4, topk_k=16, topk_lanes=1, cache_sets=8,
-                                  mshrs=2, sub_batch=32),
+                                  emb_requant_lanes=4, topk_k=16, topk_lanes=1, topk_banks=1,
+                                  cache_sets=8, mshrs=2, sub_batch=32),
     # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes
     # (max_width 4096), 4,096 candidates, stage 0 keeping 512
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,

@@ -57,7 +57,7 @@ from pathlib import Path
 
 from .config import RPAccelConfig
 
-__all__ = ["DEVICES", "BLOCKS", "RESOURCES", "instances", "brams",
+__all__ = ["CALIBRATED_FPGA_ECP5", "DEVICES", "BLOCKS", "RESOURCES", "instances", "brams",
            "coefficients", "estimate", "fits", "fit", "calibration_runs", "block_of",
            "run_estimate", "calibrate", "write_coefficients"]
 
@@ -91,6 +91,14 @@ _BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 3
 #: they were fitted on are ``docs/reports/fpga-calibration.json``).
 COEFFICIENTS_FILE = Path(__file__).with_name("fpga_model.json")
 
+#: The ``fpga-ecp5`` configuration the calibration runs were made around (4-lane bag
+#: requantizers, a queue top-k): `calibration_runs` keeps it so that the stored runs and
+#: the coefficients stay reproducible when the named configuration changes.
+CALIBRATED_FPGA_ECP5 = RPAccelConfig(
+    name="fpga-ecp5", fclk_mhz=50.0, weight_rows=4096, max_width=128, param_rows=64,
+    emb_dim=16, emb_requant_lanes=4, topk_k=16, topk_lanes=1, topk_impl="queue",
+    cache_sets=8, mshrs=2, sub_batch=32)
+
 
 @lru_cache(maxsize=1)
 def coefficients() -> dict:
@@ -123,7 +131,8 @@ def instances(cfg: RPAccelConfig) -> dict:
                                                         "requant": rq}
         n, k = cfg.topk_lanes, cfg.topk_k
         out["topk"][f"topk{s}"] = {
-            "q": int(queue), "q_lane_cells": queue * n * k,
+            # the queue's cells and comparators per bank: one bank is half of the two
+            "q": int(queue), "q_lane_cells": queue * n * k * cfg.topk_banks // 2,
             "h_lane_levels": (not queue) * n * max(1, (k - 1).bit_length())}
         out["cluster"][f"cluster{s}"] = {"units": cfg.emb_units if cfg.emb_units > 1 else 0}
         out["stage"][f"stage{s}"] = {"one": 1}
@@ -490,11 +499,10 @@ def calibration_runs(models_dir=None) -> list[tuple[str, RPAccelConfig]]:
     (queues of 1, 4 and 16 lanes and 16 or 64 entries, a heap of 128)."""
     import os
 
-    from .config import get_config
     from .dse import Point, _fitted
 
     models_dir = models_dir or os.environ.get("RPACCEL_MODELS", "build/models")
-    fpga = get_config("fpga-ecp5")
+    fpga = CALIBRATED_FPGA_ECP5
     point = _fitted(Point("ml100k", (("small", 10),), 8, 1, None, 32, 64, 16, 4, 4, 1),
                     models_dir)[0]
     return [

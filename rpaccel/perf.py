@@ -43,7 +43,7 @@ import numpy as np
 from .config import RPAccelConfig
 
 __all__ = ["EngineTiming", "QueryTiming", "Prediction", "predict", "stage_service",
-           "stage_latency", "queueing", "batch_queueing"]
+           "topk_sort_cycles", "stage_latency", "queueing", "batch_queueing"]
 
 #: Fixed latencies of the RTL's pipelines (cycles), named after what they span.
 _LAT = {
@@ -343,6 +343,16 @@ class _Axi:
         return first + beats - 1
 
 
+def topk_sort_cycles(cfg: RPAccelConfig) -> int:
+    """Cycles the top-k unit of ``cfg`` takes after a query's ``last`` score before its
+    first survivor, beyond the queue's: the heap pops each of its ``topk_k`` nodes, one
+    every other cycle, through its ``log2(k) + 1`` levels into the stacks it merges from
+    (``2 k + log2 k + 9``); the queue's head is its best already (0)."""
+    if cfg.topk_impl == "heap":
+        return 2 * cfg.topk_k + max(1, cfg.topk_k.bit_length()) + 8
+    return 0
+
+
 @dataclass
 class QueryTiming:
     """Model timing of one query.
@@ -600,11 +610,11 @@ class _Machine:
             t = feed_end  # the feeder's next run beat follows the sub-batch's last beat
         return t, last_score
 
+    def topk_sort(self) -> int:
+        return topk_sort_cycles(self.cfg)
+
     def topk_drain(self, kk: int) -> int:
-        cfg = self.cfg
-        if cfg.topk_impl == "heap":
-            return 2 * cfg.topk_k + kk + max(1, (cfg.topk_k).bit_length()) + 9
-        return kk + 1
+        return self.topk_sort() + kk + 1
 
     def query(self, beats_by_stage, n_items: int, offered: int) -> QueryTiming:
         S = self.cfg.sub_batch
@@ -628,7 +638,8 @@ class _Machine:
             kk = min(self.acc.stages[s - 1][1], n_prev)
             drain = self.topk_drain(kk)
             sts[s - 1]["topk_drain"] = drain
-            out_first = max(last_score + _LAT["topk_first"], self.tk_free[s - 1])
+            out_first = max(last_score + _LAT["topk_first"] + self.topk_sort(),
+                            self.tk_free[s - 1])
             collect_end = max(out_first + kk, self.rp_free[s] + kk)
             self.tk_free[s - 1] = collect_end
             sts[s - 1]["done"] = collect_end
@@ -643,7 +654,7 @@ class _Machine:
         kk = min(self.acc.stages[-1][1], n_prev)
         drain = self.topk_drain(kk)
         sts[-1]["topk_drain"] = drain
-        end = max(last_score + _LAT["topk_first"], self.tk_free[-1]) + kk
+        end = max(last_score + _LAT["topk_first"] + self.topk_sort(), self.tk_free[-1]) + kk
         self.tk_free[-1] = end
         sts[-1]["done"] = end
         q.end = end

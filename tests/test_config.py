@@ -28,6 +28,9 @@ def test_frozen():
     ({"partitions": 4}, "partitions must be a divisor of the number of block columns (2), not 4"),
     ({"stages": 4}, "stages must be an integer from 1 to 3, not 4"),
     ({"topk_impl": "sort"}, "topk_impl must be 'queue' or 'heap', not 'sort'"),
+    ({"topk_banks": 3}, "topk_banks must be 1 or 2 (1 only with topk_impl 'queue'), not 3"),
+    ({"topk_banks": 1, "topk_impl": "heap"},
+     "topk_banks must be 1 or 2 (1 only with topk_impl 'queue'), not 1"),
     ({"tile_modules": 1}, "tile_modules must be True or False, not 1"),
     ({"stages": 2, "partitions": 1}, "stages must be at most partitions (1): each stage runs "
                                      "on its own partition, not 2"),
@@ -79,3 +82,14 @@ def test_invalid_values_name_parameter_rule_and_value(changes, message):
 def test_unknown_config_name():
     with pytest.raises(ConfigError, match="config must be one of .* not 'nope'"):
         get_config("nope")
+
+
+def test_a_later_field_at_its_old_behaviour_keeps_the_digest():
+    """Runs recorded before `topk_banks` existed (the FPGA calibration's Yosys runs, keyed
+    by config digest) still match the configurations that build the same hardware."""
+    from rpaccel.fpga import CALIBRATED_FPGA_ECP5
+
+    assert CALIBRATED_FPGA_ECP5.digest() == "dc273c19cd"
+    cfg = get_config("default")
+    assert cfg.replace(topk_banks=1).digest() != cfg.digest()
+    assert cfg.replace(topk_banks=2).digest() == cfg.digest()

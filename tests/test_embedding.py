@@ -151,7 +151,7 @@ def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
     with 2 units: one a beat), equal to golden, and the counters equal one golden cache
     model per unit, summed."""
     cfg = CFG.replace(emb_units=units)
-    if units == 3:  # and the 4-lane bag requantizer of fpga-ecp5 in every unit
+    if units == 3:  # and a 4-lane bag requantizer in every unit
         cfg = cfg.replace(cache_sets=4, cache_ways=2, mshrs=2, static_rows=16,
                           emb_map_rows=2048, emb_requant_lanes=4)
     rng = np.random.default_rng(10 + units)

@@ -248,9 +248,10 @@ def test_native_shared_engines_two_stages(models_dir, ml, tmp_path):
 
 @pytest.mark.slow  # make test-all; CI runs the narrow requantizer in test_embedding
 def test_native_fpga_ecp5_real_queries(models_dir, ml, tmp_path):
-    """The ECP5 build (`fpga-ecp5`: 4-lane bag requantizer, sub-batches of 32, top-k of 16,
-    2 MSHRs) runs the small -> medium pipeline on real queries bit-exact, with idle gaps,
-    backpressure, a stalling DRAM and an out-of-range id (flagged; the next query right)."""
+    """The ECP5 build (`fpga-ecp5`: 4-lane bag requantizer, sub-batches of 32, a one-bank
+    queue top-k of 16, 2 MSHRs) runs the small -> medium pipeline on real queries
+    bit-exact, with idle gaps, backpressure, a stalling DRAM and an out-of-range id
+    (flagged; the next query right)."""
     cfg = get_config("fpga-ecp5")
     acc = Accelerator.from_models(cfg, models_dir, pipeline=(("small", 16), ("medium", 10)),
                                   ml=ml)

@@ -4,31 +4,36 @@ from rpaccel.config import get_config
 from rpaccel.scripts.synth import synthesize
 
 
-@pytest.mark.parametrize("router", ["router1", "router2"])
-def test_ecp5_flow_reports_resources(tmp_path, router):
+@pytest.mark.parametrize("router,placer", [("router1", "heap"), ("router2", "static")])
+def test_ecp5_flow_reports_resources(tmp_path, router, placer):
     cfg = get_config("fpga-ecp5").replace(requant_lanes=1)
     res = synthesize("requant", cfg, "ecp5-85f", out_dir=tmp_path, freq_mhz=100,
-                     router=router)
-    assert res["router"] == router
+                     router=router, placer=placer)
+    assert res["router"] == router and res["placer"] == placer
     assert res["dsp"] >= 1  # the 33x16 multiplier maps to MULT18X18D
     assert res["lut"] > 50 and res["ff"] > res["harness_ff"]
     assert 10 < res["fmax_mhz"] < 500
     # the worst path is named by design signals, its delay the inverse of fmax
     cp = res["critical_path"]
     assert cp["from"].startswith("dut.") and cp["to"].startswith("dut.")
-    assert "TRELLIS" not in cp["to"] and cp["through"][0] == cp["from"]
+    assert "TRELLIS" not in cp["to"] and all(n.startswith("dut.") for n in cp["through"])
+    if placer == "heap":  # this placement's worst path starts at a register's own net
+        assert cp["through"][0] == cp["from"]
     assert abs(1000 / cp["delay_ns"] - res["fmax_mhz"]) < 0.02 * res["fmax_mhz"]
     assert abs(cp["logic_ns"] + cp["routing_ns"] - cp["delay_ns"]) < 0.05
     # the clock is pinned to a PCLK pin by the flow's LPF; the other pins are free
     log = (tmp_path / "nextpnr.log").read_text()
+    assert ("system potential" in log) == (placer == "static")  # the electrostatic placer
     assert "IO 'rst' is unconstrained" in log and "IO 'clk' is unconstrained" not in log
 
 
-def test_synth_rejects_unknown_target_and_router():
+def test_synth_rejects_unknown_target_router_and_placer():
     with pytest.raises(ValueError, match="target must be one of"):
         synthesize("requant", get_config("default"), "xc7a35t")
     with pytest.raises(ValueError, match="router must be 'router1' or 'router2', not 'r3'"):
         synthesize("requant", get_config("default"), router="r3")
+    with pytest.raises(ValueError, match="placer must be 'heap' or 'static', not 'sa'"):
+        synthesize("requant", get_config("default"), placer="sa")
 
 
 def test_estimate_only_above_the_placement_cap(tmp_path):

@@ -20,7 +20,8 @@ def run(args) -> int:
     else:
         res = synthesize(args.block, get_config(config), args.target or defaults["target"],
                          freq_mhz=args.freq or defaults["freq_mhz"],
-                         router=args.router or defaults["router"], force=args.force)
+                         router=args.router or defaults["router"],
+                         placer=args.placer or defaults.get("placer", "heap"), force=args.force)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2))
@@ -40,10 +41,13 @@ def add_parser(sub):
     s.add_argument("--router", choices=["router1", "router2"],
                    help="nextpnr router (default: the block's; router2 copes better with "
                    "congested designs)")
+    s.add_argument("--placer", choices=["heap", "static"],
+                   help="nextpnr placer (default: the block's, else heap; static spreads a "
+                   "congested design with less wire)")
     s.add_argument("--out", help="also write the JSON here")
     s.add_argument("--force", action="store_true",
                    help="run again even when build/synth holds this exact run (same block, "
-                   "config digest, target, clock, router and tool versions)")
+                   "config digest, target, clock, placer, router and tool versions)")
     s.add_argument("--breakdown", action="store_true",
                    help="Yosys' estimate per sub-block, hierarchy kept (synth_ecp5 "
                    "-noflatten; nothing placed)")
