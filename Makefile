@@ -64,7 +64,7 @@ test-all: models
 synth: setup
 	$(RPACCEL) synth --block requant --config fpga-ecp5 --target ecp5-85f
 	$(RPACCEL) synth --block mesh --config default --target ecp5-85f
-	$(RPACCEL) synth --block rpaccel --config fpga-ecp5 --target ecp5-85f --freq 50 --placer static --router router2 --out build/synth/rpaccel-fpga-ecp5.json
+	$(RPACCEL) synth --block rpaccel --config fpga-ecp5 --target ecp5-85f --freq 50 --placer static --router router2 --timeout 3600 --out build/synth/rpaccel-fpga-ecp5.json
 
 board: models
 	$(RPACCEL) board sim --models $(MODELS)

@@ -5,11 +5,23 @@ apply the conversion settings below for the duration of the call only.
 """
 
 import contextlib
+import hashlib
 import os
+from pathlib import Path
 
 import amaranth
 
-__all__ = ["to_verilog", "to_rtlil", "conversion"]
+__all__ = ["to_verilog", "to_rtlil", "conversion", "source_digest"]
+
+
+def source_digest() -> str:
+    """Short hash of the RTL generator's sources (this package's modules): with a
+    configuration digest it names the hardware a cached synthesis run was made of."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 @contextlib.contextmanager

@@ -15,7 +15,12 @@ def lut_mul(a, b) -> Value:
     MULT18X18D; index arithmetic (tile counts, small address products) would take
     multipliers the datapath needs. Spelled as adds, it goes to LUTs and carry chains.
     Meant for narrow operands: the tree has one level per doubling of the narrower
-    operand's bits. Operands are taken as unsigned (a signed one as its bits).
+    operand's bits.
+
+    Parameters
+    ----------
+    a, b : Value-like
+        The operands, taken as unsigned (a signed one as its bits).
 
     Returns
     -------

@@ -81,8 +81,9 @@ class RPAccelConfig:
     topk_banks : int
         Banks of the queue top-k: 2 (one fills with the next query while the other
         drains) or 1 (half the cells and comparators; the next query's scores wait for
-        the drain, ``min(k, N) + 1`` cycles, which a stage's engine run between two
-        queries' scores outlasts). The heap always has 2.
+        the drain, ``min(k, N) + 1`` cycles unless its output is held back, which a
+        stage's engine run between two queries' scores outlasts; the performance model
+        charges nothing for it). The heap always has 2.
     tile_modules : bool
         Write the ``block x block`` tile once as its own Verilog module
         (``rpaccel_tile<b>x<b>``, appended to the generated file) and instantiate it,
@@ -224,9 +225,10 @@ class RPAccelConfig:
                  self.tile_modules)
         _require(self.topk_impl in ("queue", "heap"), "topk_impl", "'queue' or 'heap'",
                  self.topk_impl)
-        _require(self.topk_banks in (1, 2)
-                 and (self.topk_banks == 2 or self.topk_impl == "queue"),
-                 "topk_banks", "1 or 2 (1 only with topk_impl 'queue')", self.topk_banks)
+        _require(_is_int(self.topk_banks) and self.topk_banks in (1, 2), "topk_banks",
+                 "1 or 2", self.topk_banks)
+        _require(self.topk_banks == 2 or self.topk_impl == "queue", "topk_banks",
+                 "2 with topk_impl 'heap'", self.topk_banks)
         _require(_is_int(self.topk_id_bits) and 1 <= self.topk_id_bits <= 16, "topk_id_bits",
                  "an integer from 1 to 16", self.topk_id_bits)
         _require(_is_int(self.topk_k) and 1 <= self.topk_k <= min(1024, 1 << self.topk_id_bits),
@@ -305,9 +307,10 @@ class RPAccelConfig:
 
     def digest(self) -> str:
         """Short hash of the configuration, used to name per-config build directories and
-        to key cached runs. A field added later (`_LATER_FIELDS`) counts only when it
-        differs from the behaviour before it existed, so configurations that build the
-        same hardware as before keep their digests (and their recorded runs)."""
+        to key cached runs (with `rpaccel.hw.source_digest` where a run depends on the
+        RTL's sources too). A field added later (`_LATER_FIELDS`) counts only when it
+        differs from the behaviour before it existed, so configurations that ask for
+        what they asked for before keep their digests (and their recorded runs)."""
         d = self.to_dict()
         for name, old in _LATER_FIELDS.items():
             if d[name] == old:

@@ -18,7 +18,8 @@ engine     one per compute engine        a constant, its partition slot's column
 emb_unit   one per embedding unit        a constant, row bits, requantizer lanes
            (stages x ``emb_units``)
 cluster    one per stage of G > 1 units  units (response merge, AXI arbiter)
-topk       one per stage                 queue: a constant and lanes x k cells; heap:
+topk       one per stage                 queue: a constant and lanes x k cells per
+                                         two banks (``topk_banks``); heap:
                                          lanes x log2(k) levels
 stage      one per stage                 a constant (controller, replay, error latch)
 top        one                           a constant (CSRs, front end, loader, crossbar)
@@ -26,11 +27,12 @@ top        one                           a constant (CSRs, front end, loader, cr
 
 The coefficients are fitted (`fit`, non-negative least squares) on the per-block counts
 of Yosys' hierarchical runs (`rpaccel.scripts.synth.breakdown`) of `calibration_runs`:
-the ``fpga-ecp5`` accelerator whole and blocks synthesized alone at other sizes. They are
+the accelerator of `CALIBRATED_FPGA_ECP5` whole and blocks synthesized alone at other
+sizes. They are
 stored in ``rpaccel/fpga_model.json`` (`coefficients`); the runs, the fit and each run
 against the model fitted on the others (leave one out) are in
 ``docs/reports/fpga-calibration.json`` (``rpaccel fpga calibrate``). The stage and top
-constants come from the one whole run, so they are ``fpga-ecp5``'s. Block RAMs come from
+constants come from the one whole run, so they are `CALIBRATED_FPGA_ECP5`'s. Block RAMs come from
 the RAMs the generator builds (`rpaccel.area.memories`) and the DP16KD shapes: a RAM of at
 least ``bram_min_depth`` words (fitted: the power of two that matches Yosys best) takes
 the fewest 18-kbit blocks of one shape (512 x 36 .. 16384 x 1), a shallower one goes to
@@ -91,9 +93,9 @@ _BRAM_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 3
 #: they were fitted on are ``docs/reports/fpga-calibration.json``).
 COEFFICIENTS_FILE = Path(__file__).with_name("fpga_model.json")
 
-#: The ``fpga-ecp5`` configuration the calibration runs were made around (4-lane bag
-#: requantizers, a queue top-k): `calibration_runs` keeps it so that the stored runs and
-#: the coefficients stay reproducible when the named configuration changes.
+#: The ``fpga-ecp5`` configuration the calibration runs were made around (its queue top-k
+#: with two banks; today's has one): `calibration_runs` keeps it so that the stored runs
+#: and the coefficients stay reproducible when the named configuration changes.
 CALIBRATED_FPGA_ECP5 = RPAccelConfig(
     name="fpga-ecp5", fclk_mhz=50.0, weight_rows=4096, max_width=128, param_rows=64,
     emb_dim=16, emb_requant_lanes=4, topk_k=16, topk_lanes=1, topk_impl="queue",
@@ -132,7 +134,7 @@ def instances(cfg: RPAccelConfig) -> dict:
         n, k = cfg.topk_lanes, cfg.topk_k
         out["topk"][f"topk{s}"] = {
             # the queue's cells and comparators per bank: one bank is half of the two
-            "q": int(queue), "q_lane_cells": queue * n * k * cfg.topk_banks // 2,
+            "q": int(queue), "q_lane_cells": queue * n * k * cfg.topk_banks / 2,
             "h_lane_levels": (not queue) * n * max(1, (k - 1).bit_length())}
         out["cluster"][f"cluster{s}"] = {"units": cfg.emb_units if cfg.emb_units > 1 else 0}
         out["stage"][f"stage{s}"] = {"one": 1}
@@ -361,19 +363,21 @@ def run_estimate(run: dict, coef: dict) -> dict:
 def _breakdown_task(block: str, cfg_dict: dict, out_root: str,
                     timeout_s: float | None) -> dict:
     """Yosys' hierarchical estimate of ``block`` for one configuration, cached per block,
-    config digest and tool versions in ``out_root``; a run that fails or times out returns
-    ``error``."""
+    config digest, RTL sources and tool versions in ``out_root``; a run that fails or
+    times out returns ``error``."""
+    from .hw import source_digest
     from .scripts.synth import breakdown, tool_versions
 
     cfg = RPAccelConfig(**cfg_dict)
     head = {"block": block, "name": cfg.name, "config_digest": cfg.digest(),
-            "config": cfg_dict}
+            "rtl": source_digest(), "config": cfg_dict}
     out_dir = Path(out_root) / f"{block}-{cfg.name}-{cfg.digest()}"
     cached = out_dir / "calibration.json"
     tools = tool_versions()
     if cached.exists():
         old = json.loads(cached.read_text())
-        if old.get("config_digest") == cfg.digest() and old.get("tools") == tools:
+        if (old.get("config_digest") == cfg.digest() and old.get("tools") == tools
+                and old.get("rtl") == source_digest()):
             return {**old, "cached": True}
     try:
         r = breakdown(block, cfg, out_dir, depth=2, timeout_s=timeout_s)
@@ -489,14 +493,15 @@ def write_coefficients(report: dict, path: Path = COEFFICIENTS_FILE) -> Path:
 
 
 def calibration_runs(models_dir=None) -> list[tuple[str, RPAccelConfig]]:
-    """The Yosys runs the model is calibrated on, ``(block, config)``: the ``fpga-ecp5``
-    accelerator whole (the one run that measures the stage and top-level logic), and
-    blocks alone around it (each in minutes; a whole design-space point takes hours):
-    engines with their array (8 x 8 in two partitions, 8 x 8 in one with four pairs a
-    cycle as a design-space point fits it to the ml100k models (``models_dir``, default
-    ``$RPACCEL_MODELS`` or ``build/models``), 16 x 16 in two), embedding units (one and
-    two units; rows of 16, 32 and 64 bytes; 4 and 16 requantizer lanes) and top-k units
-    (queues of 1, 4 and 16 lanes and 16 or 64 entries, a heap of 128)."""
+    """The Yosys runs the model is calibrated on, ``(block, config)``: the
+    `CALIBRATED_FPGA_ECP5` accelerator whole (the one run that measures the stage and
+    top-level logic), and blocks alone around it (each in minutes; a whole design-space
+    point takes hours): engines with their array (8 x 8 in two partitions, 8 x 8 in one
+    with four pairs a cycle as a design-space point fits it to the ml100k models
+    (``models_dir``, default ``$RPACCEL_MODELS`` or ``build/models``), 16 x 16 in two),
+    embedding units (one and two units; rows of 16, 32 and 64 bytes; 4 and 16
+    requantizer lanes) and top-k units (queues of 1, 4 and 16 lanes and 16 or 64
+    entries, a heap of 128)."""
     import os
 
     from .dse import Point, _fitted

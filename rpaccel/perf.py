@@ -346,8 +346,9 @@ class _Axi:
 def topk_sort_cycles(cfg: RPAccelConfig) -> int:
     """Cycles the top-k unit of ``cfg`` takes after a query's ``last`` score before its
     first survivor, beyond the queue's: the heap pops each of its ``topk_k`` nodes, one
-    every other cycle, through its ``log2(k) + 1`` levels into the stacks it merges from
-    (``2 k + log2 k + 9``); the queue's head is its best already (0)."""
+    every other cycle, through its ``bit_length(k)`` levels into the stacks it merges
+    from (``2 k + bit_length(k) + 8``: ``2 k + log2 k + 9`` for a power of two); the
+    queue's head is its best already (0)."""
     if cfg.topk_impl == "heap":
         return 2 * cfg.topk_k + max(1, cfg.topk_k.bit_length()) + 8
     return 0

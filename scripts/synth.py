@@ -220,7 +220,10 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     out_dir = Path(out_dir or Path("build") / "synth" /
                    f"{block}-{config.name}-{config.digest()}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = {"block": block, "config_digest": config.digest(), "target": target,
+    from ..hw import source_digest
+
+    key = {"block": block, "config_digest": config.digest(), "rtl": source_digest(),
+           "target": target,
            "constraint_mhz": freq, "seed": seed, "router": router, "placer": placer,
            "max_place_luts": max_place_luts, "tools": tool_versions()}
     cached = out_dir / "result.json"

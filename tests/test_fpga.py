@@ -107,7 +107,7 @@ def test_model_reproduces_its_whole_accelerator_run():
     assert 0.7 < est["lut"] / fpga.DEVICES["ecp5-85f"]["lut"] < 0.9
     assert not est["fits"]["ecp5-85f"]
     assert not est["fits"]["ecp5-45f"] and not est["fits"]["ecp5-25f"]
-    # today's fpga-ecp5 (a heap top-k) leaves the headroom
+    # today's fpga-ecp5 (a one-bank queue top-k) leaves the headroom
     now = fpga.estimate(get_config("fpga-ecp5"))
     assert now["lut"] < est["lut"] and now["fits"]["ecp5-85f"]
     # a block that grows grows the estimate: four times the array's PEs

@@ -158,7 +158,7 @@ def _first_survivor_delay(cfg, n: int, k: int) -> int:
     return got[0]
 
 
-@pytest.mark.parametrize("cap", [8, 16, 64])
+@pytest.mark.parametrize("cap", [8, 16, 20, 64])
 def test_performance_model_charges_the_heap_sort(cap):
     """`rpaccel.perf.topk_sort_cycles`: the heap's first survivor comes that many cycles
     after the queue's, for queries longer and shorter than k."""

@@ -90,7 +90,10 @@ def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16
     out = Path(out_dir or Path("build") / "board" / f"ulx3s-{cfg.name}-{cfg.digest()}")
     bit = out / "rpaccel_ulx3s.bit"
     stamp = out / "stamp.json"
-    key = {"config_digest": cfg.digest(), "baud": baud, "table_words": table_words}
+    from ...hw import source_digest
+
+    key = {"config_digest": cfg.digest(), "rtl": source_digest(), "baud": baud,
+           "table_words": table_words}
     if bit.exists() and stamp.exists() and not force:
         old = json.loads(stamp.read_text())
         if old.get("key") == key:

@@ -21,7 +21,8 @@ def run(args) -> int:
         res = synthesize(args.block, get_config(config), args.target or defaults["target"],
                          freq_mhz=args.freq or defaults["freq_mhz"],
                          router=args.router or defaults["router"],
-                         placer=args.placer or defaults.get("placer", "heap"), force=args.force)
+                         placer=args.placer or defaults.get("placer", "heap"),
+                         timeout_s=args.timeout, force=args.force)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2))
@@ -44,6 +45,9 @@ def add_parser(sub):
     s.add_argument("--placer", choices=["heap", "static"],
                    help="nextpnr placer (default: the block's, else heap; static spreads a "
                    "congested design with less wire)")
+    s.add_argument("--timeout", type=float,
+                   help="seconds for each tool (Yosys, nextpnr); nextpnr stopped while "
+                   "routing reports what placement measured (routed: false)")
     s.add_argument("--out", help="also write the JSON here")
     s.add_argument("--force", action="store_true",
                    help="run again even when build/synth holds this exact run (same block, "
