@@ -11,16 +11,22 @@ from pathlib import Path
 
 import amaranth
 
-__all__ = ["to_verilog", "to_rtlil", "conversion", "source_digest"]
+__all__ = ["to_verilog", "to_rtlil", "conversion", "hash_sources", "source_digest"]
 
 
-def source_digest() -> str:
-    """Short hash of the RTL generator's sources (this package's modules): with a
-    configuration digest it names the hardware a cached synthesis run was made of."""
-    h = hashlib.sha256()
+def hash_sources(h) -> None:
+    """Feed the RTL generator's sources (this package's modules: each one's name and
+    bytes, in name order) to the hashlib object ``h``."""
     for f in sorted(Path(__file__).parent.glob("*.py")):
         h.update(f.name.encode())
         h.update(f.read_bytes())
+
+
+def source_digest() -> str:
+    """Short hash of the RTL generator's sources (`hash_sources`): with a configuration
+    digest it names the hardware a cached synthesis run was made of."""
+    h = hashlib.sha256()
+    hash_sources(h)
     return h.hexdigest()[:12]
 
 

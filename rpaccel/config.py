@@ -303,7 +303,7 @@ class RPAccelConfig:
 
     def to_json(self) -> str:
         """Return the configuration as canonical JSON (sorted keys)."""
-        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+        return _canonical_json(self.to_dict())
 
     def digest(self) -> str:
         """Short hash of the configuration, used to name per-config build directories and
@@ -315,11 +315,15 @@ class RPAccelConfig:
         for name, old in _LATER_FIELDS.items():
             if d[name] == old:
                 del d[name]
-        return hashlib.sha256(json.dumps(d, sort_keys=True, indent=2).encode()).hexdigest()[:10]
+        return hashlib.sha256(_canonical_json(d).encode()).hexdigest()[:10]
 
     def replace(self, **changes) -> RPAccelConfig:
         """Return a validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def _canonical_json(d: dict) -> str:
+    return json.dumps(d, sort_keys=True, indent=2)
 
 
 #: Fields added after digests were first recorded, with the value that builds what was

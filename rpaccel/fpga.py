@@ -377,7 +377,7 @@ def _breakdown_task(block: str, cfg_dict: dict, out_root: str,
     if cached.exists():
         old = json.loads(cached.read_text())
         if (old.get("config_digest") == cfg.digest() and old.get("tools") == tools
-                and old.get("rtl") == source_digest()):
+                and old.get("rtl") == head["rtl"]):
             return {**old, "cached": True}
     try:
         r = breakdown(block, cfg, out_dir, depth=2, timeout_s=timeout_s)

@@ -611,11 +611,8 @@ class _Machine:
             t = feed_end  # the feeder's next run beat follows the sub-batch's last beat
         return t, last_score
 
-    def topk_sort(self) -> int:
-        return topk_sort_cycles(self.cfg)
-
     def topk_drain(self, kk: int) -> int:
-        return self.topk_sort() + kk + 1
+        return topk_sort_cycles(self.cfg) + kk + 1
 
     def query(self, beats_by_stage, n_items: int, offered: int) -> QueryTiming:
         S = self.cfg.sub_batch
@@ -639,7 +636,7 @@ class _Machine:
             kk = min(self.acc.stages[s - 1][1], n_prev)
             drain = self.topk_drain(kk)
             sts[s - 1]["topk_drain"] = drain
-            out_first = max(last_score + _LAT["topk_first"] + self.topk_sort(),
+            out_first = max(last_score + _LAT["topk_first"] + topk_sort_cycles(self.cfg),
                             self.tk_free[s - 1])
             collect_end = max(out_first + kk, self.rp_free[s] + kk)
             self.tk_free[s - 1] = collect_end
@@ -655,7 +652,8 @@ class _Machine:
         kk = min(self.acc.stages[-1][1], n_prev)
         drain = self.topk_drain(kk)
         sts[-1]["topk_drain"] = drain
-        end = max(last_score + _LAT["topk_first"] + self.topk_sort(), self.tk_free[-1]) + kk
+        end = max(last_score + _LAT["topk_first"] + topk_sort_cycles(self.cfg),
+                  self.tk_free[-1]) + kk
         self.tk_free[-1] = end
         sts[-1]["done"] = end
         q.end = end

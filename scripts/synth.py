@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..blocks import get_block
 from ..config import RPAccelConfig
+from ..hw import source_digest
 from ..hw.harness import SynthHarness
 
 __all__ = ["TARGETS", "breakdown", "synthesize", "tool_versions"]
@@ -220,8 +221,6 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     out_dir = Path(out_dir or Path("build") / "synth" /
                    f"{block}-{config.name}-{config.digest()}-{target}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    from ..hw import source_digest
-
     key = {"block": block, "config_digest": config.digest(), "rtl": source_digest(),
            "target": target,
            "constraint_mhz": freq, "seed": seed, "router": router, "placer": placer,

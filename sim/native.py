@@ -34,8 +34,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..config import RPAccelConfig
+from ..hw import hash_sources
 from ..interface import ID_VALUE, ErrCause, beat_packer, err_where, top_layouts
-from .runner import BUILD_ROOT, MAKE_VARS, REPO_ROOT, VERILATOR_ARGS, tool_env
+from .runner import BUILD_ROOT, MAKE_VARS, VERILATOR_ARGS, tool_env
 
 __all__ = ["NativeBuild", "NativeError", "build_native", "script", "run_native", "problems",
            "error_status_ok", "Op"]
@@ -340,9 +341,7 @@ class NativeBuild:
 
 def _hdl_digest(config: RPAccelConfig) -> str:
     h = hashlib.sha256()
-    for f in sorted((REPO_ROOT / "hw").glob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
+    hash_sources(h)
     h.update(config.to_json().encode())
     return h.hexdigest()
 

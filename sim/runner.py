@@ -23,6 +23,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..config import RPAccelConfig
+from ..hw import hash_sources
 
 __all__ = ["SimBuild", "build", "run", "simulator_available", "tool_env", "REPO_ROOT",
            "BUILD_ROOT"]
@@ -148,10 +149,7 @@ def _source_digest(component_factory, config: RPAccelConfig, toplevel: str, sim:
     """Hash of everything the generated Verilog derives from: the HDL sources, the
     factory, the configuration and the build arguments."""
     h = hashlib.sha256()
-    hw_dir = REPO_ROOT / "hw"
-    for f in sorted(hw_dir.glob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
+    hash_sources(h)
     factory = f"{getattr(component_factory, '__module__', '')}." \
               f"{getattr(component_factory, '__qualname__', repr(component_factory))}"
     h.update("\0".join([factory, config.to_json(), toplevel, sim, *args, *MAKE_VARS]).encode())

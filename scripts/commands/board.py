@@ -84,14 +84,13 @@ def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16
     nextpnr's fmax and critical path from the build's timing report."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
+    from ...hw import source_digest
     from ...hw.board import ULX3STop
     from ..synth import critical_path_from_log
 
     out = Path(out_dir or Path("build") / "board" / f"ulx3s-{cfg.name}-{cfg.digest()}")
     bit = out / "rpaccel_ulx3s.bit"
     stamp = out / "stamp.json"
-    from ...hw import source_digest
-
     key = {"config_digest": cfg.digest(), "rtl": source_digest(), "baud": baud,
            "table_words": table_words}
     if bit.exists() and stamp.exists() and not force:
