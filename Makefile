@@ -14,7 +14,7 @@ SCHEDULER ?=
 help:
 	@echo "make demo    - set up, models, quality table, the whole accelerator (baseline vs default) on Verilator, paper-scale model"
 	@echo "make test    - the regression (pytest -n $(JOBS))"
-	@echo "make board   - the ULX3S-85F board top (UART host link, block-RAM tables): a real query over the UART on Verilator, then the bitstream (build/board; ~1 h here)"
+	@echo "make board   - the ULX3S-85F board top (UART host link, block-RAM tables): a real query over the UART on Verilator, then the bitstream (build/board; ~30 min here)"
 	@echo "make fpga-calibrate - re-run the Yosys runs of the ECP5 resource model and refit it (rpaccel/fpga_model.json, docs/reports/fpga-calibration.json; ~40 min here, runs cached per block and config digest in build/fpga)"
 	@echo "make synth   - ECP5-85F synthesis, placement and routing: requantize unit, mesh, the whole fpga-ecp5 accelerator (JSON; ~1 h here, cached per config digest in build/synth)"
 	@echo "make quality - rpaccel quality --dataset ml100k --json"

@@ -145,7 +145,9 @@ class BoardTop(wiring.Component):
 
 class ULX3STop(Elaboratable):
     """`BoardTop` on the ULX3S: its 25 MHz clock, the FTDI UART (``uart`` 0), LED 0 lit
-    while a byte is being received."""
+    while a byte is being received. amaranth-boards' ``sync`` domain there has no reset
+    net: the flip-flops take their initial values from the global set/reset at
+    configuration."""
 
     def __init__(self, config: RPAccelConfig, baud: int = 115200, table_words: int = 16384,
                  clk_hz: int = 25_000_000):

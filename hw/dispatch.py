@@ -19,7 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import RPAccelConfig
-from ..interface import engine_layouts, slot_width
+from ..interface import engine_layouts, engine_width
 
 __all__ = ["EngineCrossbar"]
 
@@ -41,11 +41,12 @@ class EngineCrossbar(wiring.Component):
     restart : In(1)
         Every stage's dispatch and result engine back to its first engine.
     load_<s>, run_<s> : In(stream)
-        Stage ``s``'s controller's engine load and run beats (its slot's layouts).
+        Stage ``s``'s controller's engine load and run beats (layouts of
+        `rpaccel.interface.engine_width` columns, as every engine's).
     out_<s> : Out(stream)
         Its results, in run order.
     eload_<e>, erun_<e> : Out(stream)
-        Engine ``e``'s load and run ports (slot ``e``'s layouts).
+        Engine ``e``'s load and run ports.
     eout_<e> : In(stream)
         Engine ``e``'s results.
     """
@@ -54,8 +55,8 @@ class EngineCrossbar(wiring.Component):
         cfg = config
         self.config = cfg
         self.n_eng = cfg.engine_count
-        self.stage_l = [engine_layouts(cfg, slot_width(cfg, s)) for s in range(cfg.stages)]
-        self.eng_l = [engine_layouts(cfg, slot_width(cfg, e)) for e in range(self.n_eng)]
+        self.stage_l = [engine_layouts(cfg, engine_width(cfg, 0)) for s in range(cfg.stages)]
+        self.eng_l = [engine_layouts(cfg, engine_width(cfg, e)) for e in range(self.n_eng)]
         run_l = range(cfg.sub_batch + 1)
         members = {"owner": In(data.ArrayLayout(2, self.n_eng)), "restart": In(1)}
         for s, lay in enumerate(self.stage_l):

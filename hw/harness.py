@@ -3,10 +3,38 @@ logic survives synthesis and its paths are register to register."""
 
 from __future__ import annotations
 
-from amaranth import Cat, Elaboratable, Module, Signal, Value
+from amaranth import (
+    Cat,
+    ClockDomain,
+    ClockSignal,
+    Const,
+    DomainRenamer,
+    Elaboratable,
+    Instance,
+    Module,
+    ResetSignal,
+    Signal,
+    Value,
+)
 from amaranth.lib import wiring
 
-__all__ = ["SynthHarness"]
+__all__ = ["SynthHarness", "global_reset_domain"]
+
+
+def global_reset_domain(m: Module, elaboratable: Elaboratable, name: str = "core"):
+    """``elaboratable`` in a clock domain ``name`` of ``m``: ``sync``'s clock, ``sync``'s
+    reset through an ECP5 ``DCCA`` onto a global network.
+
+    nextpnr promotes only clocks to global networks: left in ``sync``, the accelerator's
+    reset reaches the LSR pins of ~26,000 flip-flops over fabric routing, one of the
+    largest nets the router has to fit. Returns the renamed elaboratable.
+    """
+    m.domains += ClockDomain(name, local=True)
+    rst = Signal()
+    m.submodules[f"{name}_rst_dcca"] = Instance("DCCA", i_CLKI=ResetSignal("sync"),
+                                                i_CE=Const(1), o_CLKO=rst)
+    m.d.comb += [ClockSignal(name).eq(ClockSignal("sync")), ResetSignal(name).eq(rst)]
+    return DomainRenamer(name)(elaboratable)
 
 
 def _flat_ports(sig: wiring.Signature, obj):
@@ -32,10 +60,19 @@ class SynthHarness(Elaboratable):
     The LFSR keeps inputs unpredictable (so nothing is optimised away) and registered; the
     folded outputs are registered, so the timing report covers the block itself. The
     harness adds one flip-flop per input bit and ``fold_bits`` flip-flops.
+
+    Parameters
+    ----------
+    dut : wiring.Component
+    fold_bits : int
+        Output pins.
+    global_reset : bool
+        The block's reset over an ECP5 global network (`global_reset_domain`).
     """
 
-    def __init__(self, dut: wiring.Component, fold_bits: int = 8):
+    def __init__(self, dut: wiring.Component, fold_bits: int = 8, global_reset: bool = True):
         self.dut = dut
+        self.global_reset = global_reset
         self.fold_bits = fold_bits
         self.out = Signal(fold_bits)
         ins, outs = [], []
@@ -46,7 +83,8 @@ class SynthHarness(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.dut = self.dut
+        m.submodules.dut = (global_reset_domain(m, self.dut) if self.global_reset
+                            else self.dut)
         n = max(self.in_bits, 32)
         sr = Signal(n, init=1)
         # Fibonacci LFSR taps of a maximal 32-bit polynomial, stretched over a longer chain.

@@ -24,11 +24,11 @@ registers), the `OutputPath` (partial sums, requantization, final results) and t
 `InteractionUnit`.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
 from ..interface import EngineGeometry, EngineTarget, Region, StepKind, engine_layouts, slot_width
@@ -119,10 +119,15 @@ class MLPEngine(wiring.Component):
         w_wr, w_rd = w_mem.write_port(), w_mem.read_port()
         p_wr, p_rd = p_mem.write_port(), p_mem.read_port(domain="comb")
         pair_wr, pair_rd = pair_mem.write_port(), pair_mem.read_port(domain="comb")
-        # the program: every unit follows it with its own step pointer
-        prog = Array(Signal(lay.desc.size, name=f"prog{i}") for i in range(cfg.max_steps))
+        # the program: every unit follows it with its own step pointer. In LUT RAM, one
+        # copy per reader (max_steps deep, 4 bits a cell), not max_steps registers behind
+        # three desc-wide multiplexers
+        m.submodules.prog_mem = prog_mem = Memory(shape=lay.desc.size, depth=cfg.max_steps,
+                                                  init=[])
+        prog_wr = prog_mem.write_port()
         for unit in (seq, loader, outp):
-            m.d.comb += unit.desc.eq(prog[unit.step])
+            rd = prog_mem.read_port(domain="comb")
+            m.d.comb += [rd.addr.eq(unit.step), unit.desc.eq(rd.data)]
 
         def act_addr(region, item, word):
             return geo.act_addr(region, item, word) + Mux(seq.bank, geo.bank_words, 0)
@@ -142,8 +147,8 @@ class MLPEngine(wiring.Component):
             pair_wr.addr.eq(ld.addr), pair_wr.data.eq(ld.data),
             pair_wr.en.eq(ld_go & (ld.target == EngineTarget.PAIR)),
         ]
-        with m.If(ld_go & (ld.target == EngineTarget.PROG)):
-            m.d.sync += prog[ld.addr[:max(1, ceil_log2(cfg.max_steps))]].eq(ld.data)
+        m.d.comb += [prog_wr.addr.eq(ld.addr), prog_wr.data.eq(ld.data),
+                     prog_wr.en.eq(ld_go & (ld.target == EngineTarget.PROG))]
 
         # ---- the units -------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.run), seq.run)
@@ -213,6 +218,11 @@ class ComputeEngine(wiring.Component):
         Engines to build, for partition slots ``0 .. engines - 1`` (default: one per
         partition). A slot without an engine leaves its columns idle: the top level builds
         one engine per stage, so a three-stage design on four partitions has no fourth.
+    widths : list of int, optional
+        Columns of each engine (default: its slot's widest partition, `slot_width`). The
+        top level, whose mode is fixed at ``log2(partitions)``, builds every engine one
+        partition wide (`rpaccel.interface.engine_width`); an engine narrower than its
+        slot must not run in a mode that makes its partition wider.
 
     Members
     -------
@@ -222,13 +232,22 @@ class ComputeEngine(wiring.Component):
         ``busy__p`` and the counters ``<name>__p``.
     """
 
-    def __init__(self, config: RPAccelConfig, engines: int | None = None):
+    def __init__(self, config: RPAccelConfig, engines: int | None = None,
+                 widths: list | None = None):
         self.config = config
         n = config.partitions if engines is None else engines
         if not (isinstance(n, int) and 1 <= n <= config.partitions):
             raise ValueError(f"engines must be an integer from 1 to partitions "
                              f"({config.partitions}), not {engines!r}")
-        self.widths = [slot_width(config, p) for p in range(n)]
+        slots = [slot_width(config, p) for p in range(n)]
+        self.widths = slots if widths is None else list(widths)
+        gcols = config.array_cols // config.partitions
+        allowed = [[gcols << k for k in range(exact_log2(s // gcols) + 1)] for s in slots]
+        if len(self.widths) != n or any(
+                w not in ok for w, ok in zip(self.widths, allowed, strict=False)):
+            raise ValueError(f"widths must give each of the {n} engines a power-of-two "
+                             f"multiple of array_cols / partitions ({gcols}) up to its "
+                             f"slot's width ({slots}), not {widths!r}")
         members = {"mode": In(mode_shape(config.partitions))}
         self.layouts = [engine_layouts(config, w) for w in self.widths]
         for p, lay in enumerate(self.layouts):
@@ -271,6 +290,8 @@ class ComputeEngine(wiring.Component):
             m.d.comb += mesh.out[p].ready.eq(1)
         for mode in range(log_g + 1):
             span = groups >> mode
+            if any(w < span * gcols for w in self.widths[:1 << mode]):
+                continue  # a partition wider than its engine: not a mode these engines run
             with m.If(self.mode == mode):
                 for g in range(groups):
                     p, k = g // span, g % span

@@ -41,6 +41,7 @@ from ..interface import (
 from .emb_cluster import cluster_req_layout, cluster_resp_layout, make_embedding
 from .embedding import emb_layouts
 from .mlp_engine import ComputeEngine
+from .skid import SkidBuffer
 from .topk import make_topk, topk_layouts
 
 __all__ = ["StageController", "StageTop", "stage_layouts"]
@@ -86,17 +87,21 @@ class StageController(wiring.Component):
     config : RPAccelConfig
     slot : int
         The engine slot whose layouts ``eng_*`` have.
+    width : int, optional
+        Columns of the engines it drives, if not the slot's widest partition
+        (`rpaccel.interface.engine_width` in the top level).
     runs : int
         Runs started and not yet scored the controller keeps track of (at least 2; one
         more than the engines the stage may have, `rpaccel.hw.dispatch`).
     """
 
-    def __init__(self, config: RPAccelConfig, slot: int = 0, runs: int = 2):
+    def __init__(self, config: RPAccelConfig, slot: int = 0, runs: int = 2,
+                 width: int | None = None):
         self.config = config
         self.slot = slot
         self.runs = runs
         self.geo = EngineGeometry(config)
-        width = slot_width(config, slot)
+        width = slot_width(config, slot) if width is None else width
         lay = engine_layouts(config, width)
         eload_l, eout_l = lay.load, lay.out
         _, _, _, req_l, resp_l = emb_layouts(config)
@@ -406,11 +411,16 @@ class StageTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
         wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{p}"))
         wiring.connect(m, getattr(ce, f"out_{p}"), ctl.eng_out)
-        wiring.connect(m, ctl.emb_req, emb.req)
+        m.submodules.lookup_slice = req_sl = SkidBuffer(ctl.emb_req.payload.shape())
+        wiring.connect(m, ctl.emb_req, req_sl.i)
+        wiring.connect(m, req_sl.o, emb.req)
         wiring.connect(m, emb.resp, ctl.emb_resp)
         if self.config.emb_units > 1:
             m.d.comb += [emb.tables.eq(self.tables), emb.fpack.eq(self.fpack)]
-        wiring.connect(m, ctl.topk, tk.i)
+        # lookups and scores through register slices, as in the top level
+        m.submodules.score_slice = sl = SkidBuffer(ctl.topk.payload.shape())
+        wiring.connect(m, ctl.topk, sl.i)
+        wiring.connect(m, sl.o, tk.i)
         wiring.connect(m, tk.o, wiring.flipped(self.result))
         wiring.connect(m, emb.axi, wiring.flipped(self.axi))
         m.d.comb += emb.err_clear.eq(0)

@@ -46,6 +46,7 @@ from ..interface import (
     LoadUnit,
     csr_regs,
     default_engine_map,
+    engine_width,
     query_slots,
     top_layouts,
 )
@@ -56,6 +57,7 @@ from .front_end import QueryFrontEnd
 from .loader import ModelLoader
 from .mlp_engine import ComputeEngine
 from .replay import ReplayUnit
+from .skid import SkidBuffer
 from .stage import StageController
 from .topk import make_topk
 
@@ -90,10 +92,11 @@ class RPAccel(wiring.Component):
         self.config = cfg
         self.slots = query_slots(cfg)
         NE = cfg.engine_count
-        self.ce = ComputeEngine(cfg, engines=NE)
+        width = engine_width(cfg, 0)
+        self.ce = ComputeEngine(cfg, engines=NE, widths=[width] * NE)
         self.embs = [make_embedding(cfg) for _ in range(cfg.stages)]
         # a stage has at most NE - stages + 1 engines: that many runs in flight, and one
-        self.ctls = [StageController(cfg, s, runs=NE - cfg.stages + 2)
+        self.ctls = [StageController(cfg, s, runs=NE - cfg.stages + 2, width=width)
                      for s in range(cfg.stages)]
         self.query_layout, self.result_layout = top_layouts(cfg)
         self.regs = csr_regs(cfg)
@@ -187,7 +190,12 @@ class RPAccel(wiring.Component):
             wiring.connect(m, ctl.eng_load, getattr(xbar, f"load_{st}"))
             wiring.connect(m, ctl.eng_run, getattr(xbar, f"run_{st}"))
             wiring.connect(m, getattr(xbar, f"out_{st}"), ctl.eng_out)
-            wiring.connect(m, ctl.emb_req, emb.req)
+            # lookups through a register slice: the embedding unit's ready is its
+            # classification (map read, tag compare, queue space), which would otherwise
+            # run on through the controller into the replay unit's candidate-buffer read
+            m.submodules[f"lookup_slice{st}"] = req_sl = SkidBuffer(ctl.emb_req.payload.shape())
+            wiring.connect(m, ctl.emb_req, req_sl.i)
+            wiring.connect(m, req_sl.o, emb.req)
             wiring.connect(m, emb.resp, ctl.emb_resp)
             wiring.connect(m, emb.axi, getattr(arb, f"m{st}"))
 
@@ -311,6 +319,15 @@ class RPAccel(wiring.Component):
             m.d.comb += [cb_w.addr.eq(fe.cb_addr), cb_w.data.eq(fe.cb_data),
                          cb_w.en.eq(fe.cb_en), cl_w.addr.eq(fe.cl_addr),
                          cl_w.data.eq(fe.cl_data), cl_w.en.eq(fe.cl_en)]
+        # each stage's scores leave through a register slice: without it the engine -> top-k
+        # hand-off is one combinational path both ways (the top-k unit's drain state, its
+        # ready, through the output path into the array's advance; scores into its cells)
+        scores = []
+        for st in range(NS):
+            m.submodules[f"score_slice{st}"] = sl = SkidBuffer(
+                self.ctls[st].topk.payload.shape())
+            wiring.connect(m, self.ctls[st].topk, sl.i)
+            scores.append(sl.o)
         srcs = [tks[0].o]
         for st in range(1, NS):
             m.submodules[f"replay{st}"] = ru = ReplayUnit(cfg, st)
@@ -318,7 +335,7 @@ class RPAccel(wiring.Component):
             wiring.connect(m, srcs[-1], ru.src)
             wiring.connect(m, ru.run, ctl.run)
             wiring.connect(m, ru.beats, ctl.query)
-            wiring.connect(m, ctl.topk, ru.scores)
+            wiring.connect(m, scores[st], ru.scores)
             wiring.connect(m, ru.topk, tks[st].i)
             len_rd = clen.read_port(domain="comb")
             cb_r = cbuf.read_port()
@@ -326,7 +343,7 @@ class RPAccel(wiring.Component):
                          cb_r.en.eq(ru.cb_en), ru.cb_data.eq(cb_r.data),
                          len_rd.addr.eq(ru.cl_addr), ru.cl_data.eq(len_rd.data)]
             srcs.append(tks[st].o)
-        wiring.connect(m, self.ctls[0].topk, tks[0].i)
+        wiring.connect(m, scores[0], tks[0].i)
 
         # ---- result: the last stage's survivors, flagged when any stage saw a bad id -------
         last = srcs[-1]

@@ -98,17 +98,26 @@ def _topk_memories(topk_impl: str, topk_lanes: int, topk_k: int, topk_id_bits: i
     return tuple(elaborated_memories(make_topk(cfg)))
 
 
-def memories(config: RPAccelConfig) -> list[Memory]:
+def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
     """The RAMs of the whole accelerator for ``config``, named by their place in the top
-    level (``compute/engine0/w_mem``, ``embedding1/static_mem``, ``cbuf``, ``topk0/...``)."""
-    from .interface import EngineGeometry, pair_layout, query_slots, slot_width, top_layouts
+    level (``compute/engine0/w_mem``, ``embedding1/static_mem``, ``cbuf``, ``topk0/...``);
+    ``engine_cols`` ``"slot"``: the engines as wide as their slots' widest partition (as
+    `rpaccel.hw.mlp_engine.ComputeEngine` alone builds them), not one partition."""
+    from .interface import (
+        EngineGeometry,
+        engine_width,
+        pair_layout,
+        query_slots,
+        slot_width,
+        top_layouts,
+    )
 
     cfg = config
     geo = EngineGeometry(cfg)
     lane_bits = cfg.acc_bits + cfg.mult_bits + cfg.shift_bits
     out = []
     for e in range(cfg.engine_count):
-        w = slot_width(cfg, e)
+        w = (engine_width if engine_cols == "top" else slot_width)(cfg, e)
         p = f"compute/engine{e}/"
         out += [Memory(p + "output/psum_mem", cfg.sub_batch, 32 * w),
                 Memory(p + "act_mem", geo.act_depth, 8 * geo.lanes),

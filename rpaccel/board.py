@@ -118,10 +118,10 @@ def stream_widths(config) -> list[int]:
     ``query``, ``eload_<e>`` for every engine, ``mload_<s>`` for every stage (as
     `rpaccel.hw.board.board_streams` wires them)."""
     from .hw.embedding import emb_layouts
-    from .interface import engine_layouts, slot_width, top_layouts
+    from .interface import engine_layouts, engine_width, top_layouts
 
     return ([top_layouts(config)[0].size] +
-            [engine_layouts(config, slot_width(config, e)).load.size
+            [engine_layouts(config, engine_width(config, e)).load.size
              for e in range(config.engine_count)] +
             [emb_layouts(config)[2].size] * config.stages)
 
@@ -140,7 +140,7 @@ def host_script(acc, job: dict) -> bytes:
     beats."""
     from .hw.embedding import emb_layouts
     from .hw.loader import load_packer
-    from .interface import beat_packer, engine_layouts, slot_width, top_layouts
+    from .interface import beat_packer, engine_layouts, engine_width, top_layouts
 
     cfg = acc.config
     proto = protocol_for(cfg)
@@ -154,7 +154,7 @@ def host_script(acc, job: dict) -> bytes:
     for addr, value in job["csr"]:
         out += proto.write(addr, value)
     for e in range(cfg.engine_count):
-        pack = load_packer(engine_layouts(cfg, slot_width(cfg, e)).load)
+        pack = load_packer(engine_layouts(cfg, engine_width(cfg, e)).load)
         out += b"".join(proto.beat(1 + e, pack(b)) for b in job["eload"][e])
     pack = load_packer(emb_layouts(cfg)[2])
     for s in range(cfg.stages):

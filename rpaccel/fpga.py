@@ -111,12 +111,19 @@ def coefficients() -> dict:
     return json.loads(COEFFICIENTS_FILE.read_text())
 
 
-def instances(cfg: RPAccelConfig) -> dict:
+def instances(cfg: RPAccelConfig, engine_cols: str = "top") -> dict:
     """Every block instance of ``cfg`` with its sizes: ``{block: {instance: {feature:
     value}}}``. Instances are named as `block_of` names them (``engine0``, ``mesh``,
     ``embedding1.unit0`` also for a stage of one unit, ``cluster1``, ``topk0``,
-    ``stage1``, ``top``)."""
-    from .interface import lanes, slot_width
+    ``stage1``, ``top``). ``engine_cols``: ``"top"``, every engine one partition wide as
+    the top level builds it (`rpaccel.interface.engine_width`); ``"slot"``, each its slot's
+    widest partition (`rpaccel.interface.slot_width`), as `ComputeEngine` alone builds it
+    and as the top level did in the calibration runs that do not say (before 2026-12-05)."""
+    from .interface import engine_width, lanes, slot_width
+
+    if engine_cols not in ("top", "slot"):
+        raise ValueError(f"engine_cols must be 'top' or 'slot', not {engine_cols!r}")
+    width = engine_width if engine_cols == "top" else slot_width
 
     a = lanes(cfg)
     rq = cfg.emb_requant_lanes or cfg.emb_dim
@@ -124,7 +131,7 @@ def instances(cfg: RPAccelConfig) -> dict:
            "engine": {}, "emb_unit": {}, "cluster": {}, "topk": {}, "stage": {},
            "top": {"top": {"one": 1}}}
     for e in range(cfg.engine_count):
-        out["engine"][f"engine{e}"] = {"one": 1, "cols": slot_width(cfg, e),
+        out["engine"][f"engine{e}"] = {"one": 1, "cols": width(cfg, e),
                                        "pair_mults": cfg.inter_pairs * a}
     queue = cfg.topk_impl == "queue"
     for s in range(cfg.stages):
@@ -168,17 +175,17 @@ def block_of(name: str, emb_units: int) -> tuple[str, str]:
     return "top", "top"
 
 
-def brams(cfg: RPAccelConfig, min_depth: int | None = None) -> dict:
+def brams(cfg: RPAccelConfig, min_depth: int | None = None, engine_cols: str = "top") -> dict:
     """DP16KD block RAMs of ``cfg``'s RAMs: ``{"total": n, "by_block": {top-level block:
     n}}``. Each RAM of at least ``min_depth`` words (default: the calibrated
     ``bram_min_depth``) takes the fewest blocks of one DP16KD shape; shallower RAMs go to
-    LUT RAM."""
+    LUT RAM. ``engine_cols``: as `instances`."""
     from .area import memories
 
     if min_depth is None:
         min_depth = coefficients()["bram_min_depth"]
     by = {}
-    for name, depth, width in memories(cfg):
+    for name, depth, width in memories(cfg, engine_cols):
         if depth < min_depth:
             continue
         n = min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _BRAM_SHAPES)
@@ -203,17 +210,17 @@ def _block_sums(items, coef: dict) -> dict:
     return {b: {r: round(v) for r, v in a.items()} for b, a in acc.items()}
 
 
-def estimate(cfg: RPAccelConfig, coef: dict | None = None) -> dict:
+def estimate(cfg: RPAccelConfig, coef: dict | None = None, engine_cols: str = "top") -> dict:
     """Modelled ECP5 resources of ``cfg``: ``lut``, ``ff``, ``dsp``, ``lutram``, ``bram``
     (totals, rounded), ``blocks`` (per block: the sum over its instances) and ``fits``
     (per device of `DEVICES`, with 20% of the LUTs left for routing). ``coef``: fitted
-    coefficients (default: `coefficients`)."""
+    coefficients (default: `coefficients`); ``engine_cols``: as `instances`."""
     coef = coef or coefficients()
-    inst = instances(cfg)
+    inst = instances(cfg, engine_cols)
     blocks = {b: dict.fromkeys(RESOURCES, 0) for b in inst}  # every block, also with none
     blocks.update(_block_sums(((b, f) for b, fs in inst.items() for f in fs.values()), coef))
     tot = {r: sum(b[r] for b in blocks.values()) for r in RESOURCES}
-    tot["bram"] = brams(cfg, coef["bram_min_depth"])["total"]
+    tot["bram"] = brams(cfg, coef["bram_min_depth"], engine_cols)["total"]
     return {**tot, "blocks": blocks, "fits": {d: fits(tot, d) for d in DEVICES}}
 
 
@@ -256,7 +263,7 @@ def _samples(run: dict):
         for r in RESOURCES:
             acc[r] += counts[r]
     used = set()
-    for block, insts in instances(cfg).items():
+    for block, insts in instances(cfg, run.get("engine_cols", "slot")).items():
         if informs is not None and block not in informs:
             continue
         for inst, f in insts.items():
@@ -334,7 +341,7 @@ def _extrapolated(runs: list, run: dict) -> list[str]:
 
 def _run_brams(run: dict, min_depth: int) -> int:
     """Block RAMs `brams` counts for the part of the accelerator a run synthesized."""
-    b = brams(RPAccelConfig(**run["config"]), min_depth)
+    b = brams(RPAccelConfig(**run["config"]), min_depth, run.get("engine_cols", "slot"))
     scope = _RUN_BLOCKS[run["block"]][2]
     return b["total"] if scope is None else b["by_block"].get(scope, 0)
 
@@ -370,7 +377,8 @@ def _breakdown_task(block: str, cfg_dict: dict, out_root: str,
 
     cfg = RPAccelConfig(**cfg_dict)
     head = {"block": block, "name": cfg.name, "config_digest": cfg.digest(),
-            "rtl": source_digest(), "config": cfg_dict}
+            "rtl": source_digest(), "config": cfg_dict,
+            "engine_cols": "top" if block == "rpaccel" else "slot"}
     out_dir = Path(out_root) / f"{block}-{cfg.name}-{cfg.digest()}"
     cached = out_dir / "calibration.json"
     tools = tool_versions()

@@ -28,7 +28,8 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "engine_map_word",
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
-           "StepKind", "Region", "slot_width", "EngineGeometry", "EngineLayouts", "engine_layouts",
+           "StepKind", "Region", "slot_width", "engine_width", "EngineGeometry",
+           "EngineLayouts", "engine_layouts",
            "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups",
            "feature_pack", "feature_place", "feature_words", "max_feature_pack",
            "clamp_pack"]
@@ -154,6 +155,17 @@ class Region(enum.IntEnum, shape=2):
 def slot_width(config: RPAccelConfig, slot: int) -> int:
     """Columns of the widest partition that partition slot ``slot`` can be."""
     return config.array_cols >> ceil_log2(slot + 1)
+
+
+def engine_width(config: RPAccelConfig, engine: int) -> int:
+    """Columns of engine ``engine`` of the `rpaccel.hw.top.RPAccel` top level (and of its
+    programs, load beats and stage controllers): one partition, ``array_cols / partitions``.
+    The top level runs the array split into ``partitions`` partitions at all times, so an
+    engine built for a wider slot (`slot_width`, a merged mode) would carry columns,
+    parameter lanes and requantizer lanes that never see data."""
+    if not 0 <= engine < config.engine_count:
+        raise ValueError(f"engine must be from 0 to {config.engine_count - 1}, not {engine!r}")
+    return config.array_cols // config.partitions
 
 
 class EngineGeometry:

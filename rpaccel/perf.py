@@ -47,15 +47,17 @@ __all__ = ["EngineTiming", "QueryTiming", "Prediction", "predict", "stage_servic
 
 #: Fixed latencies of the RTL's pipelines (cycles), named after what they span.
 _LAT = {
-    "emb_classify": 1,   # request accepted -> classified (static map read)
+    "emb_classify": 2,   # request accepted (by the lookup register slice) -> classified
+                         # (static map read)
     "emb_pop": 2,        # classified -> queue head popped (buffered FIFO)
     "emb_resp": 7,       # bag's last lookup popped -> pooled vector valid (requant unit)
     "emb_queue": 16,     # classified lookups waiting for the data side
     "miss_ar": 1,        # classified -> AR valid
     "dram": 2,           # AR accepted -> first R beat (cocotbext-axi AxiRam, no stalls)
     "arb": 1,            # the top level's AXI arbiter
-    "score": 2,          # last score into the top-k unit -> engine idle
-    "topk_first": 2,     # top-k `last` beat -> first survivor out
+    "score": 2,          # last score out of the stage controller -> engine idle
+    "topk_first": 3,     # last score out of the stage -> first survivor out (the score
+                         # register slice, then the top-k unit's `last` beat)
 }
 
 

@@ -179,9 +179,9 @@ class Accelerator:
             default_engine_map,
             engine_layouts,
             engine_map_word,
+            engine_width,
             feature_pack,
             load_ctrl,
-            slot_width,
         )
 
         cfg = config
@@ -208,14 +208,14 @@ class Accelerator:
                 cfg, default_engine_map(cfg) if engine_map is None else engine_map)
         except ValueError as e:
             raise AccelError(str(e)) from None
-        # every engine's program is its stage's, compiled for its slot's width (the load
+        # every engine's program is its stage's, compiled for the engine's width (the load
         # beats' layout): once per stage and width
         compiled = {}
         for e, s in enumerate(self.engine_map):
-            key = (s, slot_width(cfg, e))
+            key = (s, engine_width(cfg, e))
             if s is not None and key not in compiled:
                 compiled[key] = compile_stage(cfg, key[1], self.mode, self.stages[s][0])
-        self.engine_progs = [None if s is None else compiled[s, slot_width(cfg, e)]
+        self.engine_progs = [None if s is None else compiled[s, engine_width(cfg, e)]
                              for e, s in enumerate(self.engine_map)]
         self.progs = [self.engine_progs[self.engine_map.index(s)]
                       for s in range(len(self.stages))]
@@ -229,7 +229,7 @@ class Accelerator:
         # image (the addresses are planned here; the bytes are made on first use, `dram`)
         self.loads, self._blobs = [], []
         mload_l = emb_layouts(cfg)[2]
-        units = [(LoadUnit.ENGINE, e, engine_layouts(cfg, slot_width(cfg, e)).load,
+        units = [(LoadUnit.ENGINE, e, engine_layouts(cfg, engine_width(cfg, e)).load,
                   len(prog.beats)) for e, prog in enumerate(self.engine_progs) if prog]
         units += [(LoadUnit.EMBEDDING, s, mload_l, img.load_beat_count())
                   for s, img in enumerate(self.images)]

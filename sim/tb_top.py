@@ -20,7 +20,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, Timer, with_timeout
 
 from ..hw.embedding import emb_layouts
-from ..interface import ID_VALUE, ErrCause, engine_layouts, slot_width, top_layouts
+from ..interface import ID_VALUE, ErrCause, engine_layouts, engine_width, top_layouts
 from .native import CLEARED, error_status_ok, problems
 from .streams import (
     CLOCK_NS,
@@ -96,7 +96,7 @@ async def _setup(dut, cfg, job, load="stream", check=False):
         await _dma_load(dut, csr, job["regs"], job["loads"], check)
     else:
         for e in range(cfg.engine_count):
-            eload_l = engine_layouts(cfg, slot_width(cfg, e)).load
+            eload_l = engine_layouts(cfg, engine_width(cfg, e)).load
             await load_all(dut, f"eload_{e}", eload_l, job["eload"][e])
         _, _, mload_l, _, _ = emb_layouts(cfg)
         for s in range(cfg.stages):

@@ -60,6 +60,21 @@ def test_program_refuses_more_features_than_the_interaction_holds():
     compile_stage(CFG.replace(max_width=168), 8, 0, q)  # 21 words: fits
 
 
+def test_compute_engine_widths_are_validated():
+    from rpaccel.hw.mlp_engine import ComputeEngine
+    from rpaccel.interface import engine_width
+
+    cfg = get_config("default")  # 8 columns, 2 partitions: slots 8 and 4 wide
+    assert ComputeEngine(cfg).widths == [8, 4]
+    one = [engine_width(cfg, e) for e in range(2)]
+    assert ComputeEngine(cfg, widths=one).widths == [4, 4]
+    for bad in ([8, 8], [16, 4], [4], [3, 4]):
+        with pytest.raises(ValueError, match=r"widths must give each of the 2 engines"):
+            ComputeEngine(cfg, widths=bad)
+    with pytest.raises(ValueError, match="engine must be from 0 to 1"):
+        engine_width(cfg, 2)
+
+
 def test_program_tiles_weights_for_the_partition(qmodels):
     # the large model: 4-512-256-128-64-32 bottom, 60-96-1 top (32 + 28 pairs of 8
     # features), on an 8 x 4 partition

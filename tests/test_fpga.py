@@ -26,6 +26,11 @@ def test_instances_follow_the_configuration():
     assert sorted(inst["emb_unit"]) == ["embedding0.unit0", "embedding0.unit1",
                                         "embedding1.unit0", "embedding1.unit1"]
     assert inst["mesh"]["mesh"]["pe"] == cfg.array_rows * cfg.array_cols
+    # the top level builds every engine one partition wide; alone, engine 0 spans the array
+    assert [e["cols"] for e in inst["engine"].values()] == [cfg.array_cols // 2] * 2
+    slot = fpga.instances(cfg, engine_cols="slot")["engine"]
+    assert [slot[e]["cols"] for e in ("engine0", "engine1")] == [cfg.array_cols,
+                                                               cfg.array_cols // 2]
     assert inst["cluster"]["cluster1"] == {"units": 2}
     assert fpga.instances(cfg.replace(emb_units=1))["cluster"]["cluster0"] == {"units": 0}
     heap = fpga.instances(cfg.replace(topk_impl="heap", topk_k=64))["topk"]["topk0"]
@@ -51,14 +56,18 @@ def test_sub_blocks_map_to_model_blocks(name, units, want):
 def test_block_rams_follow_the_dp16kd_shapes():
     cfg = get_config("fpga-ecp5")
     mems = {m[0]: m for m in memories(cfg)}
-    w = mems["compute/engine0/w_mem"]  # 4096 rows of 64 bits: 4096 x 4 shapes, 16 blocks
-    assert (w[1], w[2]) == (4096, 64)
+    # 4096 rows of one partition's 4 columns, 32 bits: 4096 x 4 shapes, 8 blocks
+    w = mems["compute/engine0/w_mem"]
+    assert (w[1], w[2]) == (4096, 32)
     one = get_config("fpga-ecp5").replace(stages=1)
     # the RAMs deeper than 64 words of a one-stage design: act 3072 x 64 (1024 x 18:
-    # 12), w 4096 x 64 (16), cbuf/clen none (one stage), map 8192 x 8 (8192 x 2: 4),
+    # 12), w 4096 x 32 (8), cbuf/clen none (one stage), map 8192 x 8 (8192 x 2: 4),
     # static 128 x 128 (512 x 36: 4)
     b = fpga.brams(one, min_depth=65)
-    assert b["by_block"] == {"compute": 12 + 16, "embedding0": 4 + 4}
+    assert b["by_block"] == {"compute": 12 + 8, "embedding0": 4 + 4}
+    # as wide as its slot (the whole array, as ComputeEngine alone builds it): 16 blocks
+    slot = fpga.brams(one, min_depth=65, engine_cols="slot")["by_block"]
+    assert slot["compute"] == 12 + 16
     # shallower RAMs join as the threshold falls; none is left above every depth
     assert fpga.brams(one, min_depth=1)["total"] > b["total"]
     assert fpga.brams(one, min_depth=1 << 20)["total"] == 0
@@ -100,7 +109,8 @@ def test_model_reproduces_its_whole_accelerator_run():
     whole = next(r for r in rep["runs"] if r["block"] == "rpaccel")
     assert whole["name"] == "fpga-ecp5"
     assert whole["config_digest"] == fpga.CALIBRATED_FPGA_ECP5.digest()
-    est = fpga.estimate(fpga.CALIBRATED_FPGA_ECP5)
+    # that run's RTL built engine 0 as wide as its slot (8 columns), as "slot" counts it
+    est = fpga.estimate(fpga.CALIBRATED_FPGA_ECP5, engine_cols="slot")
     for k in ("lut", "ff", "dsp"):
         assert est[k] == pytest.approx(whole["total"][k], rel=0.15), (k, est[k], whole["total"])
     # about 80% of an ECP5-85F's LUTs: the design that placed but did not route there

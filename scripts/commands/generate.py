@@ -41,12 +41,12 @@ def run(args) -> int:
     written = [out / vname, core, out / "config.json"]
     if args.block == "rpaccel":
         from ...hw.embedding import emb_layouts
-        from ...interface import c_header, csr_regs, engine_layouts, slot_width
+        from ...interface import c_header, csr_regs, engine_layouts, engine_width
 
         (out / "csr.json").write_text(json.dumps(
             {n: {"addr": a, "access": acc} for n, (a, acc, _) in csr_regs(cfg).items()},
             indent=2))
-        beats = {"engine": [engine_layouts(cfg, slot_width(cfg, s)).load.size
+        beats = {"engine": [engine_layouts(cfg, engine_width(cfg, s)).load.size
                             for s in range(cfg.engine_count)],
                  "embedding": emb_layouts(cfg)[2].size}
         (out / "rpaccel.h").write_text(c_header(cfg, beats))

@@ -1,0 +1,44 @@
+"""A register slice for a stream: every output of both sides from a flip-flop."""
+
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SkidBuffer"]
+
+
+class SkidBuffer(wiring.Component):
+    """``i`` to ``o`` one cycle later, at one beat per cycle, with ``o.valid``,
+    ``o.payload`` and ``i.ready`` registered: a combinational path through the slice in
+    either direction (valid / payload downstream, ready upstream) ends at a register.
+
+    A beat that arrives while ``o`` is held waits in a second register (the skid); ``i``
+    is not ready while it is full. Beats leave in order, none lost or repeated.
+
+    Parameters
+    ----------
+    shape : ShapeLike
+        The payload.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal.like(self.i.payload)
+        full = Signal()
+        m.d.comb += self.i.ready.eq(~full)
+        with m.If(self.o.ready | ~self.o.valid):
+            with m.If(full):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), full.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~full):
+            m.d.sync += [skid.eq(self.i.payload), full.eq(1)]
+        return m
