@@ -105,6 +105,7 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
     `rpaccel.hw.mlp_engine.ComputeEngine` alone builds them), not one partition."""
     from .interface import (
         EngineGeometry,
+        engine_layouts,
         engine_width,
         pair_layout,
         query_slots,
@@ -124,7 +125,8 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
                 Memory(p + "w_mem", cfg.weight_rows, 8 * w),
                 Memory(p + "p_mem", cfg.param_rows, lane_bits * w),
                 Memory(p + "pair_mem", -(-cfg.max_pairs // cfg.inter_pairs),
-                       pair_layout(cfg).size)]
+                       pair_layout(cfg).size),
+                Memory(p + "prog_mem", cfg.max_steps, engine_layouts(cfg, w).desc.size)]
         # the interaction unit's register files: an even- and an odd-word memory of both
         # banks per read operand (two per pair computed per cycle)
         half = 1 << (-(-geo.words // 2) - 1).bit_length()
@@ -156,7 +158,7 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
 
 def memory_bytes(config: RPAccelConfig) -> dict:
     """On-chip RAM bytes by kind: ``weights``, ``activations`` (activation, partial-sum,
-    parameter and pair buffers), ``embedding`` (static maps, static and dynamic caches),
+    parameter, pair and program buffers), ``embedding`` (static maps, static and dynamic caches),
     ``candidates`` (candidate buffer, lengths, replay id maps), ``topk`` and ``total``."""
     kinds = {"weights": 0, "activations": 0, "embedding": 0, "candidates": 0, "topk": 0}
     for m in memories(config):
