@@ -18,8 +18,9 @@ from ..blocks import get_block
 from ..config import RPAccelConfig
 from ..hw import source_digest
 from ..hw.harness import SynthHarness
+from .pnr import check_flow
 
-__all__ = ["PLACERS", "ROUTERS", "TARGETS", "breakdown", "synthesize", "tool_versions"]
+__all__ = ["TARGETS", "breakdown", "synthesize", "tool_versions"]
 
 #: The harness clock's pin: G2 of the CABGA381 package, a PCLK input (ULX3S's 25 MHz
 #: clock in amaranth-boards). Left unconstrained, nextpnr may put the clock on a pin whose
@@ -27,9 +28,6 @@ __all__ = ["PLACERS", "ROUTERS", "TARGETS", "breakdown", "synthesize", "tool_ver
 #: net 'clk'", met on the 4-lane, k = 64 heap).
 CLOCK_PIN = {"CABGA381": "G2"}
 
-#: nextpnr's placers (analytic HeAP, electrostatic) and routers.
-PLACERS = ("heap", "static")
-ROUTERS = ("router1", "router2")
 
 #: ECP5 devices: nextpnr device flag and package.
 TARGETS = {
@@ -216,10 +214,7 @@ def synthesize(block: str, config: RPAccelConfig, target: str = "ecp5-85f",
     get_block(block)  # an unknown block raises here, before anything is written
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, not {target!r}")
-    if router not in ROUTERS:
-        raise ValueError(f"router must be 'router1' or 'router2', not {router!r}")
-    if placer not in PLACERS:
-        raise ValueError(f"placer must be 'heap' or 'static', not {placer!r}")
+    check_flow(placer, router)
     dev, package, device_luts = TARGETS[target]
     freq = freq_mhz or config.fclk_mhz
     out_dir = Path(out_dir or Path("build") / "synth" /

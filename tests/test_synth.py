@@ -36,6 +36,11 @@ def test_synth_rejects_unknown_target_router_and_placer():
         synthesize("requant", get_config("default"), router="r3")
     with pytest.raises(ValueError, match="placer must be 'heap' or 'static', not 'sa'"):
         synthesize("requant", get_config("default"), placer="sa")
+    # the board's bitstream flow takes the same placers and routers, checked first
+    from rpaccel.scripts.commands.board import build_bitstream
+
+    with pytest.raises(ValueError, match="placer must be 'heap' or 'static', not 'sa'"):
+        build_bitstream(get_config("default"), placer="sa")
 
 
 def test_estimate_only_above_the_placement_cap(tmp_path):

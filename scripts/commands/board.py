@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..synth import PLACERS, ROUTERS
+from ..pnr import PLACERS, ROUTERS, check_flow
 from .common import emit, models_dir
 
 #: The pipeline the board runs: the two models `fpga-ecp5` holds.
@@ -86,9 +86,7 @@ def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16
     unless ``force``. The JSON holds nextpnr's fmax and critical path from the build's
     timing report. The electrostatic placer and router2 by default: on the whole
     ``fpga-ecp5`` the analytic placer leaves ~25% more wire and router1 does not finish."""
-    if placer not in PLACERS or router not in ROUTERS:
-        raise ValueError(f"placer must be one of {PLACERS} and router one of {ROUTERS}, "
-                         f"not {placer!r} / {router!r}")
+    check_flow(placer, router)
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     from ...hw import source_digest

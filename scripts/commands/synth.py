@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...blocks import get_block
 from ...config import get_config
+from ..pnr import PLACERS, ROUTERS
 from .common import emit
 
 
@@ -39,10 +40,10 @@ def add_parser(sub):
     s.add_argument("--freq", type=float,
                    help="nextpnr target MHz (default: the block's, 200: high, so the report "
                    "shows the achievable fmax)")
-    s.add_argument("--router", choices=["router1", "router2"],
+    s.add_argument("--router", choices=list(ROUTERS),
                    help="nextpnr router (default: the block's; router2 copes better with "
                    "congested designs)")
-    s.add_argument("--placer", choices=["heap", "static"],
+    s.add_argument("--placer", choices=list(PLACERS),
                    help="nextpnr placer (default: the block's, else heap; static spreads a "
                    "congested design with less wire)")
     s.add_argument("--timeout", type=float,
