@@ -46,7 +46,7 @@ from ..interface import (
     LoadUnit,
     csr_regs,
     default_engine_map,
-    engine_width,
+    engine_widths,
     query_slots,
     top_layouts,
 )
@@ -92,11 +92,11 @@ class RPAccel(wiring.Component):
         self.config = cfg
         self.slots = query_slots(cfg)
         NE = cfg.engine_count
-        width = engine_width(cfg, 0)
-        self.ce = ComputeEngine(cfg, engines=NE, widths=[width] * NE)
+        widths = engine_widths(cfg)
+        self.ce = ComputeEngine(cfg, engines=NE, widths=widths)
         self.embs = [make_embedding(cfg) for _ in range(cfg.stages)]
         # a stage has at most NE - stages + 1 engines: that many runs in flight, and one
-        self.ctls = [StageController(cfg, s, runs=NE - cfg.stages + 2, width=width)
+        self.ctls = [StageController(cfg, s, runs=NE - cfg.stages + 2, width=widths[0])
                      for s in range(cfg.stages)]
         self.query_layout, self.result_layout = top_layouts(cfg)
         self.regs = csr_regs(cfg)

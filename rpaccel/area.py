@@ -106,10 +106,9 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
     from .interface import (
         EngineGeometry,
         engine_layouts,
-        engine_width,
+        engine_widths,
         pair_layout,
         query_slots,
-        slot_width,
         top_layouts,
     )
 
@@ -117,8 +116,7 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
     geo = EngineGeometry(cfg)
     lane_bits = cfg.acc_bits + cfg.mult_bits + cfg.shift_bits
     out = []
-    for e in range(cfg.engine_count):
-        w = (engine_width if engine_cols == "top" else slot_width)(cfg, e)
+    for e, w in enumerate(engine_widths(cfg, engine_cols)):
         p = f"compute/engine{e}/"
         out += [Memory(p + "output/psum_mem", cfg.sub_batch, 32 * w),
                 Memory(p + "act_mem", geo.act_depth, 8 * geo.lanes),

@@ -119,19 +119,15 @@ def instances(cfg: RPAccelConfig, engine_cols: str = "top") -> dict:
     the top level builds it (`rpaccel.interface.engine_width`); ``"slot"``, each its slot's
     widest partition (`rpaccel.interface.slot_width`), as `ComputeEngine` alone builds it
     and as the top level did in the calibration runs that do not say (before 2026-12-05)."""
-    from .interface import engine_width, lanes, slot_width
-
-    if engine_cols not in ("top", "slot"):
-        raise ValueError(f"engine_cols must be 'top' or 'slot', not {engine_cols!r}")
-    width = engine_width if engine_cols == "top" else slot_width
+    from .interface import engine_widths, lanes
 
     a = lanes(cfg)
     rq = cfg.emb_requant_lanes or cfg.emb_dim
     out = {"mesh": {"mesh": {"pe": cfg.array_rows * cfg.array_cols}},
            "engine": {}, "emb_unit": {}, "cluster": {}, "topk": {}, "stage": {},
            "top": {"top": {"one": 1}}}
-    for e in range(cfg.engine_count):
-        out["engine"][f"engine{e}"] = {"one": 1, "cols": width(cfg, e),
+    for e, w in enumerate(engine_widths(cfg, engine_cols)):
+        out["engine"][f"engine{e}"] = {"one": 1, "cols": w,
                                        "pair_mults": cfg.inter_pairs * a}
     queue = cfg.topk_impl == "queue"
     for s in range(cfg.stages):

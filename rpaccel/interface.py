@@ -28,7 +28,8 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "engine_map_word",
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
-           "StepKind", "Region", "slot_width", "engine_width", "EngineGeometry",
+           "StepKind", "Region", "slot_width", "engine_width", "engine_widths",
+           "EngineGeometry",
            "EngineLayouts", "engine_layouts",
            "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups",
            "feature_pack", "feature_place", "feature_words", "max_feature_pack",
@@ -166,6 +167,16 @@ def engine_width(config: RPAccelConfig, engine: int) -> int:
     if not 0 <= engine < config.engine_count:
         raise ValueError(f"engine must be from 0 to {config.engine_count - 1}, not {engine!r}")
     return config.array_cols // config.partitions
+
+
+def engine_widths(config: RPAccelConfig, engine_cols: str = "top") -> list[int]:
+    """Columns of every engine: ``"top"``, as the top level builds them (`engine_width`);
+    ``"slot"``, each its slot's widest partition (`slot_width`), as
+    `rpaccel.hw.mlp_engine.ComputeEngine` alone builds them."""
+    if engine_cols not in ("top", "slot"):
+        raise ValueError(f"engine_cols must be 'top' or 'slot', not {engine_cols!r}")
+    width = engine_width if engine_cols == "top" else slot_width
+    return [width(config, e) for e in range(config.engine_count)]
 
 
 class EngineGeometry:

@@ -31,6 +31,8 @@ def test_instances_follow_the_configuration():
     slot = fpga.instances(cfg, engine_cols="slot")["engine"]
     assert [slot[e]["cols"] for e in ("engine0", "engine1")] == [cfg.array_cols,
                                                                cfg.array_cols // 2]
+    with pytest.raises(ValueError, match="engine_cols must be 'top' or 'slot', not 'x'"):
+        fpga.instances(cfg, engine_cols="x")
     assert inst["cluster"]["cluster1"] == {"units": 2}
     assert fpga.instances(cfg.replace(emb_units=1))["cluster"]["cluster0"] == {"units": 0}
     heap = fpga.instances(cfg.replace(topk_impl="heap", topk_k=64))["topk"]["topk0"]
