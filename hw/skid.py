@@ -4,7 +4,7 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer"]
+__all__ = ["SkidBuffer", "register_slice"]
 
 
 class SkidBuffer(wiring.Component):
@@ -42,3 +42,12 @@ class SkidBuffer(wiring.Component):
         with m.Elif(self.i.valid & ~full):
             m.d.sync += [skid.eq(self.i.payload), full.eq(1)]
         return m
+
+
+def register_slice(m, name: str, source, sink) -> SkidBuffer:
+    """Connect the stream ``source`` to ``sink`` through a `SkidBuffer` added to ``m`` as
+    submodule ``name``; returns it."""
+    m.submodules[name] = sl = SkidBuffer(source.payload.shape())
+    wiring.connect(m, source, sl.i)
+    wiring.connect(m, sl.o, sink)
+    return sl

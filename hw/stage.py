@@ -41,7 +41,7 @@ from ..interface import (
 from .emb_cluster import cluster_req_layout, cluster_resp_layout, make_embedding
 from .embedding import emb_layouts
 from .mlp_engine import ComputeEngine
-from .skid import SkidBuffer
+from .skid import register_slice
 from .topk import make_topk, topk_layouts
 
 __all__ = ["StageController", "StageTop", "stage_layouts"]
@@ -411,16 +411,12 @@ class StageTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
         wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{p}"))
         wiring.connect(m, getattr(ce, f"out_{p}"), ctl.eng_out)
-        m.submodules.lookup_slice = req_sl = SkidBuffer(ctl.emb_req.payload.shape())
-        wiring.connect(m, ctl.emb_req, req_sl.i)
-        wiring.connect(m, req_sl.o, emb.req)
+        # lookups and scores through register slices, as in the top level
+        register_slice(m, "lookup_slice", ctl.emb_req, emb.req)
         wiring.connect(m, emb.resp, ctl.emb_resp)
         if self.config.emb_units > 1:
             m.d.comb += [emb.tables.eq(self.tables), emb.fpack.eq(self.fpack)]
-        # lookups and scores through register slices, as in the top level
-        m.submodules.score_slice = sl = SkidBuffer(ctl.topk.payload.shape())
-        wiring.connect(m, ctl.topk, sl.i)
-        wiring.connect(m, sl.o, tk.i)
+        register_slice(m, "score_slice", ctl.topk, tk.i)
         wiring.connect(m, tk.o, wiring.flipped(self.result))
         wiring.connect(m, emb.axi, wiring.flipped(self.axi))
         m.d.comb += emb.err_clear.eq(0)

@@ -57,7 +57,7 @@ from .front_end import QueryFrontEnd
 from .loader import ModelLoader
 from .mlp_engine import ComputeEngine
 from .replay import ReplayUnit
-from .skid import SkidBuffer
+from .skid import register_slice
 from .stage import StageController
 from .topk import make_topk
 
@@ -193,9 +193,7 @@ class RPAccel(wiring.Component):
             # lookups through a register slice: the embedding unit's ready is its
             # classification (map read, tag compare, queue space), which would otherwise
             # run on through the controller into the replay unit's candidate-buffer read
-            m.submodules[f"lookup_slice{st}"] = req_sl = SkidBuffer(ctl.emb_req.payload.shape())
-            wiring.connect(m, ctl.emb_req, req_sl.i)
-            wiring.connect(m, req_sl.o, emb.req)
+            register_slice(m, f"lookup_slice{st}", ctl.emb_req, emb.req)
             wiring.connect(m, emb.resp, ctl.emb_resp)
             wiring.connect(m, emb.axi, getattr(arb, f"m{st}"))
 
@@ -322,12 +320,7 @@ class RPAccel(wiring.Component):
         # each stage's scores leave through a register slice: without it the engine -> top-k
         # hand-off is one combinational path both ways (the top-k unit's drain state, its
         # ready, through the output path into the array's advance; scores into its cells)
-        scores = []
-        for st in range(NS):
-            m.submodules[f"score_slice{st}"] = sl = SkidBuffer(
-                self.ctls[st].topk.payload.shape())
-            wiring.connect(m, self.ctls[st].topk, sl.i)
-            scores.append(sl.o)
+        register_slice(m, "score_slice0", self.ctls[0].topk, tks[0].i)
         srcs = [tks[0].o]
         for st in range(1, NS):
             m.submodules[f"replay{st}"] = ru = ReplayUnit(cfg, st)
@@ -335,7 +328,7 @@ class RPAccel(wiring.Component):
             wiring.connect(m, srcs[-1], ru.src)
             wiring.connect(m, ru.run, ctl.run)
             wiring.connect(m, ru.beats, ctl.query)
-            wiring.connect(m, scores[st], ru.scores)
+            register_slice(m, f"score_slice{st}", ctl.topk, ru.scores)
             wiring.connect(m, ru.topk, tks[st].i)
             len_rd = clen.read_port(domain="comb")
             cb_r = cbuf.read_port()
@@ -343,7 +336,6 @@ class RPAccel(wiring.Component):
                          cb_r.en.eq(ru.cb_en), ru.cb_data.eq(cb_r.data),
                          len_rd.addr.eq(ru.cl_addr), ru.cl_data.eq(len_rd.data)]
             srcs.append(tks[st].o)
-        wiring.connect(m, scores[0], tks[0].i)
 
         # ---- result: the last stage's survivors, flagged when any stage saw a bad id -------
         last = srcs[-1]
