@@ -153,7 +153,8 @@ class EmbeddingCluster(wiring.Component):
             m.d.comb += src.eq(Mux(u + j >= G, u + j - G, u + j))
             m.d.comb += [out.vec[j].eq(vecs[src]), out.error[j].eq(errs[src])]
             ok.append((j >= n) | valids[src])
-        m.d.comb += [out.n.eq(n), self.resp.valid.eq(Cat(*ok).all())]
+        # no beat without a vector (n is 0 while ``tables`` is 0, before a model is set)
+        m.d.comb += [out.n.eq(n), self.resp.valid.eq((n != 0) & Cat(*ok).all())]
         for g, un in enumerate(units):
             pos = Signal(range(G), name=f"pos{g}")   # (g - u) mod G: its lane in the beat
             m.d.comb += pos.eq(Mux(u > g, g + G - u, g - u))

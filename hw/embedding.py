@@ -172,16 +172,17 @@ class EmbeddingUnit(wiring.Component):
         m.d.comb += [adv.eq(~s1_valid | s1_done), self.req.ready.eq(adv)]
         t0 = tables[req.table]
         m.d.comb += [map_rd.en.eq(adv), map_rd.addr.eq(t0.map_base + req.id)]
-        with m.If(adv):
-            m.d.sync += [s1_valid.eq(self.req.valid), s1.eq(req)]
-
-        t1 = tables[s1.table]
+        # the row's byte address and the range check are registered beside the map read,
+        # so that classification starts from the set index and tag
+        byte_addr = Signal(cfg.axi_addr_bits)
         bad = Signal()
-        m.d.comb += bad.eq(s1.id >= t1.rows)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(self.req.valid), s1.eq(req),
+                         byte_addr.eq(t0.base + (req.id << t0.row_shift)),
+                         bad.eq(req.id >= t0.rows)]
+
         is_static = Signal()
         m.d.comb += is_static.eq(~bad & map_rd.data.static)
-        byte_addr = Signal(cfg.axi_addr_bits)
-        m.d.comb += byte_addr.eq(t1.base + (s1.id << t1.row_shift))
         line = byte_addr[line_shift:]
         set_idx = Signal(range(S))
         tag = Signal(tag_bits)

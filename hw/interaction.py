@@ -271,24 +271,32 @@ class InteractionUnit(wiring.Component):
                     m.next = "IDLE"
 
         # ---- datapath: products summed over the words of a pair, requantization ---------
+        # products stage: every lane's product registered (the multipliers' output
+        # registers), then the lanes past the feature's width masked and summed
         acc = [Signal(signed(32), name=f"iacc{k}") for k in range(P)]
+        p_v = Signal()
+        p_op = Signal(op_l)
+        p_word = Signal(8 * A)
+        m.d.sync += [p_v.eq(op_v), p_op.eq(op), p_word.eq(opa[0])]
         s2_v = Signal()
         s2 = Signal(op_l)
-        m.d.sync += [s2_v.eq(op_v & op.emit), s2.eq(op)]
+        m.d.sync += [s2_v.eq(p_v & p_op.emit), s2.eq(p_op)]
         copy_word = Signal(8 * A)
-        with m.If(op_v & op.copy):
-            m.d.sync += copy_word.eq(opa[0])
+        with m.If(p_v & p_op.copy):
+            m.d.sync += copy_word.eq(p_word)
         for k in range(P):
             prods = []
             for lane in range(A):
                 x = opa[k].word_select(lane, 8).as_signed()
                 y = opb[k].word_select(lane, 8).as_signed()
-                prods.append(Mux(lane < op.rem, x * y, 0))
+                prod = Signal(signed(16), name=f"iprod{k}_{lane}")
+                m.d.sync += prod.eq(x * y)
+                prods.append(Mux(lane < p_op.rem, prod, 0))
             total_k = prods[0]
             for p_ in prods[1:]:
                 total_k = total_k + p_
-            with m.If(op_v & ~op.copy):
-                m.d.sync += acc[k].eq(Mux(op.first, total_k, acc[k] + total_k))
+            with m.If(p_v & ~p_op.copy):
+                m.d.sync += acc[k].eq(Mux(p_op.first, total_k, acc[k] + total_k))
         m.submodules.requant = rq = RequantUnit(cfg, lanes=P)
         m.d.comb += [self.pair_row.eq(s2.group), rq.o.ready.eq(1), rq.i.payload.relu.eq(0),
                      rq.i.valid.eq(s2_v & ~s2.copy)]
@@ -345,6 +353,6 @@ class InteractionUnit(wiring.Component):
                 for k in range(A):
                     m.d.comb += self.wr_en[k].eq(k < fill)
             m.d.sync += [fill.eq(0), oword.eq(0), buf.eq(0)]
-        m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())
+        m.d.comb += pipe_busy.eq(op_v | p_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())
         return m
 

@@ -36,6 +36,7 @@ from .array import Mesh, mesh_layouts, mode_shape
 from .interaction import InteractionUnit
 from .issue_sequencer import COUNTERS, IssueSequencer
 from .output_path import OutputPath
+from .skid import SkidBuffer
 from .weight_loader import WeightLoader, wload_layout
 
 __all__ = ["MLPEngine", "ComputeEngine", "COUNTERS"]
@@ -57,11 +58,13 @@ class MLPEngine(wiring.Component):
         The mesh mode; the partition has ``array_cols >> mode`` columns.
     load : In(stream.Signature(load_layout))
         Model and sub-batch data: weight rows, parameter rows, program steps, pair
-        parameters and activation words (`rpaccel.interface.EngineTarget`). Activation
+        parameters and activation words (`rpaccel.interface.EngineTarget`), through a
+        register slice (a beat is written a cycle or more after it is taken). Activation
         words are also accepted while a run is busy: they go to the other bank and are
         read by the next run.
     run : In(stream.Signature(range(sub_batch + 1)))
-        Start the program on that many items (1 to ``sub_batch``).
+        Start the program on that many items (1 to ``sub_batch``), once the load beats
+        taken before it are written.
     out : Out(stream.Signature(out_layout))
         The final layer's int32 ``acc + bias`` per item and output tile (output tiles
         outer); ``last`` marks the run's last beat.
@@ -133,12 +136,18 @@ class MLPEngine(wiring.Component):
             return geo.act_addr(region, item, word) + Mux(seq.bank, geo.bank_words, 0)
 
         # ---- model / data load -----------------------------------------------------------
-        ld = self.load.payload
+        # through a register slice: the port's ready (the activation buffer's write port
+        # free of results and interaction outputs, i.e. the program's state) would
+        # otherwise run on into the stage controller and the embedding unit or query
+        # stream behind it
+        m.submodules.load_slice = lsl = SkidBuffer(self.load.payload.shape())
+        wiring.connect(m, wiring.flipped(self.load), lsl.i)
+        ld = lsl.o.payload
         act_write_free = Signal()  # no result or interaction write this cycle
         ld_ready = Signal()
         m.d.comb += [ld_ready.eq(~seq.busy | ((ld.target == EngineTarget.ACT) & act_write_free)),
-                     self.load.ready.eq(ld_ready), self.busy.eq(seq.busy)]
-        ld_go = self.load.valid & ld_ready
+                     lsl.o.ready.eq(ld_ready), self.busy.eq(seq.busy)]
+        ld_go = lsl.o.valid & ld_ready
         m.d.comb += [
             w_wr.addr.eq(ld.addr), w_wr.data.eq(ld.data),
             w_wr.en.eq(ld_go & (ld.target == EngineTarget.WEIGHT)),
@@ -151,7 +160,13 @@ class MLPEngine(wiring.Component):
                      prog_wr.en.eq(ld_go & (ld.target == EngineTarget.PROG))]
 
         # ---- the units -------------------------------------------------------------------
-        wiring.connect(m, wiring.flipped(self.run), seq.run)
+        # a run starts once the beats taken before it are written (they are its data; a
+        # beat taken with or after the run goes to the next run's bank)
+        loads_pending = Signal()
+        m.d.comb += [loads_pending.eq(lsl.o.valid),   # the skid fills only behind it
+                     seq.run.valid.eq(self.run.valid & ~loads_pending),
+                     seq.run.payload.eq(self.run.payload),
+                     self.run.ready.eq(seq.run.ready & ~loads_pending)]
         wiring.connect(m, seq.act, wiring.flipped(self.act))
         wiring.connect(m, loader.wload, wiring.flipped(self.wload))
         wiring.connect(m, wiring.flipped(self.res), outp.res)

@@ -413,7 +413,7 @@ class StageTop(wiring.Component):
         wiring.connect(m, getattr(ce, f"out_{p}"), ctl.eng_out)
         # lookups and scores through register slices, as in the top level
         register_slice(m, "lookup_slice", ctl.emb_req, emb.req)
-        wiring.connect(m, emb.resp, ctl.emb_resp)
+        register_slice(m, "pooled_slice", emb.resp, ctl.emb_resp)
         if self.config.emb_units > 1:
             m.d.comb += [emb.tables.eq(self.tables), emb.fpack.eq(self.fpack)]
         register_slice(m, "score_slice", ctl.topk, tk.i)

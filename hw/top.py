@@ -190,11 +190,14 @@ class RPAccel(wiring.Component):
             wiring.connect(m, ctl.eng_load, getattr(xbar, f"load_{st}"))
             wiring.connect(m, ctl.eng_run, getattr(xbar, f"run_{st}"))
             wiring.connect(m, getattr(xbar, f"out_{st}"), ctl.eng_out)
-            # lookups through a register slice: the embedding unit's ready is its
-            # classification (map read, tag compare, queue space), which would otherwise
-            # run on through the controller into the replay unit's candidate-buffer read
+            # lookups and pooled vectors through register slices: the embedding unit's
+            # ready is its classification (map read, tag compare, queue space), which
+            # would otherwise run on through the controller into the replay unit's
+            # candidate-buffer read; the controller takes a pooled vector when the
+            # engine's load port does, which would run on into the embedding unit's
+            # data side
             register_slice(m, f"lookup_slice{st}", ctl.emb_req, emb.req)
-            wiring.connect(m, emb.resp, ctl.emb_resp)
+            register_slice(m, f"pooled_slice{st}", emb.resp, ctl.emb_resp)
             wiring.connect(m, emb.axi, getattr(arb, f"m{st}"))
 
         for e in range(NE):

@@ -50,11 +50,14 @@ _LAT = {
     "emb_classify": 2,   # request accepted (by the lookup register slice) -> classified
                          # (static map read)
     "emb_pop": 2,        # classified -> queue head popped (buffered FIFO)
-    "emb_resp": 7,       # bag's last lookup popped -> pooled vector valid (requant unit)
+    "emb_resp": 8,       # bag's last lookup popped -> pooled vector valid at the
+                         # controller (requant unit, then the pooled-vector register slice)
     "emb_queue": 16,     # classified lookups waiting for the data side
     "miss_ar": 1,        # classified -> AR valid
     "dram": 2,           # AR accepted -> first R beat (cocotbext-axi AxiRam, no stalls)
     "arb": 1,            # the top level's AXI arbiter
+    "eng_load": 1,       # the engine's load register slice: a run starts once the
+                         # gather's last word is written
     "score": 2,          # last score out of the stage controller -> engine idle
     "topk_first": 3,     # last score out of the stage -> first survivor out (the score
                          # register slice, then the top-k unit's `last` beat)
@@ -111,9 +114,9 @@ class EngineTiming:
         drain before it and the hand-overs."""
         return self.rows + self.cols + 12
 
-    #: Cycles of the interaction unit after its last item's last operation: its requant
-    #: pipeline and the packer's last write.
-    INTER_UNIT_TAIL = 11
+    #: Cycles of the interaction unit after its last item's last operation: its products
+    #: register, its requant pipeline and the packer's last write.
+    INTER_UNIT_TAIL = 12
 
     @staticmethod
     def interaction_cycles(step: dict, n: int, pairs_per_cycle: int = 1) -> int:
@@ -593,7 +596,7 @@ class _Machine:
             feed_end, g_end = self.gather(s, e, beats, g0, st)
             self.busy[f"gather{s}"] += g_end - g0
             st["gather"] += g_end - g0
-            start = max(g_end + 1, self.eng_free[e])
+            start = max(g_end + 1 + _LAT["eng_load"], self.eng_free[e])
             r = self.engine_run(s, n)
             self.blocked[e] = [(start + a, start + b) for a, b in r["blocked"]]
             # results leave in run order: an engine done before the stage's previous run

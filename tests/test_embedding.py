@@ -173,3 +173,30 @@ def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
     tests, failed = run_embedding(cfg, img, bags, tmp_path, seed=units,
                                   fpack={3: 1, 2: 0}[units])
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
+
+
+def test_cluster_offers_no_beat_without_a_vector():
+    """`EmbeddingCluster` (Amaranth simulator): no response beat is offered before any
+    lookup, neither with ``tables`` 0 (after reset, before a model is set: a beat would
+    hold no vector) nor with five tables; a register slice behind it would otherwise take
+    such beats and hand them to the controller as pooled vectors."""
+    from rpaccel.hw.emb_cluster import EmbeddingCluster
+
+    from .amaranth_bench import run_bench
+
+    cfg = CFG.replace(emb_units=2, cache_sets=2, cache_ways=1, mshrs=1, static_rows=4,
+                      emb_map_rows=64)
+    dut = EmbeddingCluster(cfg)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.resp.ready, 1)
+        for tables in (0, 5):
+            ctx.set(dut.tables, tables)
+            for _ in range(12):
+                await ctx.tick()
+                seen.append((tables, ctx.get(dut.resp.valid)))
+
+    run_bench(dut, bench)
+    offered = [t for t, v in seen if v]
+    assert offered == [], f"beats offered with tables = {sorted(set(offered))}"

@@ -52,8 +52,9 @@ def test_engine_timing_by_hand():
     assert perf.EngineTiming.interaction_per_item(dot, 8) == 3   # reading bound
     cat = {"kind": Kind.CAT, "feats": 4, "d": 8, "dw": 1}
     assert perf.EngineTiming.interaction_per_item(cat) == max(3, 4 + 1)
-    # n items: the first item's read, then one emit period each, then the tail
-    assert perf.EngineTiming.interaction_cycles(dot, 10) == 1 + 3 + 10 * 8 - 1 + 11
+    # n items: the first item's read, then one emit period each, then the tail (products
+    # register 1, requantizer and packer 11)
+    assert perf.EngineTiming.interaction_cycles(dot, 10) == 1 + 3 + 10 * 8 - 1 + 12
 
 
 def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
