@@ -145,11 +145,17 @@ class EmbeddingUnit(wiring.Component):
         with m.If(self.load.valid & (ld.target == EmbTarget.TABLE)):
             m.d.sync += table_regs[ld.addr[:max(1, ceil_log2(cfg.emb_tables))]].eq(ld.data)
 
-        # ---- dynamic cache state: tags, valid bits and LRU ages in registers ------------
-        tags = [[Signal(tag_bits, name=f"tag{s}_{w}") for w in range(W)] for s in range(S)]
+        # ---- dynamic cache state: tags and LRU ages in LUT RAM, one memory per way read
+        # by the set index (not flip-flops behind S:1 multiplexers spread over the die);
+        # valid bits in registers (reset clears them). The ages start as a permutation
+        # of the ways; a reset leaves them as they were, which changes no choice: a set's
+        # ways are filled invalid-first, each touched once, before its ages pick a victim
+        tag_mems = [Memory(shape=unsigned(tag_bits), depth=S, init=[]) for _ in range(W)]
+        age_mems = [Memory(shape=unsigned(age_bits), depth=S, init=[w] * S) for w in range(W)]
+        for w in range(W):
+            m.submodules[f"tags{w}"] = tag_mems[w]
+            m.submodules[f"ages{w}"] = age_mems[w]
         valids = [[Signal(name=f"valid{s}_{w}") for w in range(W)] for s in range(S)]
-        ages = [[Signal(age_bits, name=f"age{s}_{w}", init=w) for w in range(W)]
-                for s in range(S)]
 
         # ---- MSHRs ----------------------------------------------------------------------
         mshr_busy = [Signal(name=f"mshr_busy{i}") for i in range(M)]
@@ -189,9 +195,18 @@ class EmbeddingUnit(wiring.Component):
         offset = Signal(range(L))
         m.d.comb += [set_idx.eq(line[:set_bits] if set_bits else 0), tag.eq(line[set_bits:]),
                      offset.eq(byte_addr[:line_shift])]
-        set_tags = Array(Array(t for t in row) for row in tags)[set_idx]
+        tag_wr = [mem.write_port() for mem in tag_mems]
+        age_wr = [mem.write_port() for mem in age_mems]
+        set_tags, set_ages = [], []
+        for w in range(W):
+            t_rd = tag_mems[w].read_port(domain="comb")
+            a_rd = age_mems[w].read_port(domain="comb")
+            m.d.comb += [t_rd.addr.eq(set_idx), a_rd.addr.eq(set_idx),
+                         tag_wr[w].addr.eq(set_idx), age_wr[w].addr.eq(set_idx)]
+            set_tags.append(t_rd.data)
+            set_ages.append(a_rd.data)
         set_valid = Array(Array(v for v in row) for row in valids)[set_idx]
-        set_age = Array(Array(a for a in row) for row in ages)[set_idx]
+        set_age = Array(set_ages)
         hit = Signal()
         hit_way = Signal(range(W))
         for w in reversed(range(W)):
@@ -253,20 +268,22 @@ class EmbeddingUnit(wiring.Component):
             with m.Elif(miss):
                 m.d.sync += [cnt["misses"].eq(cnt["misses"] + 1),
                              cnt["dram_bytes"].eq(cnt["dram_bytes"] + L)]
-            # the touched way becomes the most recently used one of its set
-            with m.If(~bad & ~is_static):
+            # a miss's line goes into its way
+            with m.If(miss):
                 for s in range(S):
-                    with m.If(set_idx == s):
-                        acc_age = set_age[way]
-                        for w in range(W):
-                            with m.If(way == w):
-                                m.d.sync += ages[s][w].eq(0)
-                            with m.Elif(ages[s][w] < acc_age):
-                                m.d.sync += ages[s][w].eq(ages[s][w] + 1)
-                        with m.If(miss):
-                            for w in range(W):
-                                with m.If(way == w):
-                                    m.d.sync += [tags[s][w].eq(tag), valids[s][w].eq(1)]
+                    for w in range(W):
+                        with m.If((set_idx == s) & (way == w)):
+                            m.d.sync += valids[s][w].eq(1)
+        # the touched way becomes the most recently used one of its set
+        touch = Signal()
+        acc_age = Signal(age_bits)
+        m.d.comb += [touch.eq(s1_done & ~bad & ~is_static), acc_age.eq(set_age[way])]
+        for w in range(W):
+            m.d.comb += [
+                age_wr[w].en.eq(touch),
+                age_wr[w].data.eq(Mux(way == w, 0, Mux(set_ages[w] < acc_age,
+                                                         set_ages[w] + 1, set_ages[w]))),
+                tag_wr[w].en.eq(touch & miss & (way == w)), tag_wr[w].data.eq(tag)]
         with m.If(self.err_clear):
             m.d.sync += [self.err_valid.eq(0), self.bus_err_valid.eq(0)]
 
@@ -387,6 +404,15 @@ class EmbeddingUnit(wiring.Component):
         wiring.connect(m, rq.o, wiring.flipped(self.resp))
 
         if platform == "formal":
+            # every set's tags and ages through read ports of their own
+            tags = [[None] * W for _ in range(S)]
+            ages = [[None] * W for _ in range(S)]
+            for s in range(S):
+                for w in range(W):
+                    for mems, out in ((tag_mems, tags), (age_mems, ages)):
+                        rd = mems[w].read_port(domain="comb")
+                        m.d.comb += rd.addr.eq(s)
+                        out[s][w] = rd.data
             for s in range(S):
                 for w in range(W):
                     for v in range(w):

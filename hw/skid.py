@@ -1,6 +1,6 @@
 """A register slice for a stream: every output of both sides from a flip-flop."""
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,13 +34,16 @@ class SkidBuffer(wiring.Component):
         skid = Signal.like(self.i.payload)
         full = Signal()
         m.d.comb += self.i.ready.eq(~full)
+        # the payload registers' enables do not depend on i.valid (which may come from far
+        # away): the skid copies i every cycle it is empty and keeps what it held when it
+        # filled; o's payload is loaded whenever o can move, valid or not
+        with m.If(~full):
+            m.d.sync += skid.eq(self.i.payload)
         with m.If(self.o.ready | ~self.o.valid):
-            with m.If(full):
-                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), full.eq(0)]
-            with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+            m.d.sync += [self.o.payload.eq(Mux(full, skid, self.i.payload)),
+                         self.o.valid.eq(full | self.i.valid), full.eq(0)]
         with m.Elif(self.i.valid & ~full):
-            m.d.sync += [skid.eq(self.i.payload), full.eq(1)]
+            m.d.sync += full.eq(1)
         return m
 
 

@@ -170,15 +170,6 @@ ARGUED = {
         "keeps the reset 0: the default differs only if the mode changes while an output is held,"
         " which the engine never does (mode changes while drained)",
     ("interaction",
-     "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())",
-     "1 -> 2", 79):
-        "pipe_busy is read only in DRAIN, reached (through WAIT) two cycles after the last "
-        "operation issued: by then it has left op, s2 and the first line stage",
-    ("interaction",
-     "m.d.comb += pipe_busy.eq(op_v | s2_v | flush | Cat(*(t.v for t in line[1:])).any())",
-     "BitOr -> BitAnd in op_v | s2_v", 33):
-        "as above: op_v and s2_v are both 0 whenever DRAIN reads pipe_busy",
-    ("interaction",
      "m.d.sync += [buf.eq(merged[8 * A:]), fill.eq(new_fill - A),",
      "Sub -> Add in new_fill - A", 61):
         "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and new_fill + A "
