@@ -138,6 +138,13 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
                     Memory(p + "static_mem", cfg.static_rows, 8 * cfg.emb_dim),
                     Memory(p + "data_mem", cfg.cache_sets * cfg.cache_ways,
                            8 * cfg.line_bytes)]
+            # the dynamic cache's tags and LRU ages: a memory per way of each
+            tag_bits = (cfg.axi_addr_bits - int(math.log2(cfg.line_bytes))
+                        - int(math.log2(cfg.cache_sets)))
+            age_bits = max(1, (cfg.cache_ways - 1).bit_length())
+            out += [Memory(p + f"{kind}{w}", cfg.cache_sets, bits)
+                    for kind, bits in (("tags", tag_bits), ("ages", age_bits))
+                    for w in range(cfg.cache_ways)]
     if cfg.stages > 1:
         slots = query_slots(cfg)
         item_bits = int(math.log2(cfg.max_items))
