@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..config import RPAccelConfig
-from ..interface import EmbTarget
+from ..interface import EmbTarget, cache_state_bits
 from .requant import BagRequant
 
 __all__ = ["EmbeddingUnit", "axi4_read_signature", "emb_layouts", "EmbTarget"]
@@ -114,8 +114,7 @@ class EmbeddingUnit(wiring.Component):
         beats = L * 8 // cfg.axi_data_bits
         line_shift = exact_log2(L)
         set_bits = exact_log2(S)
-        tag_bits = cfg.axi_addr_bits - line_shift - set_bits
-        age_bits = max(1, ceil_log2(W))
+        tag_bits, age_bits = cache_state_bits(cfg)
 
         # ---- configuration registers and buffers loaded at model load -------------------
         table_regs = Array(Signal(self.table_layout.size, name=f"table{t}")

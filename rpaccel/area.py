@@ -105,6 +105,7 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
     `rpaccel.hw.mlp_engine.ComputeEngine` alone builds them), not one partition."""
     from .interface import (
         EngineGeometry,
+        cache_state_bits,
         engine_layouts,
         engine_widths,
         pair_layout,
@@ -139,11 +140,8 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
                     Memory(p + "data_mem", cfg.cache_sets * cfg.cache_ways,
                            8 * cfg.line_bytes)]
             # the dynamic cache's tags and LRU ages: a memory per way of each
-            tag_bits = (cfg.axi_addr_bits - int(math.log2(cfg.line_bytes))
-                        - int(math.log2(cfg.cache_sets)))
-            age_bits = max(1, (cfg.cache_ways - 1).bit_length())
             out += [Memory(p + f"{kind}{w}", cfg.cache_sets, bits)
-                    for kind, bits in (("tags", tag_bits), ("ages", age_bits))
+                    for kind, bits in zip(("tags", "ages"), cache_state_bits(cfg), strict=True)
                     for w in range(cfg.cache_ways)]
     if cfg.stages > 1:
         slots = query_slots(cfg)

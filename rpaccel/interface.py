@@ -29,6 +29,7 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
            "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
            "StepKind", "Region", "slot_width", "engine_width", "engine_widths",
+           "cache_state_bits",
            "EngineGeometry",
            "EngineLayouts", "engine_layouts",
            "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups",
@@ -177,6 +178,14 @@ def engine_widths(config: RPAccelConfig, engine_cols: str = "top") -> list[int]:
         raise ValueError(f"engine_cols must be 'top' or 'slot', not {engine_cols!r}")
     width = engine_width if engine_cols == "top" else slot_width
     return [width(config, e) for e in range(config.engine_count)]
+
+
+def cache_state_bits(config: RPAccelConfig) -> tuple[int, int]:
+    """Bits of a dynamic-cache way's tag (the line address above the set index) and of its
+    LRU age, as the embedding unit keeps them (a memory of ``cache_sets`` entries each)."""
+    tag = (config.axi_addr_bits - int(math.log2(config.line_bytes))
+           - int(math.log2(config.cache_sets)))
+    return tag, max(1, ceil_log2(config.cache_ways))
 
 
 class EngineGeometry:
