@@ -31,7 +31,15 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..config import RPAccelConfig
-from ..interface import EngineGeometry, EngineTarget, Region, StepKind, engine_layouts, slot_width
+from ..interface import (
+    EngineGeometry,
+    EngineTarget,
+    Region,
+    StepKind,
+    engine_layouts,
+    pair_row_len,
+    slot_width,
+)
 from .array import Mesh, mesh_layouts, mode_shape
 from .interaction import InteractionUnit
 from .issue_sequencer import COUNTERS, IssueSequencer
@@ -115,7 +123,7 @@ class MLPEngine(wiring.Component):
         m.submodules.p_mem = p_mem = Memory(shape=data.ArrayLayout(lay.lane, width),
                                             depth=cfg.param_rows, init=[])
         m.submodules.pair_mem = pair_mem = Memory(
-            shape=lay.pair, depth=-(-cfg.max_pairs // cfg.inter_pairs), init=[])
+            shape=lay.pair, depth=-(-cfg.max_pairs // pair_row_len(cfg)), init=[])
         act_wr = act_mem.write_port(granularity=8)
         act_ra = act_mem.read_port()
         act_rb = act_mem.read_port()

@@ -109,6 +109,7 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
         engine_layouts,
         engine_widths,
         pair_layout,
+        pair_row_len,
         query_slots,
         top_layouts,
     )
@@ -123,14 +124,18 @@ def memories(config: RPAccelConfig, engine_cols: str = "top") -> list[Memory]:
                 Memory(p + "act_mem", geo.act_depth, 8 * geo.lanes),
                 Memory(p + "w_mem", cfg.weight_rows, 8 * w),
                 Memory(p + "p_mem", cfg.param_rows, lane_bits * w),
-                Memory(p + "pair_mem", -(-cfg.max_pairs // cfg.inter_pairs),
+                Memory(p + "pair_mem", -(-cfg.max_pairs // pair_row_len(cfg)),
                        pair_layout(cfg).size),
                 Memory(p + "prog_mem", cfg.max_steps, engine_layouts(cfg, w).desc.size)]
-        # the interaction unit's register files: an even- and an odd-word memory of both
-        # banks per read operand (two per pair computed per cycle)
-        half = 1 << (-(-geo.words // 2) - 1).bit_length()
-        out += [Memory(p + f"interaction/freg{r}_{par}", 2 * half, 8 * geo.lanes)
-                for r in range(2 * cfg.inter_pairs) for par in range(2)]
+        # the interaction unit's register files: inter_banks memories (word w in memory w
+        # mod inter_banks) of both register files per read operand (two per product
+        # computed per cycle), with inter_slots > 1 one per slot of the word
+        half = 1 << (-(-geo.words // cfg.inter_banks) - 1).bit_length()
+        q = cfg.inter_slots
+        out += [Memory(p + f"interaction/freg{r}_{k}" + (f"s{s}" if q > 1 else ""),
+                       2 * half, 8 * geo.lanes // q)
+                for r in range(2 * cfg.inter_pairs) for k in range(cfg.inter_banks)
+                for s in range(q)]
     for s in range(cfg.stages):
         # every unit of a cluster holds the whole image: its own map and caches
         for g in range(cfg.emb_units):

@@ -109,6 +109,16 @@ class RPAccelConfig:
     inter_pairs : int
         ``dot`` pairs the interaction unit computes per cycle (each an int8 dot product of
         ``lcm(array_rows, array_cols)`` lanes per cycle); at most that many lanes.
+    inter_slots : int
+        ``dot`` pairs each of those products computes at once when a step's features fit a
+        slot of ``lanes / inter_slots`` values (a power of two): up to ``inter_pairs *
+        inter_slots`` pairs per cycle, each one requantizer; wider features one pair per
+        product as with ``1``.
+    inter_banks : int
+        Memories of each interaction register file (a power of two, at least 2): feature
+        words land up to that many per cycle when the pooled vectors are packed
+        ``2**pack`` to an activation word (``min(inter_banks, 2**pack)`` per cycle, unpacked
+        2).
     emb_tables : int
         Embedding tables the embedding unit serves.
     emb_dim : int
@@ -172,6 +182,8 @@ class RPAccelConfig:
     max_steps: int = 16
     max_pairs: int = 64
     inter_pairs: int = 1
+    inter_slots: int = 1
+    inter_banks: int = 2
     emb_tables: int = 8
     emb_dim: int = 32
     emb_requant_lanes: int = 0
@@ -245,6 +257,15 @@ class RPAccelConfig:
         _require(_is_int(self.inter_pairs) and 1 <= self.inter_pairs <= min(64, lanes),
                  "inter_pairs", f"an integer from 1 to {min(64, lanes)} (at most the "
                  "activation word's lanes, lcm(array_rows, array_cols))", self.inter_pairs)
+        _require(_is_int(self.inter_slots) and self.inter_slots >= 1
+                 and self.inter_slots & (self.inter_slots - 1) == 0
+                 and self.inter_pairs * self.inter_slots <= min(256, lanes), "inter_slots",
+                 f"a power of two with inter_pairs x inter_slots at most {min(256, lanes)} "
+                 f"(the activation word's lanes: pairs leave a byte each per cycle; "
+                 f"inter_pairs {self.inter_pairs})", self.inter_slots)
+        _require(_is_int(self.inter_banks) and 2 <= self.inter_banks <= 64
+                 and self.inter_banks & (self.inter_banks - 1) == 0, "inter_banks",
+                 "a power of two from 2 to 64", self.inter_banks)
         for p, lo, hi in (("emb_tables", 1, 64), ("emb_dim", 1, 256),
                           ("emb_map_rows", 1, 1 << 24), ("static_rows", 1, 1 << 20),
                           ("cache_sets", 1, 1 << 16), ("cache_ways", 1, 8),
@@ -328,7 +349,7 @@ def _canonical_json(d: dict) -> str:
 
 #: Fields added after digests were first recorded, with the value that builds what was
 #: built before they existed.
-_LATER_FIELDS = {"topk_banks": 2}
+_LATER_FIELDS = {"topk_banks": 2, "inter_slots": 1, "inter_banks": 2}
 
 _DEFAULT = RPAccelConfig()
 
@@ -355,12 +376,16 @@ CONFIGS: dict[str, RPAccelConfig] = {
                                   emb_requant_lanes=4, topk_k=16, topk_lanes=1, topk_banks=1,
                                   cache_sets=8, mshrs=2, sub_batch=32),
     # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes
-    # (max_width 4096), 4,096 candidates, stage 0 keeping 512
+    # (max_width 4096), 4,096 candidates, stage 0 keeping 512; the interaction unit 64
+    # pairs a cycle on rows up to 32 values (RM-small / med / large), features landed up to
+    # 8 a cycle; four engines the stages share (the engine map), eight embedding units per
+    # stage (eight ids a query beat), sub-batches of 128
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
-                              partitions=4, stages=3, requant_lanes=128, topk_lanes=16,
-                              topk_k=512, topk_impl="heap", tile_modules=True, fclk_mhz=125.0,
-                              max_items=4096, cand_beats=32, max_width=4096, max_pairs=512,
-                              inter_pairs=16,
+                              partitions=4, stages=3, engines=4, requant_lanes=128,
+                              topk_lanes=16, topk_k=512, topk_impl="heap", tile_modules=True,
+                              fclk_mhz=125.0, max_items=4096, cand_beats=32, max_width=4096,
+                              max_pairs=512, sub_batch=128, emb_units=8,
+                              inter_pairs=16, inter_slots=4, inter_banks=8,
                               emb_tables=26, static_rows=16384, emb_map_rows=1 << 22,
                               cache_sets=64, cache_ways=8, line_bytes=64, emb_dim=64,
                               axi_data_bits=512),
@@ -368,9 +393,11 @@ CONFIGS: dict[str, RPAccelConfig] = {
 
 
 #: The artifact's TPU-like baseline at the paper's size: one monolithic 128 x 128 partition,
-#: one stage, no embedding cache (one pinned row, a one-line dynamic cache).
+#: one stage, one engine, one lookup per cycle, no embedding cache (one pinned row, a
+#: one-line dynamic cache); `paper`'s interaction unit and sub-batch.
 CONFIGS["paper-baseline"] = CONFIGS["paper"].replace(
-    name="paper-baseline", partitions=1, stages=1, static_rows=1, cache_sets=1, cache_ways=1)
+    name="paper-baseline", partitions=1, stages=1, engines=0, emb_units=1, static_rows=1,
+    cache_sets=1, cache_ways=1)
 
 
 def get_config(name: str) -> RPAccelConfig:

@@ -179,7 +179,9 @@ class Point:
             max_items=items, topk_id_bits=max(items.bit_length() - 1, 1),
             sub_batch=self.sub_batch, static_rows=self.static_rows,
             cache_sets=self.cache_sets, mshrs=self.mshrs,
-            inter_pairs=min(self.inter_pairs, lanes), tile_modules=self.side >= 64,
+            inter_pairs=min(self.inter_pairs, lanes),
+            inter_slots=max(1, min(base.inter_slots, lanes // min(self.inter_pairs, lanes))),
+            tile_modules=self.side >= 64,
             emb_units=self.emb_units)
         return base.replace(**fields)
 

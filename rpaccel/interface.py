@@ -32,7 +32,8 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "cache_state_bits",
            "EngineGeometry",
            "EngineLayouts", "engine_layouts",
-           "pair_layout", "id_lane_fields", "id_lanes", "copy_ids", "beat_lookups",
+           "pair_layout", "pair_row_len", "id_lane_fields", "id_lanes",
+           "copy_ids", "beat_lookups",
            "feature_pack", "feature_place", "feature_words", "max_feature_pack",
            "clamp_pack"]
 
@@ -219,10 +220,17 @@ class EngineGeometry:
 
 
 def pair_layout(config: RPAccelConfig):
-    """One row of an engine's pair-parameter memory: ``inter_pairs`` ``{mult, shift}``."""
+    """One row of an engine's pair-parameter memory: ``inter_pairs * inter_slots``
+    ``{mult, shift}`` (pair ``p`` in row ``p // len``, entry ``p % len``)."""
     pair = data.StructLayout({"mult": unsigned(config.mult_bits),
                               "shift": unsigned(config.shift_bits)})
-    return data.ArrayLayout(pair, config.inter_pairs)
+    return data.ArrayLayout(pair, pair_row_len(config))
+
+
+def pair_row_len(config: RPAccelConfig) -> int:
+    """Pair parameters per row of an engine's pair memory: the most ``dot`` pairs the
+    interaction unit computes per cycle."""
+    return config.inter_pairs * config.inter_slots
 
 
 class EngineLayouts(NamedTuple):

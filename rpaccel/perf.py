@@ -86,12 +86,30 @@ class EngineTiming:
         The interaction unit's ``dot`` pairs per cycle (``inter_pairs``).
     lanes : int
         int8 values per activation word (for the interaction's output writes).
+    slots : int
+        ``inter_slots``: ``pairs_per_cycle * slots`` pairs per cycle on features of at most
+        ``lanes / slots`` values (`pair_rate`).
+    banks : int
+        ``inter_banks``: feature words landed per cycle when the pooled vectors are packed
+        (`fill_rate`).
     """
 
     rows: int
     cols: int
     pairs_per_cycle: int = 1
     lanes: int = 0
+    slots: int = 1
+    banks: int = 2
+
+    def fill_rate(self, pack: int) -> int:
+        """Feature words the interaction unit lands per cycle on vectors packed ``2**pack``
+        to a word (they must lie in the two words read per cycle)."""
+        return 2 if pack == 0 else min(self.banks, 1 << pack)
+
+    def pair_rate(self, d: int) -> int:
+        """``dot`` pairs per cycle on features of ``d`` values."""
+        narrow = self.slots > 1 and d <= self.lanes // self.slots
+        return self.pairs_per_cycle * (self.slots if narrow else 1)
 
     @property
     def reload(self) -> int:
@@ -119,16 +137,18 @@ class EngineTiming:
     INTER_UNIT_TAIL = 12
 
     @staticmethod
-    def interaction_cycles(step: dict, n: int, pairs_per_cycle: int = 1) -> int:
+    def interaction_cycles(step: dict, n: int, pairs_per_cycle: int = 1,
+                           fill_per_cycle: int = 2) -> int:
         """Busy cycles of the interaction unit (`rpaccel.hw.interaction`) on ``n`` items:
-        an item's feature words are read two per cycle into one register file (``fill``)
+        an item's feature words are read ``fill_per_cycle`` per cycle into one register
+        file (``fill``)
         while the previous item is emitted from the other (``emit``: its copies a word per
         cycle, then its pairs ``pairs_per_cycle`` at a time over their ``dw`` words, and one
         cycle to move on)."""
         from .interface import StepKind as Kind
 
         f, dw = step["feats"], step["dw"]
-        fill = -(-f * dw // 2) + 1
+        fill = -(-f * dw // fill_per_cycle) + 1
         if step["kind"] == Kind.CAT:
             emit = f * dw
         else:
@@ -142,13 +162,14 @@ class EngineTiming:
         return done[-1] + EngineTiming.INTER_UNIT_TAIL if n else 0
 
     @staticmethod
-    def interaction_per_item(step: dict, pairs_per_cycle: int = 1) -> int:
+    def interaction_per_item(step: dict, pairs_per_cycle: int = 1,
+                             fill_per_cycle: int = 2) -> int:
         """Steady-state cycles per item of the interaction unit: the slower of reading an
         item's feature words and emitting its outputs (plus the cycle between items)."""
         from .interface import StepKind as Kind
 
         f, dw = step["feats"], step["dw"]
-        fill = -(-f * dw // 2) + 1
+        fill = -(-f * dw // fill_per_cycle) + 1
         if step["kind"] == Kind.CAT:
             return max(fill, f * dw + 1)
         return max(fill, dw + -(-(f * (f - 1) // 2) // pairs_per_cycle) * dw + 1)
@@ -195,8 +216,9 @@ class EngineTiming:
                     if not st["final"] and i % kt == kt - 1:
                         blocked.append((issue + out_lat, issue + out_lat + n))
             elif st["kind"] in (Kind.DOT, Kind.CAT):
-                item = self.interaction_per_item(st, self.pairs_per_cycle)
-                per = self.interaction_cycles(st, n, self.pairs_per_cycle)
+                rate, fill = self.pair_rate(st["d"]), self.fill_rate(st["pack"])
+                item = self.interaction_per_item(st, rate, fill)
+                per = self.interaction_cycles(st, n, rate, fill)
                 inter += per
                 # the unit writes an item's output words at the end of its period
                 f = st["feats"]
@@ -471,7 +493,7 @@ class _Machine:
         self.limit = max(2, query_slots(cfg))
         mode = cfg.partitions.bit_length() - 1
         self.eng = EngineTiming(cfg.array_rows, cfg.array_cols >> mode, cfg.inter_pairs,
-                                acc.geo.lanes)
+                                acc.geo.lanes, cfg.inter_slots, cfg.inter_banks)
         # one R channel per embedding unit: events are replayed stage by stage, not in
         # time order, so the shared port's load is checked as a total (``busy["axi"]``)
         self.axis = [_Axi() for _ in acc.images]

@@ -191,7 +191,7 @@ def compile_stage(config: RPAccelConfig, width: int, mode: int, q) -> StageProgr
         pairs = feats * (feats - 1) // 2
         _check(pairs <= config.max_pairs, "interaction pairs",
                f"at most max_pairs {config.max_pairs}", pairs)
-        per = config.inter_pairs  # pair parameters are stored a row of inter_pairs each
+        per = b.iface.pair_row_len(config)  # a row per cycle's most pairs
         for row in range(-(-pairs // per)):
             lanes = [{"mult": int(q.pair_mult[p]), "shift": int(q.pair_shift[p])}
                      if p < pairs else {"mult": 0, "shift": 0}

@@ -100,7 +100,9 @@ TARGETS = {t.block: t for t in (
                                  block=2, partitions=4) + ", 8)")),
     Target("interaction", "hw/interaction.py", ("tests/test_interaction.py",),
            ("InteractionUnit(get_config('default'), 8, 16)",
-            "InteractionUnit(" + _cfg("default", inter_pairs=4) + ", 8, 16)")),
+            "InteractionUnit(" + _cfg("default", inter_pairs=4) + ", 8, 16)",
+            "InteractionUnit(" + _cfg("three-stage", inter_pairs=2, inter_slots=2,
+                                      inter_banks=4, max_pairs=256) + ", 16, 24)")),
     Target("topk", "hw/topk.py",
            ("tests/test_topk.py", "tests/test_formal.py", "-k", "queue and not verilator"),
            ("TopK(" + _cfg("default", topk_lanes=1, topk_k=3) + ")",
@@ -174,10 +176,6 @@ ARGUED = {
      "Sub -> Add in new_fill - A", 61):
         "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and new_fill + A "
         "are equal modulo 2A",
-    ("interaction", "with m.If(pack != 0):", "0 -> 1", 26):
-        "the shift of feature fidx + 1 (fidx even) is (fidx << log2(A / 2**pack)) mod A: 0 for "
-        "pack 1 (fidx A / 2 mod A) and for pack 0 (fidx A mod A), so skipping it for pack 1 "
-        "instead of pack 0 gives the same 0",
     ("interaction", "rq.i.valid.eq(s2_v & ~s2.copy)]", "BitAnd -> BitOr in s2_v & ~s2.copy", 35):
         "the pair requantizer never stalls (o.ready is 1) and its result is taken by the tag "
         "line exactly LATENCY cycles after s2_v: extra valid cycles requantize held "

@@ -23,8 +23,10 @@ def _elaborated_memories(cfg):
                                  get_config("three-stage").replace(
                                      name="heap3", topk_impl="heap", topk_k=16, sub_batch=32,
                                      static_rows=64, cache_sets=32),
-                                 get_config("wide-lookup")],
-                         ids=["shared-engines", "three-stage-heap", "wide-lookup"])
+                                 get_config("wide-lookup"),
+                                 get_config("default").replace(name="slots", inter_pairs=2,
+                                                               inter_slots=2, inter_banks=4)],
+                         ids=["shared-engines", "three-stage-heap", "wide-lookup", "slots"])
 def test_memories_are_the_elaborated_designs(cfg):
     got = _elaborated_memories(cfg)
     mine = {m[0]: (m[1], m[2]) for m in memories(cfg)}

@@ -31,7 +31,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     """Run the unit on random features; returns (expected, written, cycles busy)."""
     rng = np.random.default_rng(seed)
     dw = -(-d // lanes)
-    P = cfg.inter_pairs
+    P = cfg.inter_pairs * cfg.inter_slots  # pair parameters per row
     pairs = feats * (feats - 1) // 2
     mult = rng.integers(1 << 13, 1 << 15, max(pairs, 1))
     shift = rng.integers(12, 20, max(pairs, 1))
@@ -135,3 +135,55 @@ def test_interaction_matches_golden(pairs_per_cycle, cat, d, feats):
     step = {"kind": Kind.CAT if cat else Kind.DOT, "feats": feats, "d": d, "dw": dw}
     model = perf.EngineTiming.interaction_cycles(step, items, pairs_per_cycle)
     assert busy == model, (busy, model)
+
+
+@pytest.mark.parametrize("pairs_per_cycle,slots,banks", [
+    (1, 2, 2), (2, 2, 4), (1, 4, 2), (3, 4, 8), (2, 8, 4), (1, 1, 4), (2, 1, 16)])
+@pytest.mark.parametrize("cat,d,feats", [(False, 2, 9), (False, 3, 8), (False, 4, 6),
+                                         (False, 5, 5), (False, 8, 4), (False, 20, 3),
+                                         (False, 1, 12), (True, 2, 5), (False, 4, 2),
+                                         (False, 1, 17), (False, 1, 8)])
+def test_interaction_slots_and_banks_match_golden(pairs_per_cycle, slots, banks, cat, d,
+                                                  feats):
+    """``inter_slots``: features that fit a slot of ``lanes / inter_slots`` lanes are
+    computed ``inter_slots`` pairs per product (narrow), wider ones one pair per product
+    (their slots read at one address, the parameters of a group at an offset in their
+    row); ``inter_banks``: packed feature words land up to that many per cycle. Every byte
+    equals golden at the cycles `rpaccel.perf.EngineTiming.pair_rate` and ``fill_rate``
+    charge."""
+    # 16-lane words (lcm(8, 16))
+    cfg = get_config("three-stage").replace(inter_pairs=pairs_per_cycle, inter_slots=slots,
+                                            inter_banks=banks, max_pairs=256)
+    lanes, words = 16, 24
+    items = 4
+    expect, got, busy, untouched = simulate(cfg, lanes, words, items, cat, d, feats,
+                                            seed=d * 5 + feats + 11 * slots)
+    for i, (e, g) in enumerate(zip(expect, got, strict=True)):
+        assert g == e, f"item {i}: expected {e}\n actual {g}"
+    assert untouched, "bytes written beyond an item's output"
+    dw = -(-d // lanes)
+    step = {"kind": Kind.CAT if cat else Kind.DOT, "feats": feats, "d": d, "dw": dw}
+    eng = perf.EngineTiming(8, 8, pairs_per_cycle, lanes, slots, banks)
+    rate, pack = eng.pair_rate(d), feature_pack(d, lanes)
+    assert rate == pairs_per_cycle * (slots if d <= lanes // slots else 1)
+    fill = eng.fill_rate(pack)
+    assert fill == (2 if pack == 0 else min(banks, 1 << pack))
+    model = perf.EngineTiming.interaction_cycles(step, items, rate, fill)
+    assert busy == model, (busy, model)
+
+
+def test_banks_shorten_a_fill_bound_step():
+    """16 pairs per cycle on 8 one-value features: reading the features two a cycle is the
+    bound (5 cycles an item); with 8 memories a register file takes them 8 a cycle and the
+    emission is (4). Same bytes, fewer cycles."""
+    busy = {}
+    for banks in (2, 8):
+        cfg = get_config("three-stage").replace(inter_pairs=2, inter_slots=8,
+                                                inter_banks=banks)
+        expect, got, busy[banks], _ = simulate(cfg, 16, 24, 6, False, 1, 8, seed=4)
+        assert got == expect, f"banks {banks}: expected {expect}\n actual {got}"
+    step = {"kind": Kind.DOT, "feats": 8, "d": 1, "dw": 1}
+    assert perf.EngineTiming.interaction_per_item(step, 16, 2) == 5
+    assert perf.EngineTiming.interaction_per_item(step, 16, 8) == 4
+    assert busy[8] < busy[2], busy
+    assert busy == {b: perf.EngineTiming.interaction_cycles(step, 6, 16, b) for b in (2, 8)}

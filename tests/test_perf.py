@@ -96,21 +96,30 @@ def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
     assert not wrong, f"(run, items, rtl, model): {wrong}"
 
 
-@pytest.mark.slow  # tests/test_interaction.py covers inter_pairs 1-16 bit and cycle exact
-def test_engine_with_four_pairs_per_cycle_on_verilator(tmp_path, qmodels, ml):
-    """The interaction unit at ``inter_pairs = 4`` inside the engine on Verilator: the
-    trained small and large models (``dot``, 28 pairs) and a Criteo-shaped ``dot`` model of
-    8 tables (36 pairs) bit-exact against golden, and the model's cycles exact."""
+@pytest.mark.parametrize("pairs,slots,banks,emb_dim", [
+    # tests/test_interaction.py covers inter_pairs 1-16 bit and cycle exact
+    pytest.param(4, 1, 2, 8, marks=pytest.mark.slow),
+    (2, 2, 4, 2)])
+def test_engine_with_several_pairs_per_cycle_on_verilator(tmp_path, qmodels, ml, pairs, slots,
+                                                          banks, emb_dim):
+    """The interaction unit at ``inter_pairs`` 4, and at 2 with 2 slots and 4 register-file
+    memories, inside the engine on Verilator: the trained small and large models (``dot``,
+    28 pairs) and a Criteo-shaped ``dot`` model of 8 tables (36 pairs, rows of ``emb_dim``;
+    with slots of 4 lanes the small and the Criteo-shaped model are narrow, the large one
+    wide; rows of 2 packed 4 to a word land 4 a cycle) bit-exact against golden, and the
+    model's cycles exact."""
     from rpaccel.golden.data import criteo_synthetic
     from rpaccel.golden.quantize import quantize_model
     from rpaccel.golden.zoo import ModelSize, random_model
+    from rpaccel.interface import StepKind as perf_kind
     from rpaccel.program import compile_stage
 
-    cfg = CFG.replace(name="default-p4", inter_pairs=4)
+    cfg = CFG.replace(name=f"default-p{pairs}s{slots}b{banks}", inter_pairs=pairs,
+                      inter_slots=slots, inter_banks=banks)
     mode = 1
     user, cands, _ = ml.queries(1000, seed=0, users=[5])[0]
     rows = [30] * 8
-    crit = quantize_model(random_model(ModelSize("c8", 8, (16,), (24,)), 13, rows, "dot",
+    crit = quantize_model(random_model(ModelSize("c8", emb_dim, (16,), (24,)), 13, rows, "dot",
                                        seed=2), criteo_synthetic(200, rows, seed=3))
     jobs, steps = {0: [], 1: []}, {}
     for p, q, batches in (
@@ -125,11 +134,15 @@ def test_engine_with_four_pairs_per_cycle_on_verilator(tmp_path, qmodels, ml):
     metrics = tmp_path / "metrics.json"
     assert run(sb, "rpaccel.sim.tb_engine", tmp_path / "run",
                {"jobs": str(path), "metrics": str(metrics), "seed": 5}) == (1, 0)
-    eng = perf.EngineTiming(cfg.array_rows, cfg.array_cols >> mode, 4, 8)
+    eng = perf.EngineTiming(cfg.array_rows, cfg.array_cols >> mode, pairs, 8, slots, banks)
     measured = json.loads(metrics.read_text())
     assert len(measured) == 5
     for m in measured:
         assert eng.run(steps[m["name"].split("#")[0]], m["items"])["cycles"] == m["cycles"], m
+    if slots > 1:
+        dots = [st for k in steps.values() for st in k if st["kind"] == perf_kind.DOT]
+        assert {eng.pair_rate(st["d"]) for st in dots} == {pairs, pairs * slots}, dots
+        assert max(eng.fill_rate(st["pack"]) for st in dots) == banks, dots
 
 
 @pytest.mark.slow  # make bench perf checks the model against Verilator on 15 cases
