@@ -410,8 +410,9 @@ class StageTop(wiring.Component):
         wiring.connect(m, wiring.flipped(self.query), ctl.query)
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
         wiring.connect(m, ctl.eng_run, getattr(ce, f"run_{p}"))
-        wiring.connect(m, getattr(ce, f"out_{p}"), ctl.eng_out)
-        # lookups, pooled vectors and scores through register slices, as in the top level
+        # results, lookups, pooled vectors and scores through register slices, as in the
+        # top level
+        register_slice(m, "result_slice", getattr(ce, f"out_{p}"), ctl.eng_out)
         register_slice(m, "lookup_slice", ctl.emb_req, emb.req)
         register_slice(m, "pooled_slice", emb.resp, ctl.emb_resp)
         if self.config.emb_units > 1:

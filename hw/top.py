@@ -207,7 +207,10 @@ class RPAccel(wiring.Component):
                 (dma.out, dma.target == 2 * e + LoadUnit.ENGINE),
                 (getattr(xbar, f"eload_{e}"), None)])
             wiring.connect(m, getattr(xbar, f"erun_{e}"), getattr(ce, f"run_{e}"))
-            wiring.connect(m, getattr(ce, f"out_{e}"), getattr(xbar, f"eout_{e}"))
+            # the engine's results through a register slice: its output path's valid and
+            # ready never meet the crossbar's and the controller's logic in one cycle
+            register_slice(m, f"result_slice{e}", getattr(ce, f"out_{e}"),
+                           getattr(xbar, f"eout_{e}"))
 
         # ---- status, error, counters ------------------------------------------------------
         # queries admitted and not yet answered; with one stage there is no candidate

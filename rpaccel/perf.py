@@ -58,7 +58,8 @@ _LAT = {
     "arb": 1,            # the top level's AXI arbiter
     "eng_load": 1,       # the engine's load register slice: a run starts once the
                          # gather's last word is written
-    "score": 2,          # last score out of the stage controller -> engine idle
+    "score": 1,          # last score out of the stage controller -> engine idle (the
+                         # engine hands its last result to its register slice first)
     "topk_first": 3,     # last score out of the stage -> first survivor out (the score
                          # register slice, then the top-k unit's `last` beat)
 }
