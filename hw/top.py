@@ -333,7 +333,9 @@ class RPAccel(wiring.Component):
             ctl = self.ctls[st]
             wiring.connect(m, srcs[-1], ru.src)
             wiring.connect(m, ru.run, ctl.run)
-            wiring.connect(m, ru.beats, ctl.query)
+            # the replayed beats through a register slice: the candidate buffer's read
+            # data never meet the controller's and the crossbar's logic in one cycle
+            register_slice(m, f"replay_slice{st}", ru.beats, ctl.query)
             register_slice(m, f"score_slice{st}", ctl.topk, ru.scores)
             wiring.connect(m, ru.topk, tks[st].i)
             len_rd = clen.read_port(domain="comb")

@@ -58,6 +58,8 @@ _LAT = {
     "arb": 1,            # the top level's AXI arbiter
     "eng_load": 1,       # the engine's load register slice: a run starts once the
                          # gather's last word is written
+    "replay": 1,         # a replayed beat out of the replay unit -> at the controller
+                         # (the replay register slice)
     "score": 1,          # last score out of the stage controller -> engine idle (the
                          # engine hands its last result to its register slice first)
     "topk_first": 3,     # last score out of the stage -> first survivor out (the score
@@ -615,7 +617,7 @@ class _Machine:
             self.next_eng[s] = (self.next_eng[s] + 1) % len(engs)
             # run beat: the feeder waits for the controller to be idle
             t = max(t, self.ctl_idle[s]) + 1
-            g0 = t + 1
+            g0 = t + 1 + (_LAT["replay"] if s else 0)
             feed_end, g_end = self.gather(s, e, beats, g0, st)
             self.busy[f"gather{s}"] += g_end - g0
             st["gather"] += g_end - g0
