@@ -379,10 +379,11 @@ CONFIGS: dict[str, RPAccelConfig] = {
     # tables, 351 `dot` pairs, rows of 4 / 16 / 32) on a 32 x 32 array of four 8-column
     # partitions whose engines three stages share, up to 1,024 candidates a query
     "mid": _DEFAULT.replace(name="mid", array_rows=32, array_cols=32, block=8, partitions=4,
-                            stages=3, engines=4, requant_lanes=32, topk_lanes=4, topk_k=128,
-                            max_items=1024, max_width=1024, max_pairs=512, inter_pairs=4,
-                            inter_slots=4, inter_banks=8, emb_tables=26, emb_dim=32,
-                            emb_units=4, emb_map_rows=1 << 17, static_rows=1024,
+                            stages=3, engines=4, requant_lanes=32, topk_lanes=2, topk_k=128,
+                            topk_impl="heap", tile_modules=True, max_items=1024,
+                            max_width=1024, max_pairs=512, inter_pairs=4, inter_slots=4,
+                            inter_banks=8, emb_tables=26, emb_dim=32, emb_requant_lanes=8,
+                            emb_units=2, emb_map_rows=1 << 17, static_rows=1024,
                             cache_sets=32, axi_data_bits=256),
     # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes
     # (max_width 4096), 4,096 candidates, stage 0 keeping 512; the interaction unit 64

@@ -311,3 +311,33 @@ def test_native_two_embedding_units_per_stage(tmp_path):
     for want, got in ((pred.queries[0].latency, cmt["latency"][0]),
                       (pred.total_cycles, cmt["total_cycles"])):
         assert abs(want - got) <= 0.05 * got, (want, got)
+
+
+@pytest.mark.slow  # a 32 x 32, 26-table build: ~9 min of Verilator here (make test-all)
+def test_native_mid_recpipe_shapes(tmp_path):
+    """`mid`: RecPipe's RM-small -> RM-med -> RM-large shapes (26 tables of 2,000 rows, 351
+    `dot` pairs, rows of 4 / 16 / 32 values; small keeps 128, medium 32, large 16) on a
+    32 x 32 array whose four engines the three stages share. Criteo-shaped queries of 64,
+    1,024 and 200 candidates with idle gaps, backpressure, DRAM stalls and an out-of-range
+    id in the second (flagged, the third right); the rest bit-exact; without stalls the
+    model within 2% of the RTL."""
+    from rpaccel import perf
+    from rpaccel.workloads import recpipe_shapes
+
+    cfg = get_config("mid")
+    acc, queries = recpipe_shapes(cfg)
+    assert [len(q.pair_mult) for q, _ in acc.stages] == [351] * 3
+    batches = queries((64, 1024, 200))
+    nb = build_native(cfg)
+    job = acc.job(batches, {1: "id"})
+    mt = run_native(nb, job, tmp_path / "faults", idle=0.3, backpressure=0.3,
+                    dram_stall=0.3, seed=2)
+    assert problems(job, mt) == []
+    assert mt["errors"] == [False, True, False]
+    clean = [batches[0], batches[2]]
+    cjob = acc.job(clean)
+    cmt = run_native(nb, cjob, tmp_path / "clean")
+    assert problems(cjob, cmt) == []
+    pred = perf.predict(acc, clean, alone=False)
+    assert abs(pred.total_cycles / cmt["total_cycles"] - 1) < 0.02, (
+        pred.total_cycles, cmt["total_cycles"])
