@@ -259,10 +259,11 @@ class RPAccelConfig:
                  "activation word's lanes, lcm(array_rows, array_cols))", self.inter_pairs)
         _require(_is_int(self.inter_slots) and self.inter_slots >= 1
                  and self.inter_slots & (self.inter_slots - 1) == 0
+                 and lanes % self.inter_slots == 0
                  and self.inter_pairs * self.inter_slots <= min(256, lanes), "inter_slots",
-                 f"a power of two with inter_pairs x inter_slots at most {min(256, lanes)} "
-                 f"(the activation word's lanes: pairs leave a byte each per cycle; "
-                 f"inter_pairs {self.inter_pairs})", self.inter_slots)
+                 f"a power of two dividing the activation word's lanes ({lanes}) with "
+                 f"inter_pairs x inter_slots at most {min(256, lanes)} (pairs leave a byte "
+                 f"each per cycle; inter_pairs {self.inter_pairs})", self.inter_slots)
         _require(_is_int(self.inter_banks) and 2 <= self.inter_banks <= 64
                  and self.inter_banks & (self.inter_banks - 1) == 0, "inter_banks",
                  "a power of two from 2 to 64", self.inter_banks)

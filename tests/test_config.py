@@ -72,6 +72,19 @@ def test_frozen():
     ({"name": ""}, "name must be a non-empty string, not ''"),
     ({"inter_pairs": 9}, "inter_pairs must be an integer from 1 to 8 (at most the activation "
                          "word's lanes, lcm(array_rows, array_cols)), not 9"),
+    ({"inter_pairs": 2, "inter_slots": 8},
+     "inter_slots must be a power of two dividing the activation word's lanes (8) with "
+     "inter_pairs x inter_slots at most 8 (pairs leave a byte each per cycle; inter_pairs "
+     "2), not 8"),
+    ({"inter_slots": 3}, "inter_slots must be a power of two dividing the activation word's "
+                         "lanes (8) with inter_pairs x inter_slots at most 8 (pairs leave a "
+                         "byte each per cycle; inter_pairs 1), not 3"),
+    ({"array_cols": 12, "block": 4, "partitions": 1, "stages": 1, "inter_slots": 16},
+     "inter_slots must be a power of two dividing the activation word's lanes (24) with "
+     "inter_pairs x inter_slots at most 24 (pairs leave a byte each per cycle; inter_pairs "
+     "1), not 16"),
+    ({"inter_banks": 3}, "inter_banks must be a power of two from 2 to 64, not 3"),
+    ({"inter_banks": 1}, "inter_banks must be a power of two from 2 to 64, not 1"),
 ])
 def test_invalid_values_name_parameter_rule_and_value(changes, message):
     with pytest.raises(ConfigError) as e:
