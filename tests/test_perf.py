@@ -247,3 +247,34 @@ def test_config_tradeoffs_name_each_field_and_its_cycles():
     acc, batches = case_accelerator(case)
     pred = perf.predict(acc, batches, alone=False)
     assert rows["fpga-ecp5"]["latency"] == pred.queries[0].latency
+
+
+def test_interaction_growth_per_pair_on_an_8x8_build():
+    """Issue 16's 8x8 target by the engine's cycle model (exact against the engine on
+    Verilator): an RM-small-shaped stage's cycles per item beyond its MAC limit grow by at
+    most 0.25 per added `dot` pair from 2 to 8 tables with 4 products x 2 slots and 4
+    register-file memories; about one per pair with one product."""
+    from rpaccel.golden.data import criteo_synthetic
+    from rpaccel.golden.quantize import quantize_model
+    from rpaccel.golden.zoo import ModelSize, random_model
+    from rpaccel.interface import EngineGeometry
+    from rpaccel.program import compile_stage
+
+    base = CFG.replace(name="one-stage", partitions=1, stages=1, max_pairs=512,
+                       emb_tables=26, max_width=512)
+
+    def beyond(cfg, tables, n=64):
+        rows = [100] * tables
+        m = quantize_model(random_model(ModelSize("s", 4, (64,), (64,)), 13, rows, "dot",
+                                        seed=1), criteo_synthetic(200, rows, seed=2))
+        steps = compile_stage(cfg, slot_width(cfg, 0), 0, m).steps
+        eng = perf.EngineTiming(cfg.array_rows, cfg.array_cols, cfg.inter_pairs,
+                                EngineGeometry(cfg).lanes, cfg.inter_slots, cfg.inter_banks)
+        f = tables + 1
+        macs = 13 * 64 + 64 * 4 + (4 + f * (f - 1) // 2) * 64 + 64
+        return eng.run(steps, n)["cycles"] / n - macs / 64, f * (f - 1) // 2
+
+    for cfg, lo, hi in ((base, 0.9, 1.1),
+                        (base.replace(inter_pairs=4, inter_slots=2, inter_banks=4), 0, 0.25)):
+        (o2, p2), (o8, p8) = beyond(cfg, 2), beyond(cfg, 8)
+        assert lo <= (o8 - o2) / (p8 - p2) <= hi, (cfg.inter_pairs, o2, o8)
