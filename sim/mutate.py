@@ -176,6 +176,15 @@ ARGUED = {
      "Sub -> Add in new_fill - A", 61):
         "fill has log2(A) + 1 bits (A, the lanes, a power of two): new_fill - A and new_fill + A "
         "are equal modulo 2A",
+    ("interaction", "if F == 2:", "2 -> 1", 16):
+        "the general rule for the words landed per cycle gives 2 with two memories too (2 "
+        "unpacked, min(2, 2**pack) = 2 packed): the special case only skips its logic",
+    ("interaction", "if F == 2:", "2 -> 3", 16):
+        "as 2 -> 1: with two memories the general rule lands 2 words a cycle as the constant "
+        "does",
+    ("interaction", "if Q > 1:", "Gt -> GtE in Q > 1", 19):
+        "with one slot nothing sets narrow (it stays at its reset 0), so Mux(narrow, ..., "
+        "keep) is keep: the condition only skips the multiplexer",
     ("interaction", "rq.i.valid.eq(s2_v & ~s2.copy)]", "BitAnd -> BitOr in s2_v & ~s2.copy", 35):
         "the pair requantizer never stalls (o.ready is 1) and its result is taken by the tag "
         "line exactly LATENCY cycles after s2_v: extra valid cycles requantize held "
