@@ -167,32 +167,28 @@ def criteo_shaped(config: RPAccelConfig, seed: int = 0, ks=None):
 
 
 def recpipe_shapes(config: RPAccelConfig, rows: int = 2000, ks=None):
-    """RecPipe's RM-small -> RM-med -> RM-large (26 tables of ``rows`` rows, 351 ``dot``
-    pairs; with fewer stages small -> large or large; keeping ``ks``, default 128 / 32 /
-    16) on ``config``, the static
-    caches given the whole ``static_rows`` budget: the paper's model shapes at a size that
-    simulates (`mid`).
+    """RecPipe's models of the ``config.stages``-stage pipeline of `PIPELINES` (26 tables of
+    ``rows`` rows, 351 ``dot`` pairs), keeping ``ks`` (default 128 / 32 / 16, or 128 / 16,
+    or 16) on ``config``, the static caches given the whole ``static_rows`` budget: the
+    paper's model shapes at a size that simulates (`mid`).
 
     Returns
     -------
     acc : Accelerator
     queries : callable
         ``(sizes, start=0) -> [Batch]``: one Criteo-shaped query per size (its candidate
-        count), Zipf ids as `workload_queries` draws them.
+        count), drawn as `workload_queries` draws them.
     """
-    from .golden.data import criteo_synthetic
     from .runtime import Accelerator
 
-    tables = WORKLOADS["recpipe-criteo"]["tables"]
-    models, profile = _criteo_models(rows, tables)
-    names = {1: ("large",), 2: ("small", "large"), 3: ("small", "medium", "large")}
+    models, profile = _criteo_models(rows, WORKLOADS["recpipe-criteo"]["tables"])
+    spec = next(p for p in PIPELINES["recpipe-criteo"].values() if len(p) == config.stages)
     ks = ks or {1: (16,), 2: (128, 16), 3: (128, 32, 16)}[config.stages]
-    acc = Accelerator(config, [(models[m], k) for m, k in zip(names[config.stages], ks,
-                                                                  strict=True)], profile,
-                      config.static_rows * config.emb_dim)
+    acc = Accelerator(config, [(models[m], k) for (m, _), k in zip(spec, ks, strict=True)],
+                      profile, config.static_rows * config.emb_dim)
 
     def queries(sizes, start: int = 0):
-        return [criteo_synthetic(n, [rows] * tables, seed=100 + start + i, hot_seed=7)
-                for i, n in enumerate(sizes)]
+        return [workload_queries("recpipe-criteo", acc, 1, seed=start + i, rows=rows,
+                                 candidates=n)[0] for i, n in enumerate(sizes)]
 
     return acc, queries
