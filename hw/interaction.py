@@ -166,11 +166,14 @@ class InteractionUnit(wiring.Component):
             m.d.comb += [per_word.eq(Const(1, range(A + 1)) << pack),
                          c.eq(Mux(pack == 0, 2, Mux(per_word > F, F, per_word)))]
 
-        def word_of(w):
-            return Mux((pack == 0) | (w == 0), w, 1 + ((w - 1) >> pack))
+        def place(w):
+            """(activation word, lane) of register-file word ``w``."""
+            alone = (pack == 0) | (w == 0)
+            return (Mux(alone, w, 1 + ((w - 1) >> pack)),
+                    Mux(alone, 0, ((w - 1) << slot_log)[:max(1, la)]))
 
         src = Signal(range(64 * W + F + 1))
-        m.d.comb += src.eq(word_of(fidx))
+        m.d.comb += src.eq(place(fidx)[0])
         base = Signal.like(fidx)
         m.d.comb += base.eq(Cat(Const(0, fl), fidx[fl:]))
         lands = []
@@ -184,11 +187,11 @@ class InteractionUnit(wiring.Component):
                     "b": Signal(name=f"land_b{k}"), "sh": Signal(range(A), name=f"land_sh{k}")}
             lands.append(land)
             m.d.sync += land["v"].eq(0)
+            word_k, lane_k = place(wk)
             with m.If(reading):
                 m.d.sync += [land["v"].eq((wk < fidx + c) & (wk < total)),
-                             land["addr"].eq(wk >> fl), land["b"].eq(word_of(wk) != src),
-                             land["sh"].eq(Mux((pack == 0) | (wk == 0), 0,
-                                               ((wk - 1) << slot_log)[:max(1, la)]))]
+                             land["addr"].eq(wk >> fl), land["b"].eq(word_k != src),
+                             land["sh"].eq(lane_k)]
         for k, land in enumerate(lands):
             word = Signal(8 * A, name=f"fdata{k}")
             m.d.comb += word.eq(Mux(land["b"], self.rd_b, self.rd_a) >> (land["sh"] * 8))
