@@ -5,9 +5,12 @@ sub-batch meanwhile) and walks the program's steps. An MLP step issues its weigh
 (output tiles outer, input tiles inner) and, per tile, every item of the run into the
 partition: the item's ``R``-value slice of its activation word, the first item of a tile
 marked ``swap`` (the PEs switch to the tile's weights). A tile issues once the
-`WeightLoader` has put it into the shadow registers, and a layer's first tile once the
-previous step's results are all written (the engine's in-flight count is 0), so the next
-layer reads complete inputs. An interaction step starts the `InteractionUnit` when the
+`WeightLoader` has put it into the shadow registers. The first tile of a layer that follows
+another layer issues each item once that item's output of the previous layer is written
+(the `OutputPath`'s ``fwd_step`` / ``fwd_items``): the array does not wait for the whole
+previous layer to drain, only for the first item's results, and the rest follow in
+order. The first layer of a run and the first after an interaction step wait until the
+engine's in-flight count is 0. An interaction step starts the `InteractionUnit` when the
 array has drained and waits for it. The run ends when everything has left the engine.
 
 The sequencer also keeps the engine's per-run counters.
@@ -63,6 +66,9 @@ class IssueSequencer(wiring.Component):
         From the `WeightLoader`.
     drained : In(1)
         Nothing in the array, the requantizer or the partial-sum path.
+    fwd_step : In(range(max_steps + 1)), fwd_items : In(range(sub_batch + 1))
+        From the `OutputPath`: the layer whose last output tile is being written and its
+        items written so far.
     inter_go : Out(1), inter_busy : In(1)
         Start and wait for the `InteractionUnit`.
     out_pending : In(1)
@@ -92,6 +98,7 @@ class IssueSequencer(wiring.Component):
             "act": Out(stream.Signature(act_l)),
             "entered": Out(1),
             "tiles_loaded": In(32), "drained": In(1),
+            "fwd_step": In(range(cfg.max_steps + 1)), "fwd_items": In(range(SB + 1)),
             "inter_go": Out(1), "inter_busy": In(1),
             "out_pending": In(1),
             **{n: Out(48) for n in COUNTERS},
@@ -109,12 +116,17 @@ class IssueSequencer(wiring.Component):
         kword = Signal(range(W + 1))
         koff = Signal(range(A))
         tile_first = Signal()  # the tile about to issue is the layer's first
+        after_mlp = Signal()   # the current step follows an MLP step
         krem = Signal(range(cfg.max_width + 1))
         nrem = Signal(range(cfg.max_width + 1))
         tile_macs = Signal(24)
         tiles_started = Signal(32)
         valid0 = Signal()
         adv = Signal()
+        # a layer's first tile after another layer: item b once its inputs are written
+        inputs_ready = Signal()
+        m.d.comb += inputs_ready.eq(~(tile_first & after_mlp) | (
+            (self.fwd_step == step - 1) & (self.fwd_items > b)))
         v1 = Signal()
         swap1 = Signal()
         koff1 = Signal(range(A))
@@ -134,6 +146,7 @@ class IssueSequencer(wiring.Component):
                 with m.If(self.run.valid & (self.run.payload != 0)):
                     m.d.comb += self.start.eq(1)
                     m.d.sync += [items.eq(self.run.payload), step.eq(0), busy.eq(1),
+                                 after_mlp.eq(0),
                                  self.bank.eq(self.load_bank),
                                  self.load_bank.eq(~self.load_bank)]
                     m.next = "FETCH"
@@ -148,20 +161,21 @@ class IssueSequencer(wiring.Component):
                     with m.Default():
                         m.next = "IWAIT"
             with m.State("TILE"):
-                # a tile issues once its weights are in the shadow registers and, for a
-                # layer's first tile, once the previous step's results are all written
-                with m.If((self.tiles_loaded > tiles_started) & (~tile_first | self.drained)):
+                # a tile issues once its weights are in the shadow registers; a layer's
+                # first tile after anything but a layer, once everything is written
+                with m.If((self.tiles_loaded > tiles_started) &
+                          (~tile_first | after_mlp | self.drained)):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += valid0.eq(1)
-                with m.If(adv):
+                m.d.comb += valid0.eq(inputs_ready)
+                with m.If(adv & inputs_ready):
                     m.d.sync += b.eq(b + 1)
                     with m.If(b == items - 1):
                         m.d.sync += [b.eq(0), tile_first.eq(0)]
                         with m.If(kt == d.ktiles - 1):
                             m.d.sync += [kt.eq(0), kword.eq(0), koff.eq(0), krem.eq(d.k)]
                             with m.If(nt == d.ntiles - 1):
-                                m.d.sync += step.eq(step + 1)
+                                m.d.sync += [step.eq(step + 1), after_mlp.eq(1)]
                                 m.next = "FETCH"
                             with m.Else():
                                 m.d.sync += [nt.eq(nt + 1), nrem.eq(nrem - self.pcols)]
@@ -181,7 +195,7 @@ class IssueSequencer(wiring.Component):
                     m.next = "INTER"
             with m.State("INTER"):
                 with m.If(~self.inter_busy):
-                    m.d.sync += step.eq(step + 1)
+                    m.d.sync += [step.eq(step + 1), after_mlp.eq(0)]
                     m.next = "FETCH"
             with m.State("FINISH"):
                 with m.If(self.drained & ~self.out_pending):

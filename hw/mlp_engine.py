@@ -185,14 +185,15 @@ class MLPEngine(wiring.Component):
                      loader.swap.eq(seq.act.valid & seq.act.ready & seq.act.payload.swap),
                      loader.advance.eq(~self.res.valid | self.res.ready),
                      seq.tiles_loaded.eq(loader.tiles_loaded),
+                     seq.fwd_step.eq(outp.fwd_step), seq.fwd_items.eq(outp.fwd_items),
                      seq.out_pending.eq(self.out.valid),
                      w_rd.en.eq(loader.w_en), w_rd.addr.eq(loader.w_addr),
                      loader.w_data.eq(w_rd.data),
                      p_rd.addr.eq(outp.p_addr), outp.p_data.eq(p_rd.data)]
         m.d.comb += [getattr(self, n).eq(getattr(seq, n)) for n in COUNTERS]
 
-        # items in the array, the partial-sum path or the requantizer: a layer's first tile
-        # and an interaction step wait for 0
+        # items in the array, the partial-sum path or the requantizer: a run's first tile,
+        # an interaction step and the layer after it wait for 0
         inflight = Signal(range(4 * cfg.sub_batch * 8 + 64))
         m.d.sync += inflight.eq(inflight + seq.entered - outp.retire - outp.wr.valid)
         m.d.comb += seq.drained.eq(inflight == 0)

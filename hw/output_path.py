@@ -9,6 +9,11 @@ with the column's bias, multiplier and shift is requantized (ReLU if the step sa
 docs/numerics.md) into the output tile's bytes of the step's destination region, or,
 for the final layer, ``acc + bias`` leaves as int32 on ``out``. The requantized writes
 are never blocked (the engine gives them the activation buffer's write port first).
+
+``fwd_step`` / ``fwd_items`` tell the `IssueSequencer` how far the last output tile of the
+latest layer has been written (items leave in order), so that the next layer's first
+tile can issue each item as soon as its inputs are complete instead of after the whole
+layer has drained.
 """
 
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
@@ -63,6 +68,11 @@ class OutputPath(wiring.Component):
     retire : Out(1)
         A result left the array without a requantized write (a partial sum stored or a
         final result sent): with ``wr.valid`` what the engine's in-flight count drops by.
+    fwd_step : Out(range(max_steps + 1)), fwd_items : Out(range(sub_batch + 1))
+        The step of the last layer whose last output tile has begun to be written, and how
+        many of its items are written (items ``0 .. fwd_items - 1`` hold their whole
+        output); ``fwd_step`` is ``max_steps`` (no step) from ``start`` until the run's first
+        such write.
     """
 
     def __init__(self, config: RPAccelConfig, width: int):
@@ -81,6 +91,8 @@ class OutputPath(wiring.Component):
             "out": Out(stream.Signature(lay.out)),
             "wr": Out(stream.Signature(act_write_layout(cfg), always_ready=True)),
             "retire": Out(1),
+            "fwd_step": Out(range(cfg.max_steps + 1), init=cfg.max_steps),
+            "fwd_items": Out(range(cfg.sub_batch + 1)),
         })
 
     def elaborate(self, platform):
@@ -151,10 +163,19 @@ class OutputPath(wiring.Component):
 
         # ---- requantized tiles: a tag travels beside the requant pipeline ---------------
         tag_l = data.StructLayout({"item": range(SB), "word": range(W + 1), "off": range(A),
-                                   "dst": 2})
+                                   "dst": 2, "step": range(cfg.max_steps + 1), "lt": 1})
         tag = Signal(tag_l)
-        m.d.comb += [tag.item.eq(b), tag.word.eq(word), tag.off.eq(off), tag.dst.eq(d.dst)]
+        m.d.comb += [tag.item.eq(b), tag.word.eq(word), tag.off.eq(off), tag.dst.eq(d.dst),
+                     tag.step.eq(self.step), tag.lt.eq(nt == d.ntiles - 1)]
         otag = delay_line(m, tag, RequantUnit.LATENCY, "rq_tag")[-1]
+        # a layer's last output tile is written item by item, in order: count them
+        with m.If(self.start):
+            m.d.sync += [self.fwd_step.eq(cfg.max_steps), self.fwd_items.eq(0)]
+        with m.Elif(rq.o.valid & otag.lt):
+            with m.If(otag.step == self.fwd_step):
+                m.d.sync += self.fwd_items.eq(self.fwd_items + 1)
+            with m.Else():
+                m.d.sync += [self.fwd_step.eq(otag.step), self.fwd_items.eq(1)]
         wr = self.wr.payload
         m.d.comb += [self.wr.valid.eq(rq.o.valid), wr.region.eq(otag.dst),
                      wr.item.eq(otag.item), wr.word.eq(otag.word)]

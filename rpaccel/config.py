@@ -387,16 +387,17 @@ CONFIGS: dict[str, RPAccelConfig] = {
                             emb_units=2, emb_map_rows=1 << 17, static_rows=1024,
                             cache_sets=32, axi_data_bits=256),
     # RecPipe's Criteo models: 26 tables, 351 `dot` pairs, 27 feature words of 128 lanes
-    # (max_width 4096), 4,096 candidates, stage 0 keeping 512; the interaction unit 64
+    # (max_width 4096), 4,096 candidates, stage 0 keeping 512; the interaction unit 128
     # pairs a cycle on rows up to 32 values (RM-small / med / large), features landed up to
     # 8 a cycle; four engines the stages share (the engine map), eight embedding units per
-    # stage (eight ids a query beat), sub-batches of 128
+    # stage (eight ids a query beat), sub-batches of 256 (the fixed cycles of a run spread
+    # over twice the items: +15% QPS on the 2-stage pipeline for +4% GF12 area)
     "paper": _DEFAULT.replace(name="paper", array_rows=128, array_cols=128, block=16,
                               partitions=4, stages=3, engines=4, requant_lanes=128,
                               topk_lanes=16, topk_k=512, topk_impl="heap", tile_modules=True,
                               fclk_mhz=125.0, max_items=4096, cand_beats=32, max_width=4096,
-                              max_pairs=512, sub_batch=128, emb_units=8,
-                              inter_pairs=16, inter_slots=4, inter_banks=8,
+                              max_pairs=512, sub_batch=256, emb_units=8,
+                              inter_pairs=32, inter_slots=4, inter_banks=8,
                               emb_tables=26, static_rows=16384, emb_map_rows=1 << 22,
                               cache_sets=64, cache_ways=8, line_bytes=64, emb_dim=64,
                               axi_data_bits=512),

@@ -74,8 +74,9 @@ class EngineTiming:
     A run streams every item through every weight tile (output tiles outer, input tiles
     inner). The next tile's weights are loaded into the shadow registers row by row right
     behind the current tile's first item (`rpaccel.hw.weight_loader`), so consecutive
-    tiles start ``max(n, reload)`` cycles apart; the first tile of a layer also waits until the
-    previous layer's results are written (``n + drain``). An interaction step takes
+    tiles start ``max(n, reload)`` cycles apart; the first tile of a layer issues each item
+    once that item's result of the previous layer is written, ``max(n + 2, drain, reload)``
+    after the previous layer's last tile. An interaction step takes
     ``d + pairs * dw`` (``dot``) or ``feats * d`` (``cat``) cycles per item plus a fixed
     drain. Exact against Verilator for every program measured (`rpaccel bench perf`).
 
@@ -126,7 +127,9 @@ class EngineTiming:
 
     @property
     def layer_drain(self) -> int:
-        """Extra cycles between two layers: the last result of one written."""
+        """Issue of an item to its requantized result written, plus the cycle the
+        sequencer sees it: the least start-to-start of a layer's last tile and the next
+        layer's first, whose items follow the previous layer's writes."""
         return self.rows + self.cols + 10
 
     @property
@@ -208,8 +211,9 @@ class EngineTiming:
                             gap = n + pending
                             pending = None
                         elif i == 0:
-                            gap = max(n + self.layer_drain, self.reload)
-                            reload += gap - n - min(gap - n, self.layer_drain)
+                            # item by item behind the previous layer's last tile
+                            gap = max(n + 2, self.layer_drain, self.reload)
+                            reload += gap - max(n + 2, self.layer_drain)
                         else:
                             gap = max(n, self.reload)
                             reload += gap - n

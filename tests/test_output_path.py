@@ -5,7 +5,10 @@ int8 range) arriving with gaps, final results backpressured at random, on a whol
 partition and on half- and quarter-width ones (output tiles at word offsets), with three,
 two and one items. Each item's requantized bytes must land at their region / item / byte
 position and nowhere else, each final beat must be ``acc + bias`` in order with ``last``
-on the run's last beat and every result must be retired exactly once."""
+on the run's last beat and every result must be retired exactly once. ``fwd_step`` /
+``fwd_items`` (what the issue sequencer lets the next layer read) must never count an
+item whose output of that layer is not all written, start each run at "no step", and end
+each run at the last layer before the final one, all items counted."""
 
 import random
 
@@ -64,6 +67,8 @@ def run_path(pcols: int, seed: int, items: int = 3, cfg=CFG):
                         expect_wr[(int(dst), i, n * pcols + c)] = int(y[i, c])
     dut = OutputPath(cfg, WIDTH)
     got_wr, got_out, counts = [], [], {"retire": 0, "wr": 0, "dup": 0}
+    fwd = {"early": [], "end": [], "start": []}
+    dsts = {s: int(p[6]) for s, p in enumerate(PROGRAM) if p[0] == StepKind.MLP and not p[5]}
 
     async def bench(ctx):
         for _run in range(RUNS):  # the same run again: the counts must restart
@@ -74,6 +79,7 @@ def run_path(pcols: int, seed: int, items: int = 3, cfg=CFG):
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
+            fwd["start"].append((ctx.get(dut.fwd_step), ctx.get(dut.fwd_items)))
             k, idle, cycles = 0, 0, 0
             while True:
                 valid = k < len(beats) and rng.random() < 0.75
@@ -89,6 +95,12 @@ def run_path(pcols: int, seed: int, items: int = 3, cfg=CFG):
                 if ctx.get(dut.out.valid) and out_ready:
                     got_out.append(([ctx.get(dut.out.payload.acc[c]) for c in range(WIDTH)],
                                     ctx.get(dut.out.payload.last)))
+                fs, fi = ctx.get(dut.fwd_step), ctx.get(dut.fwd_items)
+                if fs in dsts:
+                    for i in range(fi):
+                        want = {key for key in expect_wr if key[:2] == (dsts[fs], i)}
+                        if not want <= set(wr):
+                            fwd["early"].append((fs, i, cycles))
                 counts["retire"] += ctx.get(dut.retire)
                 if ctx.get(dut.wr.valid):
                     counts["wr"] += 1
@@ -105,11 +117,12 @@ def run_path(pcols: int, seed: int, items: int = 3, cfg=CFG):
                 cycles += 1
                 idle = idle + 1 if k == len(beats) else 0
                 if idle > 40:
+                    fwd["end"].append((ctx.get(dut.fwd_step), ctx.get(dut.fwd_items)))
                     break
                 assert cycles < 20000, f"output path hung after {k} of {len(beats)} results"
 
     run_bench(dut, bench)
-    return beats, expect_wr, got_wr, expect_out, got_out, counts
+    return beats, expect_wr, got_wr, expect_out, got_out, dict(counts, fwd=fwd)
 
 
 @pytest.mark.parametrize("pcols, items, cfg", [(8, 3, CFG), (4, 3, CFG), (4, 1, CFG),
@@ -129,3 +142,7 @@ def test_output_path_matches_golden(pcols, items, cfg):
         f"final results: expected {expect_out * RUNS}\n actual {got_out}")
     # every result leaves once: a partial sum stored, a final beat or a requantized tile
     assert counts["retire"] + counts["wr"] == RUNS * len(beats), (counts, len(beats))
+    fwd = counts["fwd"]
+    assert not fwd["early"], f"(step, item, cycle) counted before written: {fwd['early']}"
+    assert fwd["start"] == [(cfg.max_steps, 0)] * RUNS, fwd["start"]
+    assert fwd["end"] == [(1, items)] * RUNS, fwd["end"]

@@ -31,7 +31,9 @@ CFG = get_config("default")
 def test_engine_timing_by_hand():
     """One 8x4 tile of 64 items: the first tile costs 2R + P + 7 on top of the items; a
     second output tile follows after max(n, R + P + 3) (its weights loaded right behind
-    the first tile's swapping item); a second layer adds its drain."""
+    the first tile's swapping item); a second layer's first tile follows the first
+    layer's writes item by item: 2 cycles after its last item when the sub-batch covers the
+    drain R + P + 10, the drain after its start otherwise."""
     eng = perf.EngineTiming(8, 4)
     one = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
                                                                     [8, 4])).steps
@@ -43,7 +45,8 @@ def test_engine_timing_by_hand():
     assert eng.run(two, 5)["reload"] == 15 - 5 and eng.run(two, 64)["reload"] == 0
     deep = compile_layers(CFG, slot_width(CFG, 0), 1, random_layers(np.random.default_rng(0),
                                                                      [8, 4, 4])).steps
-    assert eng.run(deep, 64)["cycles"] == 2 * 64 + 27 + 22
+    assert eng.run(deep, 64)["cycles"] == 2 * 64 + 27 + 2
+    assert eng.run(deep, 5)["cycles"] == 27 + 22 + 5
     # interaction, per item in the steady state: the slower of reading 4 feature words (2
     # per cycle, +1) and emitting the copy, 6 pairs and the cycle between items
     dot = {"kind": Kind.DOT, "feats": 4, "d": 8, "dw": 1}
