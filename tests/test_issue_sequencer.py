@@ -45,12 +45,14 @@ class Beat(NamedTuple):
     item: int
     gated: bool      # in a first tile that follows another layer
     last_tile: bool  # in a non-final layer's last output tile (its write counts)
+    tile: int        # the run's tile index
+    then_same_layer: bool  # the tile's last item, another tile of the layer follows
 
 
 def expected_beats(act, items):
     """`Beat` per item entering the array, in order."""
     geo = EngineGeometry(CFG)
-    out = []
+    out, tile = [], 0
     mlp_steps = [s for s, (kind, *_) in enumerate(PROGRAM) if kind == StepKind.MLP]
     for s, (kind, k, n, src) in enumerate(PROGRAM):
         if kind != StepKind.MLP:
@@ -66,12 +68,14 @@ def expected_beats(act, items):
                         8 * ((kt * R + r) % geo.lanes)) & 0xFF for r in range(R)]
                     out.append(Beat([b - 256 if b >= 128 else b for b in row], int(i == 0),
                                     macs, first, s, i, after_mlp and nt == kt == 0,
-                                    nt == nt_n - 1 and kt == kt_n - 1 and s != mlp_steps[-1]))
+                                    nt == nt_n - 1 and kt == kt_n - 1 and s != mlp_steps[-1],
+                                    tile, i == items - 1 and (nt, kt) != (nt_n - 1, kt_n - 1)))
                     first = False
+                tile += 1
     return out
 
 
-def run_sequencer(seed: int, runs=(3, 2)):
+def run_sequencer(seed: int, runs=(3, 2, 1, 8)):
     rng = random.Random(seed)
     geo = EngineGeometry(CFG)
     desc = engine_layouts(CFG, WIDTH).desc
@@ -98,7 +102,8 @@ def run_sequencer(seed: int, runs=(3, 2)):
             assert ctx.get(dut.start) and ctx.get(dut.run.ready)
             await ctx.tick()
             ctx.set(dut.run.valid, 0)
-            rep = {"bank": ctx.get(dut.bank), "load_bank": ctx.get(dut.load_bank),
+            rep = {"items": items, "bank": ctx.get(dut.bank),
+                   "load_bank": ctx.get(dut.load_bank),
                    "beats": [], "bad": [], "busy": 0, "stall_in": 0, "stall_out": 0,
                    "go": [], "overlap": 0}
             total_tiles = sum(_tiles(k, n)[0] * _tiles(k, n)[1]
@@ -106,6 +111,7 @@ def run_sequencer(seed: int, runs=(3, 2)):
             want = expected_beats(act, items)
             loaded, swaps, inflight, exits = 0, 0, 0, []   # exits: [cycles left, beat]
             fwd_step, fwd_items, written = CFG.max_steps, 0, set()
+            follow = False   # the next tile's first item is due in the next cycle it can go
             entered, inter_until, last_done, data = 0, -1, None, 0
             cycle = 0
             while True:
@@ -144,8 +150,16 @@ def run_sequencer(seed: int, runs=(3, 2)):
                 if ctx.get(dut.inter_go):
                     rep["go"].append((entered, inflight))
                     inter_until = cycle + rng.randint(3, 20)
+                adv = not ctx.get(dut.act.valid) or ready
+                if follow and adv:
+                    follow = False
+                    if not ctx.get(dut.entered):
+                        rep["bad"].append(f"a gap before tile {want[entered].tile}, its "
+                                          "weights loaded")
                 if ctx.get(dut.entered):
                     w = want[entered] if entered < len(want) else None
+                    # a layer's next tile follows without a gap once its weights are loaded
+                    follow = bool(w and w.then_same_layer and loaded > w.tile + 1)
                     if w and w.first and not w.gated and inflight:
                         rep["bad"].append(f"step {w.step}'s first item entered with "
                                           f"{inflight} in flight")
@@ -166,8 +180,8 @@ def run_sequencer(seed: int, runs=(3, 2)):
                             rep["bad"].append(f"tile {swaps} issued before it was loaded")
                         swaps += 1
                     rep["beats"].append((x, swap))
-                    # results leave in order, after 2 to 10 cycles
-                    after = max([rng.randint(2, 10)] + [t + 1 for t, _ in exits[-1:]])
+                    # results leave in order, after 2 to 24 cycles
+                    after = max([rng.randint(2, 24)] + [t + 1 for t, _ in exits[-1:]])
                     exits.append([after, len(rep["beats"]) - 1])
                     if len(rep["beats"]) == len(want):
                         last_done = cycle + 10
@@ -196,7 +210,9 @@ def test_issue_sequencer_items_tiles_and_waits():
         want = [(b.x, b.swap) for b in rep["want"]]
         assert rep["beats"] == want, f"items: expected {want}\n actual {rep['beats']}"
         assert not rep["bad"], rep["bad"]
-        assert rep["overlap"] == 1, "the second layer waited for the first to drain"
+        if rep["items"] > 1:
+            assert rep["overlap"] == 1, (
+                f"{rep['items']} items: the second layer waited for the first to drain")
         assert len(rep["go"]) == 1, f"interaction started {len(rep['go'])} times"
         go_entered, go_inflight = rep["go"][0]
         assert go_inflight == 0, f"interaction started with {go_inflight} in flight"
