@@ -733,8 +733,7 @@ def _survivors(acc, batch):
     out = []
     for q, k in acc.stages:
         scores = q.forward(batch.take(keep), check=False)
-        sel = topk(scores, keep, k)
-        keep = np.asarray(sel)
+        keep = keep[topk(scores, keep, k)]   # topk gives indices into the survivors
         out.append(keep)
     return out
 

@@ -137,3 +137,18 @@ def test_fpga_estimate_reports_blocks_and_fits(capsys):
     assert set(est["fits"]) == {"ecp5-25f", "ecp5-45f", "ecp5-85f"}
     assert main(["fpga", "estimate", "--config", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_bench_top_iso_quality_is_a_paired_test(models_dir):
+    """`bench top`'s quality check: the reference against itself is equal with a zero
+    difference; a first stage keeping only 10 (the large model cannot recover what it
+    dropped) is lower by more than its paired standard error; every pipeline is scored on
+    the same queries."""
+    from rpaccel.scripts.commands.bench import iso_quality
+
+    iso = iso_quality(models_dir, ["large:10", "small:10,large:10", "small:32,large:10"],
+                      "large:10", users=range(80))
+    assert iso["large:10"]["diff"] == 0 and iso["large:10"]["equal"], iso
+    worse = iso["small:10,large:10"]
+    assert worse["diff"] < -worse["se"] and not worse["equal"], iso
+    assert len({v["queries"] for v in iso.values()}) == 1, iso
