@@ -299,7 +299,9 @@ class _Embedding:
     def lookup(self, table: int, row: int, arrive: int) -> tuple[int, int]:
         """One lookup presented at ``arrive``: ``(accepted, popped)`` cycles."""
         lat = _LAT
-        accept = max(arrive, self.classified)
+        # one lookup accepted a cycle: the register slice and the classification are
+        # pipelined (a lookup stalled for an MSHR holds the ones behind it)
+        accept = max(arrive, self.classified - lat["emb_classify"] + 1)
         if len(self.pops) >= lat["emb_queue"]:
             accept = max(accept, self.pops[-lat["emb_queue"]] - lat["emb_classify"])
         cls = accept + lat["emb_classify"]
