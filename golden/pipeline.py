@@ -242,12 +242,17 @@ def ranked_metrics(rank: np.ndarray, ks=(1, 5, 10)) -> dict:
     return res
 
 
-def paired_difference(rank_a, rank_b, k: int = 10) -> tuple[float, float]:
+def paired_difference(rank_a, rank_b, k: int = 10,
+                      digits: int | None = 4) -> tuple[float, float]:
     """HR@k of ranker a minus ranker b on the same queries, with the standard error of the
-    paired difference (per-query hit of a minus hit of b)."""
+    paired difference (per-query hit of a minus hit of b), rounded to ``digits`` (``None``:
+    unrounded)."""
     d = _hits(rank_a, k).astype(float) - _hits(rank_b, k)
+    mean = float(d.mean())
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    return round(float(d.mean()), 4), round(se, 4)
+    if digits is None:
+        return mean, se
+    return round(mean, digits), round(se, digits)
 
 
 def evaluate(pipeline: Pipeline, ml: MovieLens, queries, ks=(1, 5, 10),

@@ -212,8 +212,9 @@ class EngineTiming:
                             pending = None
                         elif i == 0:
                             # item by item behind the previous layer's last tile
-                            gap = max(n + 2, self.layer_drain, self.reload)
-                            reload += gap - max(n + 2, self.layer_drain)
+                            ready = max(n + 2, self.layer_drain)
+                            gap = max(ready, self.reload)
+                            reload += gap - ready
                         else:
                             gap = max(n, self.reload)
                             reload += gap - n

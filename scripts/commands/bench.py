@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .common import emit, int_list, models_dir
 from .sim import sim_report
 
@@ -16,11 +14,6 @@ from .sim import sim_report
 #: baseline's within its paired standard error on every held-out query; 16's is lower)
 TOP_POINTS = (("baseline", None), ("default", None), ("default", "small:20,large:10"),
               ("default", "small:32,large:10"))
-
-
-def _hit10(ranks):
-    ranks = np.asarray(ranks)
-    return ((ranks >= 0) & (ranks < 10)).astype(float)
 
 
 def iso_quality(models_dir, specs, reference: str, candidates: int = 100,
@@ -41,12 +34,10 @@ def iso_quality(models_dir, specs, reference: str, candidates: int = 100,
     for spec in specs:
         r = ref if spec == reference else evaluate(parse_pipeline(spec, qm), ml, qs,
                                                    ranks=True)
-        diff, se = paired_difference(r["ranks"], ref["ranks"])
         # the verdict on the unrounded difference and error (they round alike near 1 SE)
-        d = _hit10(r["ranks"]) - _hit10(ref["ranks"])
-        exact = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))))
-        out[spec] = {"hr@10": r["hr@10"], "diff": diff, "se": se, "queries": len(qs),
-                     "equal": bool(abs(exact[0]) < exact[1] or not d.any())}
+        diff, se = paired_difference(r["ranks"], ref["ranks"], digits=None)
+        out[spec] = {"hr@10": r["hr@10"], "diff": round(diff, 4), "se": round(se, 4),
+                     "queries": len(qs), "equal": abs(diff) < se or (diff == 0 and se == 0)}
     return out
 
 
