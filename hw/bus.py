@@ -92,6 +92,12 @@ class CsrBank(wiring.Component):
         return m
 
 
+def axi_port(p: int) -> str:
+    """Member (and Verilog port prefix) of AXI4 read port ``p`` of `RPAccel` and
+    `rpaccel.hw.emb_cluster.EmbeddingCluster`: ``axi``, ``axi1``, ``axi2``, ..."""
+    return "axi" if p == 0 else f"axi{p}"
+
+
 class AxiReadArbiter(wiring.Component):
     """``n`` AXI4 read managers onto one port: round-robin on AR (a grant holds until its
     AR handshake, as AXI requires), ``arid = {manager, id}``, R routed by ``rid``."""

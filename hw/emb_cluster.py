@@ -13,7 +13,8 @@ when each of its units has its vector.
 Every unit holds the whole embedding image (the load stream goes to all of them): each
 has its own static cache, map and dynamic cache, and the golden counters are those of one
 `rpaccel.golden.cache.CacheModel` per unit fed that unit's lookups, summed. The units'
-AXI4 read ports share one through an `AxiReadArbiter` (``arid = {unit, MSHR}``).
+AXI4 read ports share ``axi_ports`` ports: unit ``g`` on port ``g mod axi_ports``, one
+`AxiReadArbiter` a port (``arid = {g // axi_ports, MSHR}``).
 """
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -24,7 +25,7 @@ from amaranth.utils import ceil_log2
 from ..config import RPAccelConfig
 from ..interface import clamp_pack, max_feature_pack
 from ..interface import lanes as act_lanes
-from .bus import AxiReadArbiter
+from .bus import AxiReadArbiter, axi_port
 from .embedding import EmbeddingUnit, emb_layouts
 
 __all__ = ["EmbeddingCluster", "cluster_req_layout", "cluster_resp_layout", "make_embedding"]
@@ -69,8 +70,9 @@ class EmbeddingCluster(wiring.Component):
     fpack : In
         The stage model's `rpaccel.interface.feature_pack` (how many vectors a beat may
         hold).
-    axi : Out(AXI4 read)
-        ``arid = {unit, MSHR}``.
+    axi, axi1, ... : Out(AXI4 read)
+        ``axi_ports`` ports (`rpaccel.hw.bus.axi_port`); port p serves units p,
+        p + ``axi_ports``, ..., ``arid = {unit // axi_ports, MSHR}``.
     err_valid, err_table, err_id, err_count, bus_err_valid, bus_err_table, bus_err_addr
         As `EmbeddingUnit`'s: the lowest unit's first error, ``err_count`` summed.
     lookups, static_hits, dynamic_hits, misses, dram_bytes, bags : Out(48)
@@ -83,8 +85,9 @@ class EmbeddingCluster(wiring.Component):
         G = cfg.emb_units
         self.units = [EmbeddingUnit(cfg) for _ in range(G)]
         _, _, load_l, _, _ = emb_layouts(cfg)
-        self.arb = AxiReadArbiter(G, cfg.axi_addr_bits, cfg.axi_data_bits,
-                                  max(1, ceil_log2(cfg.mshrs)))
+        P = cfg.axi_ports
+        self.arbs = [AxiReadArbiter(G // P, cfg.axi_addr_bits, cfg.axi_data_bits,
+                                    max(1, ceil_log2(cfg.mshrs))) for _ in range(P)]
         u = self.units[0].signature.members
         super().__init__({
             "load": In(stream.Signature(load_l)),
@@ -92,7 +95,8 @@ class EmbeddingCluster(wiring.Component):
             "resp": Out(stream.Signature(cluster_resp_layout(cfg))),
             "tables": In(range(cfg.emb_tables + 1)),
             "fpack": In(range(max_feature_pack(act_lanes(cfg)) + 1)),
-            "axi": Out(self.arb.signature.members["out"].signature),
+            **{axi_port(p): Out(arb.signature.members["out"].signature)
+               for p, arb in enumerate(self.arbs)},
             "err_clear": In(1),
             **{n: Out(u[n].shape) for n in ("err_valid", "err_table", "err_id", "err_count",
                                             "bus_err_valid", "bus_err_table",
@@ -105,12 +109,14 @@ class EmbeddingCluster(wiring.Component):
         cfg = self.config
         G = cfg.emb_units
         units = self.units
-        m.submodules.arbiter = arb = self.arb
+        P = cfg.axi_ports
+        for p, arb in enumerate(self.arbs):
+            m.submodules[f"arbiter{p}" if P > 1 else "arbiter"] = arb
+            wiring.connect(m, arb.out, wiring.flipped(getattr(self, axi_port(p))))
         for g, un in enumerate(units):
             m.submodules[f"unit{g}"] = un
-            wiring.connect(m, un.axi, getattr(arb, f"m{g}"))
+            wiring.connect(m, un.axi, getattr(self.arbs[g % P], f"m{g // P}"))
             m.d.comb += [un.load.payload.eq(self.load.payload), un.err_clear.eq(self.err_clear)]
-        wiring.connect(m, arb.out, wiring.flipped(self.axi))
 
         # load: every unit takes every beat
         load_ok = Cat(*[un.load.ready for un in units]).all()

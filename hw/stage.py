@@ -26,7 +26,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from ..config import RPAccelConfig
+from ..config import RPAccelConfig, require
 from ..interface import (
     EngineGeometry,
     EngineTarget,
@@ -359,6 +359,8 @@ class StageTop(wiring.Component):
     """
 
     def __init__(self, config: RPAccelConfig, slot: int = 0):
+        require(config.axi_ports == 1, "axi_ports", "1 in a StageTop (one AXI4 read port)",
+                config.axi_ports)
         self.config = config
         self.slot = slot
         ce = ComputeEngine(config)

@@ -11,8 +11,9 @@ Blocks (see ``docs/architecture.md``):
   stage's survivors and replays their buffered beats as the next stage's query, in
   sub-batches; its id map gives the stage's scores the candidates' original positions, so
   ties break exactly as in the golden pipeline.
-* `AxiReadArbiter` (``bus.py``): one AXI4 read port to DRAM for all embedding units and
-  the model loader.
+* `AxiReadArbiter` (``bus.py``): ``axi_ports`` AXI4 read ports to DRAM, port p for unit
+  g = p (mod ``axi_ports``) of every stage's embedding units, port 0 for the model loader
+  too.
 * `CsrBank` (``bus.py``): AXI4-Lite registers (model constants per stage, k, status,
   error, counters; the map is `rpaccel.interface.CSR`).
 * per stage: a `StageController`, an `EmbeddingUnit`, a top-k unit and an engine of the
@@ -50,7 +51,7 @@ from ..interface import (
     query_slots,
     top_layouts,
 )
-from .bus import AxiReadArbiter, CsrBank, axi4_lite_signature
+from .bus import AxiReadArbiter, CsrBank, axi4_lite_signature, axi_port
 from .dispatch import EngineCrossbar
 from .emb_cluster import make_embedding
 from .front_end import QueryFrontEnd
@@ -76,14 +77,16 @@ class RPAccel(wiring.Component):
     in through ``eload_<e>`` / ``mload_<s>``, which take precedence. Model constants and
     ``k`` per stage are CSRs (``csr``, AXI4-Lite); embedding rows and load images are
     read from DRAM through ``axi`` (AXI4 read, ``arid = {manager, MSHR}``: manager
-    s < stages is stage s's embedding unit, manager ``stages`` the loader).
+    s < stages is stage s's embedding unit, manager ``stages`` the loader) and, with
+    ``axi_ports`` P > 1, ``axi1`` .. ``axi<P-1>`` (port p: units g = p mod P of every stage,
+    manager s is stage s).
 
     Members
     -------
     csr : In(AXI4-Lite)
     query : In(stream of ``top_layouts()[0]``)
     result : Out(stream of ``top_layouts()[1]``)
-    axi : Out(AXI4 read)
+    axi, axi1, ... : Out(AXI4 read)
     eload_<e>, mload_<s> : In(stream)
     """
 
@@ -102,9 +105,11 @@ class RPAccel(wiring.Component):
         self.regs = csr_regs(cfg)
         emb_id_bits = Shape.cast(
             self.embs[0].signature.members["axi"].signature.members["arid"].shape).width
-        # managers 0 .. stages-1: the embedding units; manager `stages`: the model loader
-        self.arb = AxiReadArbiter(cfg.stages + 1, cfg.axi_addr_bits, cfg.axi_data_bits,
-                                  emb_id_bits)
+        # port p's managers 0 .. stages-1: the stages' embedding units on it; manager
+        # `stages` of port 0: the model loader
+        self.arbs = [AxiReadArbiter(cfg.stages + (p == 0), cfg.axi_addr_bits,
+                                    cfg.axi_data_bits, emb_id_bits)
+                     for p in range(cfg.axi_ports)]
         # loader target 2 i + unit: engine i's or stage i's embedding unit's load port
         eng_w = [self.ce.signature.members[f"load_{e}"].signature.members["payload"].shape.size
                  for e in range(NE)]
@@ -117,7 +122,8 @@ class RPAccel(wiring.Component):
             "csr": In(axi4_lite_signature()),
             "query": In(stream.Signature(self.query_layout)),
             "result": Out(stream.Signature(self.result_layout)),
-            "axi": Out(self.arb.signature.members["out"].signature),
+            **{axi_port(p): Out(arb.signature.members["out"].signature)
+               for p, arb in enumerate(self.arbs)},
         }
         for e in range(NE):
             members[f"eload_{e}"] = In(self.ce.signature.members[f"load_{e}"].signature.flip())
@@ -134,7 +140,10 @@ class RPAccel(wiring.Component):
         ql = self.query_layout
 
         m.submodules.compute = ce = self.ce
-        m.submodules.arbiter = arb = self.arb
+        for p, a in enumerate(self.arbs):
+            m.submodules[f"arbiter{p}" if p else "arbiter"] = a
+            wiring.connect(m, a.out, wiring.flipped(getattr(self, axi_port(p))))
+        arb = self.arbs[0]
         m.submodules.loader = dma = self.loader
         m.submodules.csr = csr = CsrBank(self.regs)
         wiring.connect(m, dma.axi, getattr(arb, f"m{NS}"))
@@ -146,7 +155,6 @@ class RPAccel(wiring.Component):
                      cmd.target.eq(Cat(load_unit, load_stage)),
                      dma.cmd.valid.eq(csr.LOAD_CTRL & load_ok)]
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
-        wiring.connect(m, arb.out, wiring.flipped(self.axi))
         m.d.comb += ce.mode.eq(exact_log2(cfg.partitions))
         reg = {n: getattr(csr, n) for n in self.regs}
 
@@ -198,7 +206,8 @@ class RPAccel(wiring.Component):
             # data side
             register_slice(m, f"lookup_slice{st}", ctl.emb_req, emb.req)
             register_slice(m, f"pooled_slice{st}", emb.resp, ctl.emb_resp)
-            wiring.connect(m, emb.axi, getattr(arb, f"m{st}"))
+            for p, a in enumerate(self.arbs):
+                wiring.connect(m, getattr(emb, axi_port(p)), getattr(a, f"m{st}"))
 
         for e in range(NE):
             # load ports: host stream, else the loader, else the crossbar's activation beats

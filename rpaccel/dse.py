@@ -40,6 +40,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import math
 import platform
 import random
 import time
@@ -182,7 +183,8 @@ class Point:
             inter_pairs=min(self.inter_pairs, lanes),
             inter_slots=max(1, min(base.inter_slots, lanes // min(self.inter_pairs, lanes))),
             tile_modules=self.side >= 64,
-            emb_units=self.emb_units)
+            # the base's DRAM ports, as many as the units can use (one line a cycle each)
+            emb_units=self.emb_units, axi_ports=math.gcd(base.axi_ports, self.emb_units))
         return base.replace(**fields)
 
 

@@ -149,6 +149,19 @@ class EmbeddingImage:
                                                         self.static_rows.items()},
                           cfg.cache_sets, cfg.cache_ways, cfg.line_bytes)
 
+    def misses_by_port(self, bags) -> list[int]:
+        """Golden DRAM line reads of ``bags`` per AXI port: unit g's cache model (tables t
+        with t mod ``emb_units`` = g) on port g mod ``axi_ports``."""
+        cfg = self.config
+        G, P = cfg.emb_units, cfg.axi_ports
+        models = [self.cache_model() for _ in range(G)]
+        for t, ids in bags:
+            for i in ids:
+                if 0 <= i < self.rows[t]:
+                    models[t % G].lookup(t, int(i))
+        return [sum(m.stats.misses for g, m in enumerate(models) if g % P == p)
+                for p in range(P)]
+
     def expected(self, bags):
         """Golden results of ``bags`` (list of ``(table, ids)``): ``(vectors, errors,
         counters, first_error)``; a bag with an id outside its table gives zeros and an

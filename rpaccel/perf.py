@@ -14,8 +14,9 @@ top level as events, one sub-batch (and, in the embedding unit, one lookup) at a
   ids go to their units at once, the beat taken when the slowest takes its id, pooled
   vectors written in table order), each embedding unit (one lookup classified per
   cycle, its own golden `CacheModel` deciding static hit / dynamic hit / miss, misses
-  through ``mshrs`` line reads in flight over one AXI read channel of one beat
-  per cycle, results in request order, one pooled vector per bag),
+  through ``mshrs`` line reads in flight over its AXI read channel (port
+  ``g mod axi_ports``) of one beat per cycle, results in request order, one pooled vector
+  per bag),
 - the MLP engine (`EngineTiming`: exact cycles of a run from its program; the gather of
   sub-batch i + 1 overlaps the run of sub-batch i),
 - the top-k unit's drain, the replay unit in front of every later stage (collect the
@@ -351,10 +352,12 @@ class _Embedding:
 
 class _Units:
     """The ``emb_units`` embedding units of one stage (one `_Embedding` each, every one
-    with the whole image and its own caches), on the stage's AXI channel."""
+    with the whole image and its own caches), unit g on the stage's AXI channel
+    ``g mod axi_ports``."""
 
-    def __init__(self, cfg: RPAccelConfig, image, axi):
-        self.units = [_Embedding(cfg, image, axi) for _ in range(cfg.emb_units)]
+    def __init__(self, cfg: RPAccelConfig, image, axis):
+        self.units = [_Embedding(cfg, image, axis[g % len(axis)])
+                      for g in range(cfg.emb_units)]
 
     @property
     def counts(self) -> dict:
@@ -441,6 +444,8 @@ class Prediction:
     engine_parts : list of dict
         Per stage, the engine's busy cycles split into ``mlp`` (array tiles),
         ``interaction`` and ``fixed``.
+    port_reads : list of int
+        DRAM line reads of the embedding units per AXI port (``axi_ports``), back to back.
     """
 
     config: RPAccelConfig
@@ -451,6 +456,7 @@ class Prediction:
     alone_timing: list = field(default_factory=list)
     limit: int = 2
     engine_parts: list = field(default_factory=list)
+    port_reads: list = field(default_factory=list)
 
     @property
     def cycles_per_query(self) -> float:
@@ -504,11 +510,12 @@ class _Machine:
         mode = cfg.partitions.bit_length() - 1
         self.eng = EngineTiming(cfg.array_rows, cfg.array_cols >> mode, cfg.inter_pairs,
                                 acc.geo.lanes, cfg.inter_slots, cfg.inter_banks)
-        # one R channel per embedding unit: events are replayed stage by stage, not in
-        # time order, so the shared port's load is checked as a total (``busy["axi"]``)
-        self.axis = [_Axi() for _ in acc.images]
-        self.emb = [_Units(cfg, img, axi) for img, axi in zip(acc.images, self.axis,
-                                                              strict=True)]
+        # R channels per stage: events are replayed stage by stage, not in time order,
+        # so a port's load over the stages is checked as a total (``busy["axi"]``, the
+        # busiest port)
+        self.axis = [[_Axi() for _ in range(cfg.axi_ports)] for _ in acc.images]
+        self.emb = [_Units(cfg, img, axis) for img, axis in zip(acc.images, self.axis,
+                                                                strict=True)]
         self.tables = [len(img.rows) for img in acc.images]
         self.fe_free = 0
         emap = acc.engine_map
@@ -768,7 +775,8 @@ def predict(acc, batches, alone: bool = True) -> Prediction:
             per.append(_stage_beats(acc, b, s, surv[s - 1], beats=qb))
         beats.append(per)
     queries = [m.query(per, b.size, 0) for per, b in zip(beats, batches, strict=True)]
-    m.busy["axi"] = sum(a.busy for a in m.axis)
+    m.busy["axi"] = max(sum(axis[p].busy for axis in m.axis)
+                        for p in range(acc.config.axi_ports))
     total = queries[-1].end - queries[0].start if queries else 0
     lone = []
     if alone:
@@ -776,8 +784,11 @@ def predict(acc, batches, alone: bool = True) -> Prediction:
         for per, b in zip(beats, batches, strict=True):
             idle = max([solo.fe_free, *solo.ends, *solo.eng_free, *solo.rp_free]) + 1
             lone.append(solo.query(per, b.size, idle))
+    P = acc.config.axi_ports
+    reads = [sum(u.counts["misses"] for st in m.emb for g, u in enumerate(st.units)
+                 if g % P == p) for p in range(P)]
     return Prediction(acc.config, queries, [q.latency for q in lone], total, m.busy,
-                      lone, limit=m.limit, engine_parts=m.parts)
+                      lone, limit=m.limit, engine_parts=m.parts, port_reads=reads)
 
 
 def engine_maps(config: RPAccelConfig) -> list[tuple]:

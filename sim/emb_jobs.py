@@ -24,7 +24,7 @@ def write_job(path, image: EmbeddingImage, bags) -> Path:
     with open(path, "wb") as f:
         pickle.dump({"load": image.load_beats(), "dram": image.dram(), "bags": bags,
                      "tables": tables, "expect": vecs, "errors": errs, "counters": counters,
-                     "first_error": first}, f)
+                     "first_error": first, "port_misses": image.misses_by_port(bags)}, f)
     return path
 
 

@@ -7,9 +7,10 @@ work inside the simulator, at the simulator's own speed. Python writes the stimu
 before the run and reads a log after it:
 
 * ``query.hex``: every query beat, played on ``query`` with random idle cycles;
-* ``dram.hex``: the DRAM image, served by an AXI4 read subordinate (bursts in order, up
-  to 8 outstanding, random AR / R stalls, SLVERR on bursts that start inside a chosen
-  address range, DECERR past the image's end; ``arsize`` and ``arburst`` are checked);
+* ``dram.hex``: the DRAM image, served on each of the ``axi_ports`` AXI4 read ports by its
+  own subordinate (bursts in order, up to 8 outstanding, random AR / R stalls, SLVERR on
+  bursts that start inside a chosen address range, DECERR past the image's end;
+  ``arsize`` and ``arburst`` are checked);
 * ``cmd.txt``: a script for the AXI4-Lite manager and the run (register writes, reads,
   polls, resets, how many query beats may go, waits for answers);
 * ``out.txt``: what happened (the accept cycle of every query header, every result beat
@@ -35,6 +36,7 @@ from filelock import FileLock
 
 from ..config import RPAccelConfig
 from ..hw import hash_sources
+from ..hw.bus import axi_port
 from ..interface import ID_VALUE, ErrCause, beat_packer, err_where, top_layouts
 from .runner import BUILD_ROOT, MAKE_VARS, VERILATOR_ARGS, tool_env
 
@@ -64,8 +66,64 @@ class Op:
 _PORT = re.compile(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+);", re.M)
 
 #: DUT inputs the DRAM model drives combinationally (wires, not registers).
-_DRAM_DRIVEN = ("axi__arready", "axi__rvalid", "axi__rdata", "axi__rresp", "axi__rlast",
-                "axi__rid")
+_DRAM_DRIVEN = re.compile(r"^axi\d*__(arready|rvalid|rdata|rresp|rlast|rid)$")
+
+
+def _dram_port(name: str, sfx: str, aw: int, idw: int, ash: int) -> str:
+    """The DRAM model on AXI4 read port ``name`` (its registers suffixed ``sfx``): INCR
+    bursts answered in order, 8 outstanding, every port reading the one ``dmem``."""
+    a = f"{name}__"
+    return f"""  // ---- DRAM port {name}: AXI4 read subordinate, INCR bursts in order, 8 in flight
+  reg [{aw - 1}:0] ar_addr{sfx} [0:7];
+  reg [7:0] ar_len{sfx} [0:7];
+  reg [{idw - 1}:0] ar_id{sfx} [0:7];
+  reg ar_err{sfx} [0:7];
+  reg [2:0] wp{sfx} = 0, rp{sfx} = 0;
+  reg [3:0] cnt{sfx} = 0;
+  reg [7:0] beat{sfx} = 0;
+  reg ar_stall{sfx} = 0, r_stall{sfx} = 0;
+  integer err_used{sfx} = 0, ar_n{sfx} = 0;
+  wire [63:0] widx{sfx} = (ar_addr{sfx}[rp{sfx}] >> {ash}) + beat{sfx};
+  wire past_end{sfx} = widx{sfx} >= dn;
+  assign {a}arready = cnt{sfx} < 8 && !ar_stall{sfx} && !rst;
+  assign {a}rvalid = cnt{sfx} != 0 && !r_stall{sfx} && !rst;
+  assign {a}rdata = past_end{sfx} ? 0 : dmem[widx{sfx}[31:0]];
+  assign {a}rresp = past_end{sfx} ? 2'd3 : (ar_err{sfx}[rp{sfx}] ? 2'd2 : 2'd0);
+  assign {a}rlast = beat{sfx} == ar_len{sfx}[rp{sfx}];
+  assign {a}rid = ar_id{sfx}[rp{sfx}];
+  wire push{sfx} = {a}arvalid && {a}arready;
+  wire pop{sfx} = {a}rvalid && {a}rready && {a}rlast;
+  always @(posedge clk) begin
+    ar_rng{sfx} <= xs(ar_rng{sfx}); rd_rng{sfx} <= xs(rd_rng{sfx});
+    ar_stall{sfx} <= (ar_rng{sfx} % 1000) < stall_pm;
+    r_stall{sfx} <= (rd_rng{sfx} % 1000) < stall_pm;
+    if (rst) begin
+      wp{sfx} <= 0; rp{sfx} <= 0; cnt{sfx} <= 0; beat{sfx} <= 0;
+    end else begin
+      if (push{sfx}) begin
+        ar_addr{sfx}[wp{sfx}] <= {a}araddr; ar_len{sfx}[wp{sfx}] <= {a}arlen;
+        ar_id{sfx}[wp{sfx}] <= {a}arid;
+        // bursts starting in [err_lo, err_hi) answer SLVERR: all, or (err_n set) the
+        // err_n after the first err_skip (counted per port)
+        ar_err{sfx}[wp{sfx}] <= 0;
+        if ({a}araddr >= err_lo && {a}araddr < err_hi) begin
+          err_used{sfx} <= err_used{sfx} + 1;
+          if (err_n == 0 || (err_used{sfx} >= err_skip && err_used{sfx} < err_skip + err_n))
+            ar_err{sfx}[wp{sfx}] <= 1;
+        end
+        wp{sfx} <= wp{sfx} + 1; ar_n{sfx} <= ar_n{sfx} + 1;
+        if ({a}arsize != {ash} || {a}arburst != 1)
+          $fdisplay(fo, "E ar %0d size %0d burst %0d %0d", {a}araddr, {a}arsize,
+                    {a}arburst, cycle);
+      end
+      if ({a}rvalid && {a}rready) begin
+        if ({a}rlast) begin beat{sfx} <= 0; rp{sfx} <= rp{sfx} + 1; end
+        else beat{sfx} <= beat{sfx} + 1;
+      end
+      cnt{sfx} <= cnt{sfx} + push{sfx} - pop{sfx};
+    end
+  end
+"""
 
 
 def _ports(verilog: str, top: str) -> dict:
@@ -80,15 +138,24 @@ def harness(config: RPAccelConfig, ports: dict) -> str:
     query_l, result_l = top_layouts(config)
     qw = ports["query__payload"][1]
     dw = ports["axi__rdata"][1]
-    idw = ports["axi__rid"][1]
     aw = ports["axi__araddr"][1]
     ash = (dw // 8).bit_length() - 1
+    names = [axi_port(p) for p in range(config.axi_ports)]
+    sfx = ["" if p == 0 else f"_{p}" for p in range(config.axi_ports)]
+    dram = "\n".join(_dram_port(n, x, aw, ports[f"{n}__rid"][1], ash)
+                     for n, x in zip(names, sfx, strict=True))
+    reads = "\n".join(f'          $fdisplay(fo, "L {p} %0d", ar_n{x});'
+                      for p, x in enumerate(sfx))
+    rngs = ", ".join(f"ar_rng{x}, rd_rng{x}" for x in sfx)
+    seeds = "\n".join(f"    ar_rng{x} = xs(seed ^ 32'h94d049bb ^ {p << 8}); "
+                      f"rd_rng{x} = xs(seed ^ 32'hbf58476d ^ {p << 8});"
+                      for p, x in enumerate(sfx))
     decl, conn = [], []
     for name, (d, w) in ports.items():
         rng = f"[{w - 1}:0] " if w > 1 else ""
         if name == "clk":
             pass
-        elif d == "output" or name in _DRAM_DRIVEN:
+        elif d == "output" or _DRAM_DRIVEN.match(name):
             decl.append(f"  wire {rng}{name};")
         elif name != "rst":
             decl.append(f"  reg {rng}{name} = 0;")
@@ -101,7 +168,7 @@ module tb(input clk);
   rpaccel dut({", ".join(conn)});
 
   integer idle_pm = 0, bp_pm = 0, stall_pm = 0, fo, fd, r, i, op, a;
-  integer err_n = 0, err_skip = 0, err_used = 0;
+  integer err_n = 0, err_skip = 0;
   reg [63:0] max_cycles = 0, cycle = 0;
   reg [31:0] seed = 1, err_lo = 0, err_hi = 0, d;
   reg [{qw - 1}:0] qmem [];
@@ -118,7 +185,7 @@ module tb(input clk);
     end
   endfunction
 
-  reg [31:0] q_rng, r_rng, ar_rng, rd_rng;
+  reg [31:0] q_rng, r_rng, {rngs};
   initial begin
     r = $value$plusargs("idle=%d", idle_pm);
     r = $value$plusargs("bp=%d", bp_pm);
@@ -130,7 +197,7 @@ module tb(input clk);
     r = $value$plusargs("err_n=%d", err_n);
     r = $value$plusargs("err_skip=%d", err_skip);
     q_rng = xs(seed ^ 32'h9e3779b9); r_rng = xs(seed ^ 32'h7f4a7c15);
-    ar_rng = xs(seed ^ 32'h94d049bb); rd_rng = xs(seed ^ 32'hbf58476d);
+{seeds}
     fo = $fopen("out.txt", "w");
     fd = $fopen("query.hex", "r");
     r = $fscanf(fd, "%d", qn);
@@ -191,55 +258,7 @@ module tb(input clk);
     result__ready <= !rst && (r_rng % 1000) >= bp_pm;
   end
 
-  // ---- DRAM: AXI4 read subordinate, INCR bursts answered in order, 8 outstanding
-  reg [{aw - 1}:0] ar_addr [0:7];
-  reg [7:0] ar_len [0:7];
-  reg [{idw - 1}:0] ar_id [0:7];
-  reg ar_err [0:7];
-  reg [2:0] wp = 0, rp = 0;
-  reg [3:0] cnt = 0;
-  reg [7:0] beat = 0;
-  reg ar_stall = 0, r_stall = 0;
-  wire [63:0] widx = (ar_addr[rp] >> {ash}) + beat;
-  wire past_end = widx >= dn;
-  assign axi__arready = cnt < 8 && !ar_stall && !rst;
-  assign axi__rvalid = cnt != 0 && !r_stall && !rst;
-  assign axi__rdata = past_end ? 0 : dmem[widx[31:0]];
-  assign axi__rresp = past_end ? 2'd3 : (ar_err[rp] ? 2'd2 : 2'd0);
-  assign axi__rlast = beat == ar_len[rp];
-  assign axi__rid = ar_id[rp];
-  wire push = axi__arvalid && axi__arready;
-  wire pop = axi__rvalid && axi__rready && axi__rlast;
-  always @(posedge clk) begin
-    ar_rng <= xs(ar_rng); rd_rng <= xs(rd_rng);
-    ar_stall <= (ar_rng % 1000) < stall_pm;
-    r_stall <= (rd_rng % 1000) < stall_pm;
-    if (rst) begin
-      wp <= 0; rp <= 0; cnt <= 0; beat <= 0;
-    end else begin
-      if (push) begin
-        ar_addr[wp] <= axi__araddr; ar_len[wp] <= axi__arlen; ar_id[wp] <= axi__arid;
-        // bursts starting in [err_lo, err_hi) answer SLVERR: all, or (err_n set) the
-        // err_n after the first err_skip
-        ar_err[wp] <= 0;
-        if (axi__araddr >= err_lo && axi__araddr < err_hi) begin
-          err_used <= err_used + 1;
-          if (err_n == 0 || (err_used >= err_skip && err_used < err_skip + err_n))
-            ar_err[wp] <= 1;
-        end
-        wp <= wp + 1;
-        if (axi__arsize != {ash} || axi__arburst != 1)
-          $fdisplay(fo, "E ar %0d size %0d burst %0d %0d", axi__araddr, axi__arsize,
-                    axi__arburst, cycle);
-      end
-      if (axi__rvalid && axi__rready) begin
-        if (axi__rlast) begin beat <= 0; rp <= rp + 1; end
-        else beat <= beat + 1;
-      end
-      cnt <= cnt + push - pop;
-    end
-  end
-
+{dram}
   // ---- the script: AXI4-Lite manager and run control
   localparam FETCH = 0, WR = 1, WB = 2, RD = 3, RR = 4, PW = 5, WAITR = 6, WAITC = 7,
              RESET = 8;
@@ -250,6 +269,7 @@ module tb(input clk);
     case (st)
       FETCH: begin
         if (pc >= cn || c_op[pc] == {Op.END}) begin
+{reads}
           $fdisplay(fo, "X %0d %0d", cycle, answers); $fclose(fo); $finish;
         end else begin
           cur_op <= c_op[pc]; cur_a <= c_addr[pc]; cur_d <= c_data[pc];
@@ -464,7 +484,8 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
     """Run ``job`` on the native testbench; returns the metrics of `rpaccel.sim.tb_top`
     (``answers``, ``errors``, ``latency``, ``total_cycles``, ``counters``, ``status_ok``,
     ``mixed_flags``, ``load_cycles``) plus ``cycles`` (simulated), ``seconds`` (wall),
-    ``load_ok`` and ``bus_errors`` (the log's ``E`` lines).
+    ``load_ok``, ``bus_errors`` (the log's ``E`` lines) and ``line_reads`` (AR handshakes
+    per AXI port, loader bursts on port 0 included).
 
     ``idle``, ``backpressure``, ``dram_stall``: probabilities per cycle (in steps of 1/1000).
     ``bus_error``: ``(lo, hi)`` byte addresses, bursts starting there answer SLVERR; or
@@ -510,7 +531,7 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
     if proc.returncode != 0 or not out or out[-1][0] not in "XT":
         raise NativeError(f"native testbench failed (exit {proc.returncode}); log: "
                           f"{run_dir / 'sim.log'}")
-    starts, reads, marks, errs = {}, [], {}, []
+    starts, reads, marks, errs, line_reads = {}, [], {}, [], []
     answers, errors, ends, current, cur_err, mixed = [], [], [], [], [], 0
     id_f, score_f = result_l["id"], result_l["score"]
     last_off, err_off = result_l["last"].offset, result_l["error"].offset
@@ -539,6 +560,8 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
             marks[int(rest[0])] = int(rest[1])
         elif tag == "E":
             errs.append(line)
+        elif tag == "L":
+            line_reads.append(int(rest[1]))
         elif tag in "XT":
             end_cycle, timed_out = int(rest[0]), tag == "T"
     if timed_out:
@@ -577,6 +600,7 @@ def run_native(nb: NativeBuild, job: dict, run_dir, idle: float = 0.0,
             "status_ok": bool(status_ok), "mixed_flags": mixed,
             "load_cycles": marks.get(1, 0) - marks.get(0, 0), "load_ok": bool(load_ok),
             "cause_after_load": cause_after_load, "bus_errors": errs, "cycles": end_cycle,
+            "line_reads": line_reads,
             "seconds": seconds}
 
 

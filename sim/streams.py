@@ -19,7 +19,7 @@ from cocotb.utils import get_sim_time
 from ..hw.loader import load_packer
 
 __all__ = ["StreamSource", "StreamSink", "Scoreboard", "CLOCK_NS", "sim_cycle", "tb_params",
-           "tb_config", "axi_ram", "load_packer", "load_all"]
+           "tb_config", "axi_ram", "axi_rams", "load_packer", "load_all"]
 
 
 def tb_params() -> dict:
@@ -211,6 +211,16 @@ def axi_ram(dut, image: bytes, stall: float = 0.0, rng: random.Random | None = N
         ram.ar_channel.set_pause_generator(pauses())
         ram.r_channel.set_pause_generator(pauses())
     return ram
+
+
+def axi_rams(dut, config, image: bytes, stall: float = 0.0, seed: int = 0) -> list:
+    """`axi_ram` on each of the design's ``config.axi_ports`` AXI4 read ports (``axi``,
+    ``axi1``, ...: `rpaccel.hw.bus.axi_port`), each holding ``image`` (every port sees the
+    whole address space), with its own stall pattern."""
+    from ..hw.bus import axi_port
+
+    return [axi_ram(dut, image, stall, random.Random(seed + 7919 * p), f"{axi_port(p)}_")
+            for p in range(config.axi_ports)]
 
 
 async def load_all(dut, prefix: str, layout, beats) -> None:

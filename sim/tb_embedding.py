@@ -18,13 +18,14 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
+from ..hw.bus import axi_port
 from ..hw.emb_cluster import cluster_req_layout, cluster_resp_layout
 from ..hw.embedding import emb_layouts
 from .streams import (
     Scoreboard,
     StreamSink,
     StreamSource,
-    axi_ram,
+    axi_rams,
     load_all,
     tb_config,
     tb_params,
@@ -34,18 +35,24 @@ COUNTERS = ("lookups", "static_hits", "dynamic_hits", "misses", "dram_bytes", "b
             "err_count")
 
 
-async def check_line_reads(dut, cfg, bad: list) -> None:
-    """Every AR handshake is one line: an INCR burst of ``line_bytes`` in full-width beats
-    from a line-aligned address; anything else is appended to ``bad``."""
+async def check_line_reads(dut, cfg, bad: list, count: list) -> None:
+    """Every AR handshake on every port is one line: an INCR burst of ``line_bytes`` in
+    full-width beats from a line-aligned address; anything else is appended to ``bad``;
+    ``count[p]`` counts port p's."""
     size = (cfg.axi_data_bits // 8).bit_length() - 1
     beats = cfg.line_bytes * 8 // cfg.axi_data_bits
+    ports = [{n: getattr(dut, f"{axi_port(p)}__{n}") for n in
+              ("arvalid", "arready", "arburst", "arsize", "arlen", "araddr")}
+             for p in range(cfg.axi_ports)]
     while True:
         await RisingEdge(dut.clk)
-        if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):
-            got = (int(dut.axi__arburst.value), int(dut.axi__arsize.value),
-                   int(dut.axi__arlen.value), int(dut.axi__araddr.value) % cfg.line_bytes)
-            if got != (1, size, beats - 1, 0):
-                bad.append(got)
+        for p, ar in enumerate(ports):
+            if int(ar["arvalid"].value) and int(ar["arready"].value):
+                count[p] += 1
+                got = (int(ar["arburst"].value), int(ar["arsize"].value),
+                       int(ar["arlen"].value), int(ar["araddr"].value) % cfg.line_bytes)
+                if got != (1, size, beats - 1, 0):
+                    bad.append((p, *got))
 
 
 @cocotb.test()
@@ -61,7 +68,7 @@ async def embedding_matches_golden(dut):
         req_l, resp_l = cluster_req_layout(cfg), cluster_resp_layout(cfg)
     seed = params.get("seed", 0)
     Clock(dut.clk, 10, unit="ns").start()
-    axi_ram(dut, job["dram"], params.get("dram_stall", 0), random.Random(seed))
+    axi_rams(dut, cfg, job["dram"], params.get("dram_stall", 0), seed)
     dut.err_clear.value = 0
     # every input driven from the start: an undriven valid is X in a 4-state simulator
     dut.req__valid.value = 0
@@ -120,8 +127,9 @@ async def embedding_matches_golden(dut):
                          if j < len(q) else {"keep": 0, "table": 0, "id": 0, "last": 0}
                          for q in seqs])
     ar_bad: list = []
+    ar_count = [0] * cfg.axi_ports
     tasks = [cocotb.start_soon(s.run()) for s in (req, resp)]
-    tasks.append(cocotb.start_soon(check_line_reads(dut, cfg, ar_bad)))
+    tasks.append(cocotb.start_soon(check_line_reads(dut, cfg, ar_bad, ar_count)))
     start = None
     for cycle in range(200 * sum(len(ids) for _, ids in job["bags"]) + 5000):
         if start is None and req.sent:
@@ -143,7 +151,9 @@ async def embedding_matches_golden(dut):
             json.dump({**got, "cycles": cycles}, f)
     sb.check_done()
     assert not ar_bad, (f"{len(ar_bad)} line reads not (INCR, size, beats - 1, aligned): "
-                        f"(burst, size, len, addr % line) {ar_bad[:4]}")
+                        f"(port, burst, size, len, addr % line) {ar_bad[:4]}")
+    assert ar_count == job["port_misses"], (f"line reads per AXI port {ar_count} != golden "
+                                            f"misses per port {job['port_misses']}")
     assert got == job["counters"], f"counters {got} != golden {job['counters']}"
     assert err_ok, (f"error status {int(dut.err_valid.value)} "
                     f"({int(dut.err_table.value)}, {int(dut.err_id.value)}) != golden {first}")

@@ -26,7 +26,7 @@ from .streams import (
     CLOCK_NS,
     StreamSink,
     StreamSource,
-    axi_ram,
+    axi_rams,
     load_all,
     sim_cycle,
     tb_config,
@@ -131,7 +131,7 @@ async def top_matches_golden(dut):
     seed = params.get("seed", 1)
     check = params.get("check", False)
     Clock(dut.clk, 10, unit="ns").start()
-    axi_ram(dut, job["dram"], params.get("dram_stall", 0.0), random.Random(seed))
+    axi_rams(dut, cfg, job["dram"], params.get("dram_stall", 0.0), seed)
     query_l, result_l = top_layouts(cfg)
     queries = job["queries"]
     answered = [q for q in queries if not q["dropped"]]

@@ -65,6 +65,9 @@ def test_frozen():
     ({"emb_units": 0}, "emb_units must be an integer from 1 to min(8, emb_tables) (8), not 0"),
     ({"emb_units": 3, "emb_tables": 2},
      "emb_units must be an integer from 1 to min(8, emb_tables) (2), not 3"),
+    ({"emb_units": 4, "axi_ports": 3}, "axi_ports must be a divisor of emb_units (4), not 3"),
+    ({"axi_ports": 0}, "axi_ports must be a divisor of emb_units (1), not 0"),
+    ({"axi_ports": 2}, "axi_ports must be a divisor of emb_units (1), not 2"),
     ({"topk_lanes": 0}, "topk_lanes must be an integer from 1 to 16, not 0"),
     ({"topk_k": 0}, "topk_k must be an integer from 1 to 1024, not 0"),
     ({"topk_id_bits": 17}, "topk_id_bits must be an integer from 1 to 16, not 17"),
@@ -106,3 +109,6 @@ def test_a_later_field_at_its_old_behaviour_keeps_the_digest():
     cfg = get_config("default")
     assert cfg.digest() == "3e754b8aff"  # as before the field existed
     assert cfg.replace(topk_banks=1).digest() != cfg.digest()
+    assert get_config("fpga-ecp5").digest() == "9df06abd6b"  # as before axi_ports existed
+    wide = get_config("wide-lookup")
+    assert wide.replace(axi_ports=2).digest() != wide.digest()

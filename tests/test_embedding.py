@@ -139,18 +139,21 @@ def test_verilator_narrow_requantizer(tmp_path):
 
 
 # CI: three units (a lane count that does not divide the tables) with small caches (a
-# quicker build) and 4-lane bag requantizers; two units of the default caches run with the
-# slow tests (and through the whole top level in test_native)
-@pytest.mark.parametrize("units", [pytest.param(2, marks=pytest.mark.slow), 3])
-def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
+# quicker build), 4-lane bag requantizers and an AXI port each; two units of the default
+# caches on one port and four on two ports run with the slow tests (and through the whole
+# top level in test_native)
+@pytest.mark.parametrize("units, ports", [pytest.param(2, 1, marks=pytest.mark.slow), (3, 3),
+                                          pytest.param(4, 2, marks=pytest.mark.slow)])
+def test_verilator_cluster_of_units_in_table_order(tmp_path, units, ports):
     """`EmbeddingCluster`: five tables of 4 to 32-byte rows on 2 or 3 units (table t on unit
     t mod G), one id per unit per request beat, Zipf bags of 1-4 ids (lanes run out at
     different beats), DRAM stalls, idle gaps and backpressure, an id outside its table in
     item 9. Pooled vectors come back in table order, as many a beat as are left of the item
     and of their feature word (2 a word with 3 units: beats of units 0-1, 2-0, 1; unpacked
     with 2 units: one a beat), equal to golden, and the counters equal one golden cache
-    model per unit, summed."""
-    cfg = CFG.replace(emb_units=units)
+    model per unit, summed; with ``axi_ports`` P > 1 unit g reads through port g mod P,
+    each port's line reads equal to its units' golden misses."""
+    cfg = CFG.replace(emb_units=units, axi_ports=ports)
     if units == 3:  # and a 4-lane bag requantizer in every unit
         cfg = cfg.replace(cache_sets=4, cache_ways=2, mshrs=2, static_rows=16,
                           emb_map_rows=2048, emb_requant_lanes=4)
@@ -171,7 +174,7 @@ def test_verilator_cluster_of_units_in_table_order(tmp_path, units):
     one = EmbeddingImage(CFG, tables, img.static_rows, img.pool_mult, img.pool_shift)
     assert counters["lookups"] == one.expected(bags)[2]["lookups"]
     tests, failed = run_embedding(cfg, img, bags, tmp_path, seed=units,
-                                  fpack={3: 1, 2: 0}[units])
+                                  fpack={4: 1, 3: 1, 2: 0}[units])
     assert (tests, failed) == (1, 0), (tmp_path / "sim.log").read_text()[-4000:]
 
 

@@ -265,7 +265,8 @@ def test_native_fpga_ecp5_real_queries(models_dir, ml, tmp_path):
 
 
 def test_native_two_embedding_units_per_stage(tmp_path):
-    """`wide-lookup` (two embedding units per stage, two ids per query beat): Criteo-shaped
+    """`wide-lookup` (two embedding units per stage, two ids per query beat) with an AXI
+    port per unit (``axi_ports`` 2, each port its own DRAM subordinate): Criteo-shaped
     queries of eight tables with bags of two, rows of 2 values in stage 0 (RM-small's
     size: the pooled vectors go 4 to an 8-lane feature word, two per response beat, and
     the interaction unit unpacks them) and of 16 in stage 1 (two words each, one vector a
@@ -273,12 +274,13 @@ def test_native_two_embedding_units_per_stage(tmp_path):
     out-of-range id in lane 1 (flagged, ERR_WHERE / ERR_ID name it), a candidate too long
     for the buffer and a too-large header; the rest bit-exact. Each stage's lookups and
     misses equal one golden cache model per unit (tables t mod 2) fed that unit's ids, and
-    the cycle model is within 5% of the RTL's latency."""
+    the cycle model is within 5% of the RTL's latency; port 1 carries exactly the model's
+    unit-1 line reads, port 0 the unit-0 ones and the loader's."""
     from rpaccel import perf
     from rpaccel.interface import beat_lookups
     from rpaccel.scripts.perf_report import criteo_accelerator
 
-    cfg = get_config("wide-lookup")
+    cfg = get_config("wide-lookup").replace(axi_ports=2)
     assert cfg.emb_units == 2
     acc, queries = criteo_accelerator(cfg, tables=8, inter="dot", bag=2, dims=(2, 16))
     assert [max(st["pack"] for st in p.steps) for p in acc.progs] == [2, 0], "packed features"
@@ -311,6 +313,9 @@ def test_native_two_embedding_units_per_stage(tmp_path):
     for want, got in ((pred.queries[0].latency, cmt["latency"][0]),
                       (pred.total_cycles, cmt["total_cycles"])):
         assert abs(want - got) <= 0.05 * got, (want, got)
+    reads = cmt["line_reads"]
+    assert len(reads) == 2 and reads[1] == pred.port_reads[1] > 0, (reads, pred.port_reads)
+    assert reads[0] > pred.port_reads[0] > 0, (reads, pred.port_reads)
 
 
 @pytest.mark.slow  # a 32 x 32, 26-table build: ~9 min of Verilator here (make test-all)
