@@ -16,13 +16,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 from amaranth.utils import ceil_log2, exact_log2
 
-from ..config import RPAccelConfig
+from ..config import RPAccelConfig, require
 from .embedding import axi4_read_signature
 from .host_link import HostLink
 from .top import RPAccel
 from .uart import UARTRx, UARTTx
 
-__all__ = ["TableMemory", "BoardTop", "ULX3STop", "board_streams"]
+__all__ = ["TableMemory", "BoardTop", "ULX3STop", "board_streams", "TABLE_WORDS"]
+
+#: Words of the board's table memory: the small and medium MovieLens models' tables
+#: (90,272 bytes, 11,284 64-bit words) in 48 of the ECP5-85F's 208 DP16KD.
+TABLE_WORDS = 12288
 
 
 class TableMemory(wiring.Component):
@@ -36,8 +40,8 @@ class TableMemory(wiring.Component):
     """
 
     def __init__(self, config: RPAccelConfig, words: int, id_bits: int):
-        if not isinstance(words, int) or words < 1 or words & (words - 1):
-            raise ValueError(f"words must be a power of two, not {words!r}")
+        if not isinstance(words, int) or words < 1:
+            raise ValueError(f"words must be a positive integer, not {words!r}")
         self.config, self.words = config, words
         super().__init__({
             "axi": In(axi4_read_signature(config.axi_addr_bits, config.axi_data_bits,
@@ -97,7 +101,8 @@ class BoardTop(wiring.Component):
     divisor : int
         Clock cycles per UART bit.
     table_words : int
-        Words of the table memory (a power of two; ``axi_data_bits`` each).
+        Words of the table memory (``axi_data_bits`` each; any count: 12,288 64-bit words
+        are 48 DP16KD, a power of two would take 64).
 
     Members
     -------
@@ -106,6 +111,9 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, config: RPAccelConfig, divisor: int, table_words: int):
+        require(config.axi_ports == 1, "axi_ports",
+                "1 on the board (one table memory behind one AXI4 read port)",
+                config.axi_ports)
         self.config = config
         self.acc = RPAccel(config)
         self.streams = board_streams(self.acc)
@@ -149,7 +157,7 @@ class ULX3STop(Elaboratable):
     net: the flip-flops take their initial values from the global set/reset at
     configuration."""
 
-    def __init__(self, config: RPAccelConfig, baud: int = 115200, table_words: int = 16384,
+    def __init__(self, config: RPAccelConfig, baud: int = 115200, table_words: int = TABLE_WORDS,
                  clk_hz: int = 25_000_000):
         self.board = BoardTop(config, clk_hz // baud, table_words)
 

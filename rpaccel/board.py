@@ -133,11 +133,13 @@ def protocol_for(config) -> Protocol:
     return Protocol(stream_widths(config), top_layouts(config)[1].size, config.axi_data_bits)
 
 
-def host_script(acc, job: dict) -> bytes:
+def host_script(acc, job: dict, table_words: int | None = None) -> bytes:
     """Everything the host sends for ``job`` (`rpaccel.runtime.Accelerator.job`): the
     embedding tables into the table memory (all-zero words skipped: the memory starts
     zeroed), the CSRs, the model through the load streams, a ping, then every query's
-    beats."""
+    beats. Raises `ValueError` when the tables do not fit the board's ``table_words``
+    (default `rpaccel.hw.board.TABLE_WORDS`)."""
+    from .hw.board import TABLE_WORDS
     from .hw.embedding import emb_layouts
     from .hw.loader import load_packer
     from .interface import beat_packer, engine_layouts, engine_width, top_layouts
@@ -147,6 +149,10 @@ def host_script(acc, job: dict) -> bytes:
     out = bytearray()
     tables_end = acc.loads[0][0] if acc.loads else len(job["dram"])
     image, w = job["dram"][:tables_end], proto.mem_bytes
+    words = table_words or TABLE_WORDS
+    if len(image) > words * w:
+        raise ValueError(f"table_words: the embedding tables ({len(image):,} bytes) must fit "
+                         f"the board's table memory ({words:,} words of {w} bytes)")
     for i in range(0, len(image), w):
         word = image[i:i + w].ljust(w, b"\0")
         if any(word):

@@ -19,7 +19,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, with_timeout
 
 from ..board import answers_from, errors_from, protocol_for
-from ..hw.board import BoardTop
+from ..hw.board import TABLE_WORDS, BoardTop
 from ..hw.uart import UARTRx, UARTTx
 from .streams import StreamSink, StreamSource, tb_config, tb_params
 
@@ -27,7 +27,7 @@ __all__ = ["board_harness", "BOARD_DIVISOR", "BOARD_TABLE_WORDS"]
 
 #: Clock cycles per UART bit in simulation, and the simulated board's table memory.
 BOARD_DIVISOR = 4
-BOARD_TABLE_WORDS = 16384
+BOARD_TABLE_WORDS = TABLE_WORDS
 
 
 class _Harness(wiring.Component):

@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,28 +77,49 @@ def _tools_env() -> dict:
             for k, v in env.items()}
 
 
-def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16384,
+#: Yosys' LUT mapping for the board: synth_ecp5's own (ABC9), else, where YoWASP Yosys 0.70
+#: trips its internal assert in ABC_OPS_REINTEGRATE (the whole fpga-ecp5 board since RTL
+#: 92055a1; ``-dff`` avoids it on blocks but had not finished the board in 20 min), the
+#: classic ABC LUT mapper between synth_ecp5's own steps (95 s).
+_SYNTH_FLOWS = {
+    "abc9": {},
+    "abc": {"synth_opts": "-run :map_luts",
+            "script_after_synth": "techmap -map +/lattice/latches_map.v; "
+                                  "abc -lut 4 -dress; clean; "
+                                  "synth_ecp5 -top rpaccel_ulx3s -run map_cells:"},
+}
+
+
+def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int | None = None,
                     force: bool = False, placer: str = "static",
-                    router: str = "router2") -> dict:
+                    router: str = "router2", lut_mapping: str | None = None) -> dict:
     """The ULX3S-85F bitstream of ``cfg``'s board top (`rpaccel.hw.board.ULX3STop`) with
     amaranth-boards and the YoWASP tools, in ``out_dir`` (default
     ``build/board/ulx3s-<config>-<digest>``); the stored one when the config digest, baud
     rate, table size and nextpnr's ``placer`` / ``router`` are unchanged (``cached: True``)
     unless ``force``. The JSON holds nextpnr's fmax and critical path from the build's
     timing report. The electrostatic placer and router2 by default: on the whole
-    ``fpga-ecp5`` the analytic placer leaves ~25% more wire and router1 does not finish."""
+    ``fpga-ecp5`` the analytic placer leaves ~25% more wire and router1 does not finish.
+    ``lut_mapping``: ``"abc9"`` or ``"abc"`` (`_SYNTH_FLOWS`); by default ABC9, and the
+    classic mapper where Yosys trips on ABC9 (the JSON's ``lut_mapping`` says which ran)."""
     check_flow(placer, router)
+    if lut_mapping not in (None, *_SYNTH_FLOWS):
+        raise ValueError(f"lut_mapping must be one of {sorted(_SYNTH_FLOWS)}, not "
+                         f"{lut_mapping!r}")
+    flows = [lut_mapping] if lut_mapping else list(_SYNTH_FLOWS)
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     from ...hw import source_digest
-    from ...hw.board import ULX3STop
+    from ...hw.board import TABLE_WORDS, ULX3STop
     from ..synth import critical_path_from_log
 
+    table_words = table_words or TABLE_WORDS
     out = Path(out_dir or Path("build") / "board" / f"ulx3s-{cfg.name}-{cfg.digest()}")
     bit = out / "rpaccel_ulx3s.bit"
     stamp = out / "stamp.json"
     key = {"config_digest": cfg.digest(), "rtl": source_digest(), "baud": baud,
-           "table_words": table_words, "placer": placer, "router": router}
+           "table_words": table_words, "placer": placer, "router": router,
+           "lut_mapping": lut_mapping}
     if bit.exists() and stamp.exists() and not force:
         old = json.loads(stamp.read_text())
         if old.get("key") == key:
@@ -106,9 +128,18 @@ def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16
     os.environ.update(_tools_env())
     t0 = time.time()
     try:
-        ULX3S_85F_Platform().build(ULX3STop(cfg, baud=baud, table_words=table_words),
-                                   name="rpaccel_ulx3s", build_dir=str(out), do_program=False,
-                                   nextpnr_opts=f"--placer {placer} --router {router}")
+        for flow in flows:
+            try:
+                ULX3S_85F_Platform().build(
+                    ULX3STop(cfg, baud=baud, table_words=table_words), name="rpaccel_ulx3s",
+                    build_dir=str(out), do_program=False,
+                    nextpnr_opts=f"--placer {placer} --router {router}", **_SYNTH_FLOWS[flow])
+                break
+            except subprocess.CalledProcessError:
+                rpt = out / "rpaccel_ulx3s.rpt"
+                if flow == flows[-1] or not rpt.exists() or \
+                        "ABC_OPS_REINTEGRATE" not in rpt.read_text()[-20000:]:
+                    raise
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -119,6 +150,7 @@ def build_bitstream(cfg, out_dir=None, baud: int = 115200, table_words: int = 16
     fmax = [float(x) for x in
             re.findall(r"Max frequency for clock [^:]*: ([0-9.]+) MHz", tim)]
     res = {"key": key, "bitstream": str(bit), "bytes": bit.stat().st_size,
+           "lut_mapping": flow,
            "fmax_mhz": fmax[-1] if fmax else None, "clock_mhz": 25.0,
            "critical_path": critical_path_from_log(tim), "seconds": round(time.time() - t0, 1),
            "date": time.strftime("%Y-%m-%d")}
@@ -130,7 +162,8 @@ def _build(args) -> dict:
     from ...config import get_config
 
     return build_bitstream(get_config(args.config), args.build_dir, args.baud,
-                           force=args.force, placer=args.placer, router=args.router)
+                           force=args.force, placer=args.placer, router=args.router,
+                           lut_mapping=args.lut_mapping)
 
 
 def _run(args) -> dict:
@@ -188,6 +221,9 @@ def add_parser(sub):
     s.add_argument("--workdir", help="sim: where the run's files go")
     s.add_argument("--build-dir", help="build: where the bitstream goes")
     s.add_argument("--force", action="store_true", help="build: even if cached")
+    s.add_argument("--lut-mapping", choices=["abc9", "abc"],
+                   help="build: Yosys' LUT mapper (default: ABC9, the classic ABC where "
+                        "Yosys 0.70 trips on ABC9)")
     s.add_argument("--placer", default="static", choices=list(PLACERS),
                    help="build: nextpnr's placer (default static, the electrostatic one)")
     s.add_argument("--router", default="router2", choices=list(ROUTERS),
