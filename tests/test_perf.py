@@ -231,7 +231,43 @@ def test_perf_cli_paper_scale_json(capsys):
     assert rows[1]["stages"][1]["items"] == 512
     assert {a["device"] for a in rep["alternatives"]} == {"cpu", "cuda"}
     assert {p["system"] for p in rep["paper_loads_p95_ms"]} >= {"paper: 2-stage small->large"}
+    tg = rep["targets"]
+    assert tg["qps"]["value"] == rows[1]["qps"]
+    assert tg["latency_x_baseline"]["value"] == round(rows[3]["latency_us"] /
+                                                      rows[1]["latency_us"], 2)
+    assert tg["qps"]["met"] == (rows[1]["qps"] >= 6000)
     assert main(["perf", "--workload", "nope"]) == 2
+
+
+def test_issue16_targets_met_and_missed():
+    """The report's targets (`perf_report.targets`): each one met or not by its own rule,
+    the p95 comparison only at loads the accelerator sustains."""
+    from rpaccel.scripts.perf_report import targets
+
+    def rep(lat_us, qps, p95):
+        pipe = "2-stage small->large"
+        gpu = {"device": "cuda", "mode": "cuda-graph", "dtype": "bf16", "pipeline": pipe,
+               "qps_per_w": 50.0}
+        pts = [{"qps": q, "p95_ms": p, "saturated": p is None} for q, p in p95]
+        return {"rows": [{"design": "paper", "pipeline": pipe, "latency_us": lat_us,
+                          "qps": qps},
+                         {"design": "base", "pipeline": "1-stage large", "latency_us": 600.0,
+                          "qps": 700.0}],
+                "alternatives": [gpu],
+                "load": [{"label": f"paper: {pipe}", "points": pts},
+                         {"label": f"cuda cuda-graph bf16: {pipe}",
+                          "points": [{"qps": 10, "p95_ms": 0.3}, {"qps": 100, "p95_ms": 0.4},
+                                     {"qps": 1000, "p95_ms": 0.5}]}]}
+
+    good = targets(rep(140.0, 6000.0, [(10, 0.15), (100, 0.2), (1000, None)]))
+    assert all(v["met"] for v in good.values() if isinstance(v, dict)), good
+    assert good["qps_per_w_x_gpu"]["value"] == round(6000 / 4.66 / 50, 2)
+    bad = targets(rep(160.0, 4000.0, [(10, 0.15), (100, 0.45), (1000, 0.2)]))
+    assert not bad["latency_us"]["met"] and not bad["qps"]["met"]
+    assert bad["latency_x_baseline"]["value"] == 3.75 and not bad["latency_x_baseline"]["met"]
+    assert not bad["qps_x_baseline"]["met"] and not bad["qps_per_w_x_gpu"]["met"]
+    assert not bad["p95_below_gpu"]["met"]
+    assert [w["qps"] for w in bad["p95_below_gpu"]["first_not_below"]] == [100]
 
 
 @pytest.mark.slow

@@ -34,6 +34,11 @@ def perf_table(rep: dict):
         if art["model_latency_ms"]:
             t.add_row(f"RecPipe artifact model ({art['units']})", pipe,
                       f"{art['model_latency_ms'] * 1000:,.0f} us", "", "", "", "")
+    tg = rep.get("targets")
+    if tg:
+        t.caption = f"issue 16's targets ({tg['design']}, {tg['pipeline']}): " + "; ".join(
+            f"{k} {v['value']} ({v['goal']}: {'met' if v['met'] else 'not met'})"
+            for k, v in tg.items() if isinstance(v, dict))
     return t
 
 
