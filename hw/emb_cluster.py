@@ -111,7 +111,7 @@ class EmbeddingCluster(wiring.Component):
         units = self.units
         P = cfg.axi_ports
         for p, arb in enumerate(self.arbs):
-            m.submodules[f"arbiter{p}" if P > 1 else "arbiter"] = arb
+            m.submodules[f"arbiter{p}" if p else "arbiter"] = arb
             wiring.connect(m, arb.out, wiring.flipped(getattr(self, axi_port(p))))
         for g, un in enumerate(units):
             m.submodules[f"unit{g}"] = un

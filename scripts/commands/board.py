@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..pnr import PLACERS, ROUTERS, check_flow
+from ..pnr import CLASSIC_LUT_MAP, PLACERS, ROUTERS, check_flow
 from .common import emit, models_dir
 
 #: The pipeline the board runs: the two models `fpga-ecp5` holds.
@@ -84,8 +84,7 @@ def _tools_env() -> dict:
 _SYNTH_FLOWS = {
     "abc9": {},
     "abc": {"synth_opts": "-run :map_luts",
-            "script_after_synth": "techmap -map +/lattice/latches_map.v; "
-                                  "abc -lut 4 -dress; clean; "
+            "script_after_synth": f"{CLASSIC_LUT_MAP}; "
                                   "synth_ecp5 -top rpaccel_ulx3s -run map_cells:"},
 }
 
