@@ -163,7 +163,8 @@ class EmbeddingCluster(wiring.Component):
         m.d.comb += [out.n.eq(n), self.resp.valid.eq((n != 0) & Cat(*ok).all())]
         for g, un in enumerate(units):
             pos = Signal(range(G), name=f"pos{g}")   # (g - u) mod G: its lane in the beat
-            m.d.comb += pos.eq(Mux(u > g, g + G - u, g - u))
+            # (u > G - 1 cannot be: lane G - 1 is always g - u)
+            m.d.comb += pos.eq(Mux(u > g, g + G - u, g - u) if g < G - 1 else g - u)
             m.d.comb += un.resp.ready.eq(self.resp.valid & self.resp.ready & (pos < n))
         with m.If(self.resp.valid & self.resp.ready):
             with m.If(n >= left_t):

@@ -11,7 +11,12 @@ Bad input loses nothing: a header with more than ``max_items`` candidates is ref
 (``err`` = ``CAND_COUNT``) and its beats are consumed up to the next header; a candidate
 with more than ``cand_beats`` buffered beats keeps its bags well formed (ids inside bags
 are dropped, never a bag's last id), the query is answered flagged (``bad``) and ``err``
-says ``CAND_BEATS``.
+says ``CAND_BEATS``. The beat flag ``end`` (the AXI4-Stream port's ``tlast``) frames a
+query: a stream that ends early (``end`` before the query's last beat, or a header
+inside the query) has the rest of its query made up here (every missing bag gets id 0,
+dense words stay unwritten), answered flagged, ``err`` = ``FRAMING``; a query whose last
+beat lacks ``end`` is answered as usual, ``err`` = ``FRAMING``, and the beats that follow
+it up to the next header are dropped.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -63,7 +68,7 @@ class QueryFrontEnd(wiring.Component):
         One cycle: a query's last candidate entered (it is in flight from now on).
     bad : Out(1)
         With ``admitted``: the query lost buffered beats (its answer is flagged).
-    err : Out(2), err_clear : In(1)
+    err : Out(4), err_clear : In(1)
         The last front-end error (`rpaccel.interface.ErrCause`), cleared by ``err_clear``.
     idle : Out(1)
         Waiting for a header.
@@ -84,7 +89,7 @@ class QueryFrontEnd(wiring.Component):
             "run": Out(stream.Signature(s_run)), "beats": Out(stream.Signature(s_query)),
             "k": In(32), "tables": In(32),
             "admitted": Out(1), "bad": Out(1),
-            "err": Out(2), "err_clear": In(1), "idle": Out(1),
+            "err": Out(4), "err_clear": In(1), "idle": Out(1),
         }
         if cfg.stages > 1:
             item_bits = exact_log2(cfg.max_items)
@@ -105,7 +110,7 @@ class QueryFrontEnd(wiring.Component):
         slot_bits = exact_log2(self.slots)
         item_bits = exact_log2(cfg.max_items)
         beat_bits = exact_log2(cfg.cand_beats)
-        q = self.query.payload
+        qi = self.query.payload
         n_items = Signal(range(cfg.max_items + 1))
         cand = Signal(range(cfg.max_items + 1))
         sub_end = Signal(range(cfg.max_items + 1))
@@ -114,34 +119,57 @@ class QueryFrontEnd(wiring.Component):
         wslot = Signal(max(1, slot_bits))
         qbad = Signal()      # this query lost buffered beats: its answer is flagged
         overflow = Signal()
+        # the query's stream ended early (`end` before its last beat, or a header inside
+        # it): the rest of the query is made up here, one id 0 per missing bag, so every
+        # stage sees whole candidates and the next query starts clean
+        padding = Signal()
+        pad = Signal(self.query_layout)
+        q = Signal(self.query_layout)
+        qvalid = Signal()
+        m.d.comb += [q.eq(Mux(padding, pad, qi)), qvalid.eq(padding | self.query.valid)]
         to_s0 = Signal()
         m.d.comb += [to_s0.eq(~q.dense | (q.stage == 0)), self.bad.eq(qbad | overflow)]
         sq = self.beats.payload
         m.d.comb += [sq.dense.eq(q.dense), sq.word.eq(q.word), *copy_ids(cfg, sq, q)]
         # bags a sparse beat ends (one per kept lane with `last`)
-        if cfg.emb_units == 1:
+        G = cfg.emb_units
+        if G == 1:
             ends, any_end = q.last, q.last
+            m.d.comb += [pad.table.eq(bag), pad.last.eq(1)]
+            lane_bags = []
         else:
-            ends = Signal(range(cfg.emb_units + 1))
+            ends = Signal(range(G + 1))
             any_end = Signal()
             m.d.comb += [ends.eq(sum(k & la for k, _, _, la in id_lanes(cfg, q))),
                          any_end.eq(ends != 0)]
+            # bags lane g has ended in this candidate: its next bag is table g + G * n
+            lane_bags = [Signal(range(cfg.emb_tables + 1), name=f"lane_bags{g}")
+                         for g in range(G)]
+            tabs = [g + G * n for g, n in enumerate(lane_bags)]
+            m.d.comb += [pad.keep.eq(Cat(*[t < self.tables for t in tabs])),
+                         pad.table.eq(tabs[0]), pad.last.eq(1),
+                         *[pad.xtable[g - 1].eq(tabs[g]) for g in range(1, G)],
+                         *[pad.xlast[g - 1].eq(1) for g in range(1, G)]]
         with m.FSM(name="front") as front:
             with m.State("HEAD"):
                 m.d.comb += self.query.ready.eq(self.accept)
-                with m.If(self.query.valid & self.query.ready & q.head & (q.id != 0)):
-                    big = q.id > cfg.max_items
-                    m.d.sync += [n_items.eq(Mux(big, 0, q.id)), cand.eq(0), bag.eq(0),
-                                 bi.eq(0), sub_end.eq(0), qbad.eq(0)]
+                with m.If(self.query.valid & self.query.ready & qi.head & (qi.id != 0)):
+                    big = qi.id > cfg.max_items
+                    m.d.sync += [n_items.eq(Mux(big, 0, qi.id)), cand.eq(0), bag.eq(0),
+                                 bi.eq(0), sub_end.eq(0), qbad.eq(0), padding.eq(0),
+                                 *[n.eq(0) for n in lane_bags]]
                     with m.If(big):
                         m.d.sync += self.err.eq(ErrCause.CAND_COUNT)
                         m.next = "DROP"
                     with m.Else():
+                        with m.If(qi.end):
+                            m.d.sync += [padding.eq(1), qbad.eq(1),
+                                         self.err.eq(ErrCause.FRAMING)]
                         m.next = "RUN"
             with m.State("DROP"):
                 # consume the beats of a refused query up to its next header
-                m.d.comb += self.query.ready.eq(~q.head)
-                with m.If(self.query.valid & q.head):
+                m.d.comb += self.query.ready.eq(~qi.head)
+                with m.If(self.query.valid & qi.head):
                     m.next = "HEAD"
             with m.State("RUN"):
                 items = offer_run(m, self.run, n_items - cand, cand, self.k, S)
@@ -150,9 +178,10 @@ class QueryFrontEnd(wiring.Component):
                     m.next = "BEATS"
             with m.State("BEATS"):
                 go = Signal()
-                m.d.comb += [self.beats.valid.eq(self.query.valid & to_s0 & ~q.head),
-                             self.query.ready.eq(Mux(to_s0, self.beats.ready, 1) & ~q.head),
-                             go.eq(self.query.valid & self.query.ready)]
+                m.d.comb += [self.beats.valid.eq(qvalid & to_s0 & ~q.head),
+                             self.query.ready.eq(~padding & Mux(to_s0, self.beats.ready, 1) &
+                                                 ~q.head),
+                             go.eq(qvalid & Mux(to_s0, self.beats.ready, 1) & ~q.head)]
                 stored = Signal()
                 if NS > 1:
                     # a candidate longer than cand_beats loses ids inside its bags, never a
@@ -172,21 +201,38 @@ class QueryFrontEnd(wiring.Component):
                         m.d.sync += [self.err.eq(ErrCause.CAND_BEATS), qbad.eq(1)]
                 with m.If(stored):
                     m.d.sync += bi.eq(bi + 1)
+                cand_done = Signal()
+                m.d.comb += cand_done.eq(go & ~q.dense & any_end &
+                                         (bag + ends >= self.tables if G > 1
+                                          else bag == self.tables - 1))
+                if G > 1:
+                    with m.If(go & ~q.dense):
+                        for n, (k, _, _, la) in zip(lane_bags, id_lanes(cfg, q), strict=True):
+                            m.d.sync += n.eq(n + (k & la))
+                # the stream ends before the query does: a header inside it, or `end`
+                with m.If(~padding & ((self.query.valid & qi.head) |
+                                      (go & q.end & ~(cand_done & (cand + 1 == n_items))))):
+                    m.d.sync += [padding.eq(1), qbad.eq(1), self.err.eq(ErrCause.FRAMING)]
                 with m.If(go & ~q.dense & any_end):
                     m.d.sync += bag.eq(bag + ends)
-                    with m.If(bag + ends >= self.tables if cfg.emb_units > 1
-                              else bag == self.tables - 1):
-                        m.d.sync += [bag.eq(0), bi.eq(0), cand.eq(cand + 1)]
-                        if NS > 1:
-                            m.d.comb += [self.cl_addr.eq(Cat_(cand[:item_bits],
-                                                              wslot[:slot_bits])),
-                                         self.cl_data.eq(bi + stored), self.cl_en.eq(1)]
-                        with m.If(cand + 1 == n_items):
-                            m.d.comb += self.admitted.eq(1)
-                            m.d.sync += wslot.eq(wslot + 1)
-                            m.next = "HEAD"
-                        with m.Elif(cand + 1 == sub_end):
-                            m.next = "RUN"
+                with m.If(cand_done):
+                    m.d.sync += [bag.eq(0), bi.eq(0), cand.eq(cand + 1),
+                                 *[n.eq(0) for n in lane_bags]]
+                    if NS > 1:
+                        m.d.comb += [self.cl_addr.eq(Cat_(cand[:item_bits],
+                                                          wslot[:slot_bits])),
+                                     self.cl_data.eq(bi + stored), self.cl_en.eq(1)]
+                    with m.If(cand + 1 == n_items):
+                        m.d.comb += self.admitted.eq(1)
+                        m.d.sync += [wslot.eq(wslot + 1), padding.eq(0)]
+                        # the query is whole but its stream goes on: the beats up to the
+                        # next header are dropped (HEAD takes headers only); the answer
+                        # is right, ERR_CAUSE says FRAMING
+                        with m.If(~padding & ~q.end):
+                            m.d.sync += self.err.eq(ErrCause.FRAMING)
+                        m.next = "HEAD"
+                    with m.Elif(cand + 1 == sub_end):
+                        m.next = "RUN"
         m.d.comb += self.idle.eq(front.ongoing("HEAD"))
         if platform == "formal":
             # counters stay within the query, the sub-batch and the candidate's buffer

@@ -236,10 +236,10 @@ class RPAccel(wiring.Component):
         m.d.comb += load_ok.eq(machine_idle & (csr.LOAD_BEATS != 0) &
                                (load_stage < Mux(load_unit == LoadUnit.ENGINE, NE, NS)))
         m.d.comb += map_ok.eq(machine_idle & map_valid)
-        front_err = Signal(2)
+        front_err = Signal(4)
         err_clear = Signal()
         m.d.comb += err_clear.eq(csr.CTRL & csr.CTRL_data[0])
-        cause = Signal(3)
+        cause = Signal(4)
         where = Signal(16)
         err_id = Signal(32)
         with m.If(err_clear):
@@ -357,13 +357,12 @@ class RPAccel(wiring.Component):
         # ---- result: the last stage's survivors, flagged when any stage saw a bad id -------
         last = srcs[-1]
         errs = []
-        if NS > 1:
-            f = fifo.SyncFIFO(width=1, depth=limit)
-            m.submodules.qerr_front = f
-            # never full: a query is admitted only while fewer than `limit` are in flight
-            m.d.comb += [f.w_stream.valid.eq(admitted), f.w_stream.payload.eq(fe.bad),
-                         f.r_stream.ready.eq(res_done)]
-            errs.append(f.r_stream.payload & f.r_stream.valid)
+        f = fifo.SyncFIFO(width=1, depth=limit)
+        m.submodules.qerr_front = f
+        # never full: a query is admitted only while fewer than `limit` are in flight
+        m.d.comb += [f.w_stream.valid.eq(admitted), f.w_stream.payload.eq(fe.bad),
+                     f.r_stream.ready.eq(res_done)]
+        errs.append(f.r_stream.payload & f.r_stream.valid)
         for st in range(NS):
             f = fifo.SyncFIFO(width=1, depth=max(2, slots))
             m.submodules[f"qerr{st}"] = f

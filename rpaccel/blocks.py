@@ -57,6 +57,8 @@ SYNTH_DEFAULTS = {"config": "fpga-ecp5", "target": "ecp5-85f", "freq_mhz": 200.0
 BLOCKS: dict[str, Block] = {b.name: b for b in (
     Block("rpaccel", "rpaccel.hw.top:RPAccel",
           "the whole accelerator: CSRs, loader, front end, stages, replay, top-k, AXI"),
+    Block("rpaccel_axis", "rpaccel.hw.axis:RPAccelAxis",
+          "the whole accelerator with AXI4-Stream query / result ports (tkeep, tlast)"),
     Block("requant", "rpaccel.hw.requant:RequantUnit",
           "int32 -> int8 requantizer (bias, multiplier, shift, ReLU, saturation)",
           "rpaccel.sim.tb_requant", "random beats x 4 lanes (every field over its range)"),

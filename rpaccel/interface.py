@@ -27,7 +27,9 @@ __all__ = ["CSR", "STAGE_CSR", "csr_regs", "SHAPE", "STATUS", "ERR_WHERE", "LOAD
            "ENGINE_MAP", "ENGINE_NONE", "default_engine_map", "check_engine_map",
            "engine_map_word",
            "ID_VALUE", "ErrCause", "LoadUnit", "EngineTarget", "EmbTarget", "top_layouts",
-           "beat_packer", "query_beats", "load_ctrl", "err_where", "c_header", "query_slots",
+           "beat_packer", "query_beats", "QueryRecord", "query_record", "pack_query_records",
+           "RESULT_RECORD_BYTES", "unpack_result_record", "load_ctrl", "err_where", "c_header",
+           "query_slots",
            "StepKind", "Region", "slot_width", "engine_width", "engine_widths",
            "cache_state_bits",
            "EngineGeometry",
@@ -110,6 +112,7 @@ class ErrCause(enum.IntEnum, shape=8):
     LOAD_BUS = 5       # DRAM answered a load's read with SLVERR / DECERR
     ENGINE_MAP = 6     # ENGINE_MAP not taken: a stage without an engine, or no such stage
     LOOKUP_BUS = 7     # DRAM answered an embedding line read with SLVERR / DECERR
+    FRAMING = 8        # a query's end and its stream's `end` (AXI4-Stream tlast) disagree
 
 
 class LoadUnit(enum.IntEnum, shape=1):
@@ -328,9 +331,11 @@ def clamp_pack(value, lanes: int):
     """A `feature_pack` input of the hardware (a CSR or a program field) clamped to
     `max_feature_pack`: a value it cannot hold reads as the largest (a wrong model
     constant gives wrong answers, never a hung gather)."""
-    from amaranth import Mux
+    from amaranth import Mux, Value
 
     mp = max_feature_pack(lanes)
+    if (1 << len(Value.cast(value))) - 1 <= mp:
+        return value    # a value that cannot exceed mp
     return Mux(value > mp, mp, value)
 
 
@@ -402,7 +407,7 @@ def top_layouts(config: RPAccelConfig):
         "head": 1, "dense": 1, "stage": range(3),
         "word": data.ArrayLayout(signed(8), lanes(cfg)),
         "table": range(cfg.emb_tables), "id": unsigned(32), "last": 1,
-        **id_lane_fields(cfg),
+        **id_lane_fields(cfg), "end": 1,
     })
     result = data.StructLayout({"id": unsigned(cfg.topk_id_bits),
                                 "score": signed(cfg.score_bits), "last": 1, "error": 1})
@@ -417,7 +422,8 @@ def query_beats(config: RPAccelConfig, dense: list, bags: list) -> list:
     in order. With ``emb_units`` G > 1 a sparse beat has G id lanes: lane g carries, in
     order, the ids of the candidate's tables g, g + G, ... (embedding unit g's bags),
     ``keep`` bit g marks it in use; a candidate has as many sparse beats as its longest
-    lane, and no beat carries ids of two candidates.
+    lane, and no beat carries ids of two candidates. ``end`` (the AXI4-Stream port's
+    ``tlast``) is set on the query's last beat.
 
     Parameters
     ----------
@@ -433,20 +439,21 @@ def query_beats(config: RPAccelConfig, dense: list, bags: list) -> list:
     extra = ({"keep": 0, "xtable": [0] * (G - 1), "xid": [0] * (G - 1),
               "xlast": [0] * (G - 1)} if G > 1 else {})
     beats = [{"head": 1, "dense": 0, "stage": 0, "word": zero, "table": 0, "id": n,
-              "last": 0, **extra}]
+              "last": 0, **extra, "end": 0}]
     for i in range(n):
         for s, d in enumerate(dense):
             for w in range(-(-d.shape[1] // A)):
                 word = [int(v) for v in d[i, w * A:(w + 1) * A]]
                 beats.append({"head": 0, "dense": 1, "stage": s,
                               "word": word + [0] * (A - len(word)), "table": 0, "id": 0,
-                              "last": 0, **extra})
+                              "last": 0, **extra, "end": 0})
         item = bags[i * per_item:(i + 1) * per_item]
         if G == 1:
             for t, ids in item:
                 for j, v in enumerate(ids):
                     beats.append({"head": 0, "dense": 0, "stage": 0, "word": zero, "table": t,
-                                  "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1)})
+                                  "id": int(v) & 0xFFFFFFFF, "last": int(j == len(ids) - 1),
+                                  "end": 0})
             continue
         seqs = [[(t, int(v) & 0xFFFFFFFF, int(j == len(ids) - 1))
                  for t, ids in item if t % G == g for j, v in enumerate(ids)]
@@ -457,8 +464,70 @@ def query_beats(config: RPAccelConfig, dense: list, bags: list) -> list:
                           "table": lane[0][0], "id": lane[0][1], "last": lane[0][2],
                           "keep": sum(1 << g for g, q in enumerate(seqs) if k < len(q)),
                           "xtable": [x[0] for x in lane[1:]], "xid": [x[1] for x in lane[1:]],
-                          "xlast": [x[2] for x in lane[1:]]})
+                          "xlast": [x[2] for x in lane[1:]], "end": 0})
+    beats[-1]["end"] = 1
     return beats
+
+
+class QueryRecord(NamedTuple):
+    """Byte offsets of a query beat as a record on the AXI4-Stream query port
+    (`query_record`); multi-byte fields little-endian."""
+
+    flags: int      # bit 0 head, bit 1 dense, bits 3:2 stage
+    keep: int       # bit g: id lane g in use (more than one embedding unit)
+    last: int       # bit g: lane g's id ends its bag
+    id: int         # u32 per lane, lane g at id + 4 g; a header's lane 0: candidate count
+    table: int      # u8 per lane
+    word: int       # the dense word: lanes() int8 values
+    size: int       # bytes the record uses
+    tdata_bytes: int  # the port's width: size rounded up to a power of two
+
+
+def query_record(config: RPAccelConfig) -> QueryRecord:
+    """The AXI4-Stream query port's record: one transfer per query beat (`query_beats`),
+    ``tlast`` on the query's last one (its ``end``), every ``tkeep`` bit set. Fields are
+    byte-aligned so a host writes them as a C struct and a DMA engine of ``tdata_bytes``
+    streams a query buffer as it is; the bytes past ``size`` are reserved (0)."""
+    G = config.emb_units
+    table = 4 + 4 * G
+    word = table + -(-G // 4) * 4
+    size = word + lanes(config)
+    return QueryRecord(0, 1, 2, 4, table, word, size, 1 << (size - 1).bit_length())
+
+
+def pack_query_records(config: RPAccelConfig, beats: list) -> list:
+    """``(tdata bytes, tlast)`` per query beat (dicts of ``top_layouts(config)[0]``)."""
+    r = query_record(config)
+    out = []
+    for b in beats:
+        rec = bytearray(r.tdata_bytes)
+        lanes_ = [(b["table"], b["id"], b["last"])]
+        keep = 1
+        if config.emb_units > 1:
+            lanes_ += list(zip(b["xtable"], b["xid"], b["xlast"], strict=True))
+            keep = b["keep"]
+        rec[r.flags] = b["head"] | b["dense"] << 1 | b["stage"] << 2
+        rec[r.keep] = keep
+        rec[r.last] = sum(la << g for g, (_, _, la) in enumerate(lanes_))
+        for g, (t, i, _) in enumerate(lanes_):
+            rec[r.id + 4 * g:r.id + 4 * g + 4] = (int(i) & 0xFFFFFFFF).to_bytes(4, "little")
+            rec[r.table + g] = t
+        rec[r.word:r.word + lanes(config)] = bytes(int(v) & 0xFF for v in b["word"])
+        out.append((bytes(rec), int(b["end"])))
+    return out
+
+
+#: Bytes of a result record on the AXI4-Stream result port: ``id`` u16, ``flags`` u16
+#: (bit 0: the query's error flag), ``score`` s32, little-endian; ``tlast`` on a query's
+#: last survivor.
+RESULT_RECORD_BYTES = 8
+
+
+def unpack_result_record(data: bytes) -> dict:
+    """``{"id", "score", "error"}`` of a result record's bytes."""
+    return {"id": int.from_bytes(data[0:2], "little"),
+            "error": data[2] & 1,
+            "score": int.from_bytes(data[4:8], "little", signed=True)}
 
 
 def beat_lookups(config: RPAccelConfig, beat: dict) -> list:
@@ -571,6 +640,18 @@ def c_header(config: RPAccelConfig, load_beat_bits: dict | None = None) -> str:
               f"#define RPACCEL_RESULT_BITS {r.size}u",
               f"#define RPACCEL_RESULT_WORDS32 {-(-r.size // 32)}u"]
     lines += _fields("RPACCEL_RESULT", r)
+    rec = query_record(cfg)
+    lines += ["", "/* ---- AXI4-Stream ports (rpaccel_axis): byte records, little-endian; a query",
+              " * is one packet (tlast on its last record), every tkeep bit set */"]
+    lines += [f"#define RPACCEL_AXIS_QUERY_{name.upper()}_OFFSET {v}u"
+              for name, v in rec._asdict().items() if name not in ("size", "tdata_bytes")]
+    lines += [f"#define RPACCEL_AXIS_QUERY_RECORD_BYTES {rec.size}u",
+              f"#define RPACCEL_AXIS_QUERY_TDATA_BYTES {rec.tdata_bytes}u",
+              "#define RPACCEL_AXIS_QUERY_HEAD 0x01u",
+              "#define RPACCEL_AXIS_QUERY_DENSE 0x02u",
+              "#define RPACCEL_AXIS_QUERY_STAGE_LSB 2u",
+              "/* result record: uint16_t id; uint16_t flags (bit 0: error); int32_t score */",
+              f"#define RPACCEL_AXIS_RESULT_TDATA_BYTES {RESULT_RECORD_BYTES}u"]
     if load_beat_bits:
         lines += ["", "/* ---- load images: beats padded to whole AXI data words */"]
         for s, bits in enumerate(load_beat_bits["engine"]):

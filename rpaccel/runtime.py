@@ -348,15 +348,19 @@ class Accelerator:
         ``ERR_WHERE`` / ``ERR_ID`` name it), ``"beats"`` (candidate 0's first bag gets
         ``cand_beats`` extra ids: flagged, ``ERR_CAUSE`` CAND_BEATS) or ``"count"`` (the
         header claims ``max_items + 1`` candidates: the query is dropped, no answer,
-        CAND_COUNT). Such answers are only checked for the flag; a query's ``bad`` entry
-        is then ``{"fault", "cause", "table", "id"}``, else None.
+        CAND_COUNT), ``"short"`` (the query's stream ends, ``end`` set, in the middle of
+        its ids: the front end makes up the rest, the answer is flagged, FRAMING) or
+        ``"unended"`` (no ``end`` on the query's last beat, two surplus beats after it:
+        they are dropped, the answer is exact and unflagged, FRAMING). Flagged answers are
+        only checked for the flag; a query's ``bad`` entry is then ``{"fault", "cause",
+        "flagged", "table", "id"}``, else None.
         """
         from .interface import ErrCause, beat_lookups
 
         faults = bad if isinstance(bad, dict) else {i: "id" for i in (bad or ())}
         for i, f in faults.items():
-            _check(f in ("id", "beats", "count"), f"fault of query {i}",
-                   "'id', 'beats' or 'count'", f)
+            _check(f in ("id", "beats", "count", "short", "unended"), f"fault of query {i}",
+                   "'id', 'beats', 'count', 'short' or 'unended'", f)
             _check(f != "beats" or self.config.stages > 1, f"fault of query {i}",
                    "'id' or 'count' with one stage (no candidate buffer)", f)
         queries = []
@@ -386,8 +390,20 @@ class Accelerator:
             elif fault == "count":
                 beats[0]["id"] = self.config.max_items + 1
                 wrong = {"cause": ErrCause.CAND_COUNT}
+            elif fault == "short":
+                at = next(j for j in range(len(beats) // 2, len(beats))
+                          if not beats[j]["dense"])
+                beats = beats[:at + 1]
+                beats[-1] = dict(beats[-1], end=1)
+                wrong = {"cause": ErrCause.FRAMING}
+            elif fault == "unended":
+                surplus = [dict(b) for b in beats[-2:]]
+                beats[-1] = dict(beats[-1], end=0)
+                beats += surplus
+                wrong = {"cause": ErrCause.FRAMING, "flagged": False}
             if wrong:
                 wrong["fault"] = fault
+                wrong.setdefault("flagged", True)
             # a query whose header claims too many candidates is dropped: no answer
             queries.append({"beats": beats, "expect": exp, "bad": wrong,
                             "dropped": fault == "count"})
@@ -399,7 +415,8 @@ class Accelerator:
     def simulate(self, batches, sim: str = "verilator", workdir=None, idle: float = 0.0,
                  backpressure: float = 0.0, dram_stall: float = 0.0, seed: int = 1,
                  bad=None, reset_mid: bool = False, progress=None, check: bool = False,
-                 load: str = "dma", waves: bool = False, bench: str = "cocotb"):
+                 load: str = "dma", waves: bool = False, bench: str = "cocotb",
+                 port: str = "stream"):
         """Run ``batches`` (one `Batch` per query) through the generated Verilog.
 
         ``load``: ``"dma"`` (the model loader reads the load images from DRAM, started by
@@ -410,18 +427,25 @@ class Accelerator:
         ``bench``: ``"cocotb"`` (`rpaccel.sim.tb_top`, Verilator or Icarus) or ``"native"``
         (`rpaccel.sim.native`: the same stimulus and checks in a Verilog testbench, no
         Python per cycle, Verilator only, model loaded by the loader).
+        ``port``: ``"stream"`` (`rpaccel.hw.top.RPAccel`'s query and result streams) or
+        ``"axis"`` (`rpaccel.hw.axis.RPAccelAxis`: AXI4-Stream packets of byte records,
+        driven by cocotbext-axi; cocotb bench, no ``reset_mid``).
 
         Returns
         -------
         SimRun, (tests, failures)
             With ``check`` the testbench itself fails on any mismatch.
         """
+        from .hw.axis import RPAccelAxis
         from .hw.top import RPAccel
         from .sim.runner import build, run
 
         _check(sim in ("verilator", "icarus"), "sim", "'verilator' or 'icarus'", sim)
         _check(load in ("dma", "stream"), "load", "'dma' or 'stream'", load)
         _check(bench in ("cocotb", "native"), "bench", "'cocotb' or 'native'", bench)
+        _check(port in ("stream", "axis"), "port", "'stream' or 'axis'", port)
+        _check(port == "stream" or (bench == "cocotb" and not reset_mid),
+               "port 'axis'", "the cocotb bench without reset_mid", (bench, reset_mid))
         job = self.job(batches, bad)
         workdir = Path(workdir or tempfile.mkdtemp(prefix="rpaccel-sim-"))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -433,10 +457,12 @@ class Accelerator:
         metrics = workdir / "metrics.json"
         if metrics.exists():
             metrics.unlink()
-        sb = build(RPAccel, self.config, "rpaccel", sim, public="top", waves=waves)
+        sb = (build(RPAccelAxis, self.config, "rpaccel_axis", sim, public="top", waves=waves)
+              if port == "axis" else
+              build(RPAccel, self.config, "rpaccel", sim, public="top", waves=waves))
         params = {"jobs": str(jpath), "metrics": str(metrics), "idle": idle,
                   "backpressure": backpressure, "dram_stall": dram_stall, "seed": seed,
-                  "reset_mid": reset_mid, "check": check, "load": load}
+                  "reset_mid": reset_mid, "check": check, "load": load, "port": port}
         if progress is not None:
             params["progress"] = str(workdir / "progress")
         result = run(sb, "rpaccel.sim.tb_top", workdir, params, seed=seed)

@@ -192,7 +192,7 @@ ARGUED = {
     ("front_end", "items = Mux(left > sub_batch, sub_batch, left)",
      "Gt -> GtE in left > sub_batch", 16):
         "at left == sub_batch both give sub_batch items",
-    ("front_end", "with m.If(bag + ends >= self.tables if cfg.emb_units > 1", "1 -> 0", 75):
+    ("front_end", "(bag + ends >= self.tables if G > 1", "1 -> 0", 75):
         "emb_units > 0 takes the several-unit rule for one unit too, where ends is the beat's "
         "last bit, 1 inside this If: bag + 1 >= tables is bag == tables - 1 for bag < tables",
     ("topk", "rest = Const(0, 1)", "1 -> 2", 28):
@@ -208,7 +208,7 @@ ARGUED = {
         "op_x is ew bits wide: (2 << ew) - 1 truncates to the same all-ones word",
     ("approx_filter", "with m.Elif(shifted >= nbins - 1):", "1 -> 0", 43):
         "at shifted == nbins - 1 the clamp and the pass-through give the same bin",
-    ("front_end", "bi.eq(0), sub_end.eq(0), qbad.eq(0)]", "0 -> 1", 54):
+    ("front_end", "bi.eq(0), sub_end.eq(0), qbad.eq(0), padding.eq(0),", "0 -> 1", 54):
         "sub_end is not read before RUN sets it (cand + items) for the first sub-batch",
     ("topk_heap", "return Mux(v < 0, 0, v)[:len(stacks[0].raddr)]", "Lt -> LtE in v < 0",
      23):

@@ -631,7 +631,7 @@ def problems(job: dict, metrics: dict, limit: int = 5) -> list:
     if len(answers) != len(queries):
         out.append(f"{len(answers)} of {len(queries)} queries answered")
     for i, (q, a, e) in enumerate(zip(queries, answers, errors, strict=False)):
-        if q["bad"]:
+        if q["bad"] and q["bad"].get("flagged", True):
             if not e:
                 out.append(f"query {i} (fault {q['bad']['fault']!r}): error flag missing")
         elif e or [tuple(x) for x in q["expect"]] != [tuple(x) for x in a]:

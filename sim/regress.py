@@ -125,6 +125,10 @@ def _stimulus(task: Task, acc) -> tuple:
             faults[i] = "beats"
         elif r < 0.09:
             faults[i] = "count"
+        elif r < 0.10:
+            faults[i] = "short"
+        elif r < 0.11:
+            faults[i] = "unended"
     knobs = {"idle": rng.choice((0.0, 0.1, 0.3, 0.5)),
              "backpressure": rng.choice((0.0, 0.1, 0.3, 0.5)),
              "dram_stall": rng.choice((0.0, 0.1, 0.3, 0.5)),

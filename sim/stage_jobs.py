@@ -19,7 +19,8 @@ def _query_beats(config, q, batch):
     """The stage's query stream of a sub-batch: the top level's query beats of one stage
     (`rpaccel.interface.query_beats`) without the header and the top-level fields."""
     beats = query_beats(config, [q.quantize_dense(batch.dense)], batch_bags(batch))
-    return [{k: v for k, v in b.items() if k not in ("head", "stage")} for b in beats[1:]]
+    return [{k: v for k, v in b.items() if k not in ("head", "stage", "end")}
+            for b in beats[1:]]
 
 
 def stage_query_job(config, q, profile_batch, queries, k, slot=0, mode=0, static_bytes=1024):

@@ -122,6 +122,71 @@ async def _heartbeat(dut, query, answers, every: int = 20000):
                       vals)
 
 
+class _Counted:
+    """Cycles of the handshakes of an AXI4-Stream port (``accept_cycles``, or with
+    ``last_only`` ``receive_cycles`` of the transfers with ``tlast``)."""
+
+    def __init__(self, dut, prefix: str, last_only: bool = False):
+        self.accept_cycles, self.receive_cycles, self.sent = [], [], 0
+        self.dut, self.prefix, self.last_only = dut, prefix, last_only
+
+    async def run(self):
+        from cocotb.triggers import RisingEdge
+
+        p = self.prefix
+        valid, ready, last = (getattr(self.dut, f"{p}__{n}") for n in ("tvalid", "tready",
+                                                                       "tlast"))
+        while True:
+            await RisingEdge(self.dut.clk)
+            if valid.value == 1 and ready.value == 1:
+                self.accept_cycles.append(sim_cycle())
+                self.sent += 1
+                if last.value == 1:
+                    self.receive_cycles.append(sim_cycle())
+
+
+def _axis_ports(dut, cfg, params, queries, on_result):
+    """The AXI4-Stream ports of `rpaccel.hw.axis.RPAccelAxis` through cocotbext-axi: every
+    run of query beats up to one with ``end`` is a packet (``tlast`` on its last record),
+    idle gaps on the query port, backpressure on the result port; each result record is
+    handed to ``on_result``. Returns the query and result counters and the tasks."""
+    from types import SimpleNamespace
+
+    from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
+
+    from ..interface import RESULT_RECORD_BYTES, pack_query_records, unpack_result_record
+
+    seed = params.get("seed", 1)
+    src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "query_"), dut.clk, dut.rst)
+    sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "result_"), dut.clk, dut.rst)
+    for port, p, r in ((src, params.get("idle", 0.0), random.Random(seed + 7)),
+                       (sink, params.get("backpressure", 0.0), random.Random(seed + 2))):
+        if p:
+            port.set_pause_generator(iter(lambda r=r, p=p: r.random() < p, None))
+    packet = bytearray()
+    for q in queries:
+        for data, end in pack_query_records(cfg, q["beats"]):
+            packet += data
+            if end:
+                src.send_nowait(AxiStreamFrame(bytes(packet)))
+                packet = bytearray()
+    if packet:
+        src.send_nowait(AxiStreamFrame(bytes(packet)))
+
+    async def collect():
+        while True:
+            frame = await sink.recv()
+            data = bytes(frame.tdata)
+            n = len(data) // RESULT_RECORD_BYTES
+            for i in range(n):
+                rec = unpack_result_record(data[i * RESULT_RECORD_BYTES:])
+                on_result(SimpleNamespace(**rec, last=int(i == n - 1)))
+
+    query, result = _Counted(dut, "query"), _Counted(dut, "result")
+    tasks = [cocotb.start_soon(x) for x in (query.run(), result.run(), collect())]
+    return query, result, tasks
+
+
 @cocotb.test()
 async def top_matches_golden(dut):
     """Queries through every stage; answers equal the golden int8 pipeline's."""
@@ -150,9 +215,6 @@ async def top_matches_golden(dut):
 
     csr, load_cycles = await _setup(dut, cfg, job, params.get("load", "stream"), check)
     rng = random.Random(seed + 7)
-    query = StreamSource(dut, "query", dut.clk, query_l, params.get("idle", 0.0), rng)
-    result = StreamSink(dut, "result", dut.clk, result_l, params.get("backpressure", 0.0),
-                        random.Random(seed + 2))
     answers, errors, current, cur_err = [], [], [], []
     mixed_flags = []
     all_done = Event()
@@ -174,16 +236,23 @@ async def top_matches_golden(dut):
             current.clear()
             cur_err.clear()
 
-    result.callbacks.append(on_result)
     heads = []
     n = 0
     for q in queries:
         if any(q is x for x in answered):
             heads.append(n)
-        for b in q["beats"]:
-            query.put(b)
         n += len(q["beats"])
-    tasks = [cocotb.start_soon(query.run()), cocotb.start_soon(result.run())]
+    if params.get("port") == "axis":
+        query, result, tasks = _axis_ports(dut, cfg, params, queries, on_result)
+    else:
+        query = StreamSource(dut, "query", dut.clk, query_l, params.get("idle", 0.0), rng)
+        result = StreamSink(dut, "result", dut.clk, result_l, params.get("backpressure", 0.0),
+                            random.Random(seed + 2))
+        result.callbacks.append(on_result)
+        for q in queries:
+            for b in q["beats"]:
+                query.put(b)
+        tasks = [cocotb.start_soon(query.run()), cocotb.start_soon(result.run())]
     timeout_cycles = params.get("timeout_cycles", 2_000_000 * len(queries))
     if not answered:
         all_done.set()
@@ -194,7 +263,8 @@ async def top_matches_golden(dut):
     for t in tasks:
         t.cancel()
     start = [query.accept_cycles[h] for h in heads]
-    ends = [result.receive_cycles[i] for i, it in enumerate(result.received) if int(it.last)]
+    ends = (result.receive_cycles if params.get("port") == "axis" else
+            [result.receive_cycles[i] for i, it in enumerate(result.received) if int(it.last)])
     latency = [e - s for s, e in zip(start, ends, strict=False)]
     regs = job["regs"]
     counters = {}

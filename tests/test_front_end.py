@@ -1,10 +1,13 @@
 """`QueryFrontEnd` (`rpaccel.hw.front_end`) alone in the Amaranth simulator: queries of a
 two-stage config with stage-0 and stage-1 dense words and bags of 1-3 ids, a query with
 too many candidates and one whose candidate has more beats than the candidate buffer
-keeps, the admission input and stage 0's ports stalled at random. Stage 0 must get a run
-per sub-batch and exactly its beats in order; the candidate buffer every later-stage beat
-at its {slot, candidate, beat} with the candidate's count; refused and overlong queries
-must raise their error codes and the next query must be right."""
+keeps, queries whose stream ends early (``end`` inside a bag, a header inside the query)
+or late (no ``end`` on the last beat, surplus beats), the admission input and stage 0's
+ports stalled at random. Stage 0 must get a run per sub-batch and exactly its beats in
+order (a cut query's missing bags made up with id 0); the candidate buffer every
+later-stage beat at its {slot, candidate, beat} with the candidate's count; refused,
+overlong and badly framed queries must raise their error codes and the next query must be
+right."""
 
 import random
 
@@ -22,14 +25,14 @@ A = lanes(CFG)
 def _beat(rng, dense, stage=0, table=0, last=0):
     return {"head": 0, "dense": dense, "stage": stage, "table": table,
             "word": [rng.randint(-128, 127) for _ in range(A)] if dense else [0] * A,
-            "id": rng.randrange(1 << 20) if not dense else 0, "last": last}
+            "id": rng.randrange(1 << 20) if not dense else 0, "last": last, "end": 0}
 
 
 def make_query(rng, n, long_bag=None, dense1=1, last_ids=None):
     """Header + candidates; ``long_bag`` = (candidate, ids) gives one bag many ids,
     ``dense1`` stage-1 dense words and ``last_ids`` ids per bag to the last candidate."""
     beats = [{"head": 1, "dense": 0, "stage": 0, "table": 0, "word": [0] * A, "id": n,
-              "last": 0}]
+              "last": 0, "end": 0}]
     for c in range(n):
         beats += [_beat(rng, 1, 0)] + [_beat(rng, 1, 1)
                                        for _ in range(dense1 if c == n - 1 else 1)]
@@ -37,7 +40,32 @@ def make_query(rng, n, long_bag=None, dense1=1, last_ids=None):
             k = long_bag[1] if long_bag and long_bag[0] == c and t == 0 else rng.randint(1, 3)
             k = last_ids if last_ids and c == n - 1 else k
             beats += [dict(_beat(rng, 0), table=t, last=int(j == k - 1)) for j in range(k)]
+    beats[-1]["end"] = 1
     return beats
+
+
+def cut(query, at, end=True):
+    """The first ``at`` beats of ``query``, the last with ``end`` (or none)."""
+    beats = [dict(b, end=0) for b in query[:at]]
+    beats[-1]["end"] = int(end)
+    return beats
+
+
+def completed(beats):
+    """``beats`` of a query cut short, as the front end completes it: every missing bag
+    (the open one included) gets one id 0 with ``last``."""
+    n, c, bag = beats[0]["id"], 0, 0
+    for b in beats[1:]:
+        if not b["dense"] and b["last"]:
+            bag += 1
+            if bag == TABLES:
+                c, bag = c + 1, 0
+    pad = []
+    for _ in range(c, n):
+        pad += [{"head": 0, "dense": 0, "stage": 0, "table": t, "word": [0] * A, "id": 0,
+                 "last": 1, "end": 0} for t in range(bag, TABLES)]
+        bag = 0
+    return beats + pad
 
 
 def expected(query, slot):
@@ -134,17 +162,30 @@ def test_front_end_sub_batches_buffer_and_errors():
     after = make_query(rng, 4)
     # the last query in its buffer slot: what an over-long candidate keeps is checked
     overlong_last = make_query(rng, 3, long_bag=(1, CFG.cand_beats + 2))
-    got = run_front_end(good + [too_many, overlong, dense_heavy, after, overlong_last])
+    # framing: `end` inside a bag of the second sub-batch; a query cut without `end` (the
+    # next header ends it); a query without `end` on its last beat and surplus beats after
+    # it (dropped, answer unflagged)
+    q6 = make_query(rng, 6)
+    short = cut(q6, next(i for i, b in enumerate(q6)
+                         if i > len(q6) // 2 and not b["dense"] and not b["last"]) + 1)
+    hdr_cut = cut(make_query(rng, 3), 5, end=False)
+    q2 = make_query(rng, 2)
+    unended = cut(q2, len(q2), end=False)
+    framing = [short, hdr_cut, unended + cut([_beat(rng, 0), _beat(rng, 1, 1)], 2)]
+    got = run_front_end(good + [too_many] + framing[:2] + [overlong, dense_heavy] +
+                        framing[2:] + [after, overlong_last])
     slots = query_slots(CFG)
     want = {"runs": [], "s0": [], "cb": {}, "cl": {}, "admitted": []}
-    for slot, q in enumerate(good + [overlong, dense_heavy, after, overlong_last]):
-        runs, s0, cb, cl, over = expected(q, slot % slots)
+    answered = good + [short, hdr_cut, overlong, dense_heavy, unended, after, overlong_last]
+    for slot, q in enumerate(answered):
+        cut_short = q is short or q is hdr_cut
+        runs, s0, cb, cl, over = expected(completed(q) if cut_short else q, slot % slots)
         want["runs"] += runs
         want["s0"] += [_s0(b) for b in s0]
         # slots are reused: only the last query written into a slot is still there
         want["cb"] = {k: v for k, v in want["cb"].items() if k[0] != slot % slots} | cb
         want["cl"] = {k: v for k, v in want["cl"].items() if k[0] != slot % slots} | cl
-        want["admitted"].append(int(over))
+        want["admitted"].append(int(over or cut_short))
     assert got["runs"] == want["runs"], f"runs: expected {want['runs']}\n actual {got['runs']}"
     assert len(got["s0"]) == len(want["s0"]), (len(got["s0"]), len(want["s0"]))
     for n, (g, w) in enumerate(zip(got["s0"], want["s0"], strict=True)):
@@ -158,5 +199,7 @@ def test_front_end_sub_batches_buffer_and_errors():
         f"actual {got['admitted']}")
     assert "bad_admission" not in got, "a header taken while accept was low"
     errs = [e for e in got["errs"] if e]
-    assert ErrCause.CAND_COUNT in errs and errs[-1] == ErrCause.CAND_BEATS, set(errs)
+    changes = [e for i, e in enumerate(errs) if i == 0 or e != errs[i - 1]]
+    assert changes == [ErrCause.CAND_COUNT, ErrCause.FRAMING, ErrCause.CAND_BEATS,
+                       ErrCause.FRAMING, ErrCause.CAND_BEATS], changes
     assert got["idle"] and got["cleared"] == 0

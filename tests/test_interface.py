@@ -35,7 +35,7 @@ def test_beat_packer_is_the_layouts():
                     "stage": rng.randrange(3),
                     "word": [rng.randint(-128, 127) for _ in range(itf.lanes(cfg))],
                     "table": rng.randrange(cfg.emb_tables), "id": rng.getrandbits(32),
-                    "last": rng.getrandbits(1)}
+                    "last": rng.getrandbits(1), "end": rng.getrandbits(1)}
             assert pack(beat) == layout.const(beat).as_value().value, beat
 
 
@@ -66,6 +66,19 @@ int main(void) {
            RPACCEL_CSR_STAGE(1, RPACCEL_CSR_S_MISSES), RPACCEL_CSR_LOAD_CTRL,
            (unsigned)rpaccel_get_bits(w, RPACCEL_QUERY_ID_LSB, RPACCEL_QUERY_ID_WIDTH) ==
            0xdeadbeefu);
+    /* the same beat as an AXI4-Stream record */
+    uint8_t r[RPACCEL_AXIS_QUERY_TDATA_BYTES] = {0};
+    uint32_t id = 0xdeadbeefu;
+    r[RPACCEL_AXIS_QUERY_FLAGS_OFFSET] = RPACCEL_AXIS_QUERY_DENSE |
+                                         (1u << RPACCEL_AXIS_QUERY_STAGE_LSB);
+    r[RPACCEL_AXIS_QUERY_KEEP_OFFSET] = 1;
+    r[RPACCEL_AXIS_QUERY_LAST_OFFSET] = 1;
+    for (unsigned i = 0; i < 4; i++) r[RPACCEL_AXIS_QUERY_ID_OFFSET + i] = id >> (8 * i);
+    r[RPACCEL_AXIS_QUERY_TABLE_OFFSET] = 5;
+    for (unsigned i = 0; i < RPACCEL_QUERY_WORD_COUNT; i++)
+        r[RPACCEL_AXIS_QUERY_WORD_OFFSET + i] = (uint8_t)(int8_t)(i * 37 - 100);
+    for (unsigned i = 0; i < RPACCEL_AXIS_QUERY_TDATA_BYTES; i++) printf("%02x", r[i]);
+    printf("\n");
     return 0;
 }
 """)
@@ -78,8 +91,9 @@ int main(void) {
     n = itf.lanes(cfg)
     beat = {"head": 0, "dense": 1, "stage": 1,
             "word": [((i * 37 - 100 + 128) % 256) - 128 for i in range(n)], "table": 5,
-            "id": 0xDEADBEEF, "last": 1}
+            "id": 0xDEADBEEF, "last": 1, "end": 0}
     assert int(out[0], 16) == itf.beat_packer(layout)(beat)
+    assert bytes.fromhex(out[5]) == itf.pack_query_records(cfg, [beat])[0][0]
     regs = itf.csr_regs(cfg)
     assert [int(x, 16) for x in out[1:4]] == [itf.load_ctrl(1, itf.LoadUnit.EMBEDDING),
                                              regs["S1_MISSES"][0], regs["LOAD_CTRL"][0]]

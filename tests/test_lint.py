@@ -45,6 +45,7 @@ def test_verilog_errors_raise(tmp_path):
 
 @pytest.mark.parametrize("block,config", [
     ("rpaccel", get_config("three-stage")),  # every block of the top level, 3 stages
+    ("rpaccel_axis", get_config("wide-lookup")),  # AXI4-Stream ports, two id lanes
     ("topk", get_config("default").replace(topk_impl="heap", topk_lanes=4, topk_k=64)),
     ("approx_filter", get_config("default")),
 ])

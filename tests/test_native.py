@@ -270,10 +270,11 @@ def test_native_two_embedding_units_per_stage(tmp_path):
     queries of eight tables with bags of two, rows of 2 values in stage 0 (RM-small's
     size: the pooled vectors go 4 to an 8-lane feature word, two per response beat, and
     the interaction unit unpacks them) and of 16 in stage 1 (two words each, one vector a
-    beat), idle gaps, backpressure and DRAM stalls, an
-    out-of-range id in lane 1 (flagged, ERR_WHERE / ERR_ID name it), a candidate too long
-    for the buffer and a too-large header; the rest bit-exact. Each stage's lookups and
-    misses equal one golden cache model per unit (tables t mod 2) fed that unit's ids, and
+    beat), idle gaps, backpressure and DRAM stalls, an out-of-range id in lane 1 (flagged,
+    ERR_WHERE / ERR_ID name it), a candidate too long for the buffer and a too-large
+    header; the rest bit-exact; then a query cut short by its stream's end (flagged) and
+    one whose end comes late (exact), the next one right. Each stage's lookups and misses
+    equal one golden cache model per unit (tables t mod 2) fed that unit's ids, and
     the cycle model is within 5% of the RTL's latency; port 1 carries exactly the model's
     unit-1 line reads, port 0 the unit-0 ones and the loader's."""
     from rpaccel import perf
@@ -316,6 +317,14 @@ def test_native_two_embedding_units_per_stage(tmp_path):
     reads = cmt["line_reads"]
     assert len(reads) == 2 and reads[1] == pred.port_reads[1] > 0, (reads, pred.port_reads)
     assert reads[0] > pred.port_reads[0] > 0, (reads, pred.port_reads)
+    # framing: a stream that ends (`end`) in the middle of a query's ids (the front end
+    # makes up each lane's missing bags: flagged), one without `end` on its last beat and
+    # surplus beats (dropped: exact, unflagged); the query after them is right
+    fjob = acc.job(queries((70, 40, 30)), {0: "short", 1: "unended"})
+    fmt = run_native(nb, fjob, tmp_path / "framing", idle=0.3, backpressure=0.3, seed=6)
+    assert problems(fjob, fmt) == []
+    assert fmt["errors"] == [True, False, False]
+    assert fmt["counters"]["err_cause"] == ErrCause.FRAMING
 
 
 @pytest.mark.slow  # a 32 x 32, 26-table build: ~9 min of Verilator here (make test-all)

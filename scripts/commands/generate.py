@@ -39,7 +39,7 @@ def run(args) -> int:
     core = out / f"{args.block}.core"
     core.write_text(core_file(args.block, cfg, vname))
     written = [out / vname, core, out / "config.json"]
-    if args.block == "rpaccel":
+    if args.block in ("rpaccel", "rpaccel_axis"):
         from ...hw.embedding import emb_layouts
         from ...interface import c_header, csr_regs, engine_layouts, engine_width
 

@@ -17,10 +17,11 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
                candidates: int = 100, pipeline=None, sim: str = "verilator", idle: float = 0.0,
                backpressure: float = 0.0, dram_stall: float = 0.0, progress: bool = False,
                ml=None, load: str = "dma", waves: bool = False,
-               bench: str = "cocotb", engine_map=None) -> dict:
+               bench: str = "cocotb", engine_map=None, port: str = "stream") -> dict:
     """Run MovieLens queries through the generated top level and compare with golden
     (``bench``: the cocotb testbench or the native one, `rpaccel.sim.native`;
-    ``engine_map``: ``"0,1,1,1"``-like, the stage of each engine)."""
+    ``engine_map``: ``"0,1,1,1"``-like, the stage of each engine; ``port``: the query and
+    result streams, or ``"axis"``: the AXI4-Stream ports of `rpaccel.hw.axis`)."""
     from ...runtime import Accelerator, parse_engine_map, parse_stages, quality
 
     cfg = get_config(config_name)
@@ -36,11 +37,11 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
         run, _ = _simulate_with_bar(acc, batches, f"{cfg.name}: queries on {sim}", sim=sim,
                                     idle=idle, backpressure=backpressure,
                                     dram_stall=dram_stall, seed=seed + 1, load=load,
-                                    waves=waves)
+                                    waves=waves, port=port)
     else:
         run, _ = acc.simulate(batches, sim=sim, idle=idle, backpressure=backpressure,
                               dram_stall=dram_stall, seed=seed + 1, load=load, waves=waves,
-                              bench=bench)
+                              bench=bench, port=port)
     sim_seconds = time.time() - t0
     model = {}
     if idle == 0 and backpressure == 0 and dram_stall == 0:
@@ -61,7 +62,7 @@ def sim_report(config_name: str, models_dir, n_queries: int = 50, seed: int = 0,
         "config": cfg.name, "pipeline": ",".join(f"{n}:{k}" for n, k in acc.pipeline_spec),
         "engine_map": ["-" if x is None else x for x in acc.engine_map],
         "queries": len(batches), "candidates": candidates, "seed": seed, "simulator": sim,
-        "bench": bench,
+        "bench": bench, "port": port,
         "mismatches": run.mismatches, "error_flags": int(sum(run.errors)),
         "error_status_ok": run.status_ok, "mixed_error_flags": run.mixed_flags,
         "hr@10": hw_q["hr@10"], "ndcg@10": hw_q["ndcg@10"],
@@ -143,7 +144,7 @@ def run(args) -> int:
                      args.candidates, args.pipeline, args.sim, args.idle, args.backpressure,
                      args.dram_stall, progress=not args.json and sys.stderr.isatty(),
                      load=args.load, waves=args.waves, bench=args.bench,
-                     engine_map=args.engine_map)
+                     engine_map=args.engine_map, port=args.port)
     text = json.dumps(rep, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -180,5 +181,8 @@ def add_parser(sub):
     s.add_argument("--bench", default="cocotb", choices=["cocotb", "native"],
                    help="the cocotb testbench, or the native one (the same stimulus and "
                    "checks in Verilog: no Python per cycle, Verilator, model loaded by DMA)")
+    s.add_argument("--port", default="stream", choices=["stream", "axis"],
+                   help="the query / result streams, or the AXI4-Stream ports (packets of "
+                   "byte records, tkeep / tlast: block rpaccel_axis; cocotb bench)")
     s.set_defaults(func=run)
     return s
