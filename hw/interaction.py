@@ -20,7 +20,12 @@ each of the ``inter_pairs`` products computes Q pairs, one per slot (Q times the
 cycle, ``inter_pairs * Q`` requantizers); wider features fill the slots with consecutive
 lanes and read them at one address, one pair per product. A packer gathers the byte
 stream into activation words and writes them into the destination region, the last word of
-an item with byte enables.
+an item with byte enables in the cycle of its last bytes. Items follow each other without
+a gap: a register file is full from the cycle its last words land, is handed back to the
+reader three operations before its item's last, and the next item's first operation
+follows the last one's, unless that operation completes a word with bytes left over (their
+write takes the next cycle). `rpaccel.perf.EngineTiming.interaction_schedule` gives the
+busy cycles and the cycle of every write.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -211,14 +216,15 @@ class InteractionUnit(wiring.Component):
                     m.d.sync += [f_item.eq(0), f_bank.eq(0), fidx.eq(0)]
                     m.next = "READ"
             with m.State("READ"):
-                # c words per cycle into a free register file; it is full one cycle after
-                # the last read
+                # c words per cycle into a free register file; it counts as full from the
+                # cycle after its last read, when those words land: the emitter reads it
+                # a cycle later still
                 with m.If(~full[f_bank]):
-                    m.d.comb += [self.rd_en.eq(fidx < total), self.rd_item.eq(f_item),
+                    m.d.comb += [self.rd_en.eq(1), self.rd_item.eq(f_item),
                                  self.rd_word.eq(src)]
                     m.d.comb += reading.eq(1)
                     m.d.sync += [land_bank.eq(f_bank), fidx.eq(fidx + c)]
-                    with m.If(fidx >= total):
+                    with m.If(fidx + c >= total):
                         m.d.sync += [full[f_bank].eq(1), f_bank.eq(~f_bank), fidx.eq(0),
                                      f_item.eq(f_item + 1)]
                         with m.If(f_item + 1 == self.items):
@@ -272,6 +278,46 @@ class InteractionUnit(wiring.Component):
         else:
             m.d.comb += [groups.eq((pairs + P - 1) // P), rate.eq(P), g_first.eq(g * P)]
         pipe_busy = Signal()
+        # the packer's fill as the ops leave: an item whose last op completes a word with
+        # bytes left over has its last, partial word written a cycle later, so the next
+        # item's first op waits a cycle (WAIT); otherwise it follows at once when its
+        # register file is full
+        efill = Signal(range(A + 1))
+        e_count = Signal(range(A + 1))
+        e_new = Signal(range(2 * A + 1))
+        e_last = Signal()                   # this cycle issues an item's last op
+        m.d.comb += e_new.eq(efill + e_count)
+        with m.If(e_new >= A):
+            m.d.sync += efill.eq(e_new - A)
+        with m.Else():
+            m.d.sync += efill.eq(e_new)
+        with m.If(e_last):
+            m.d.sync += efill.eq(0)
+        go_on = Signal()
+        m.d.comb += go_on.eq((e_new <= A) & full[~e_bank] & (item + 1 != self.items))
+        # an item's register file is handed back to the reader three operations before its
+        # last (at its first with fewer): the words read into it then land after the
+        # emitter's last read of it
+        e_ops = Signal(range(64 * W + 64 * 32 * W + 1))   # operations of an item
+        m.d.sync += e_ops.eq(Mux(self.cat, total, self.dw + lut_mul(groups, self.dw)))
+        ops_left = Signal.like(e_ops)
+        e_op = Signal()                     # this cycle issues an operation
+        with m.If(e_op):
+            m.d.sync += ops_left.eq(ops_left - 1)
+            with m.If(ops_left == Mux(e_ops > 3, 3, e_ops)):
+                m.d.sync += full[e_bank].eq(0)
+
+        def start_item():
+            m.d.sync += [cf.eq(0), cw.eq(0), g.eq(0), gw.eq(0), base_i.eq(1), base_j.eq(0),
+                         ops_left.eq(e_ops)]
+            m.next = "COPY"
+
+        def next_item():
+            m.d.sync += [item.eq(item + 1), e_bank.eq(~e_bank)]
+            with m.If(go_on):
+                start_item()
+            with m.Else():
+                m.next = "WAIT"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -282,12 +328,11 @@ class InteractionUnit(wiring.Component):
                 with m.If(item == self.items):
                     m.next = "DRAIN"
                 with m.Elif(full[e_bank]):
-                    m.d.sync += [cf.eq(0), cw.eq(0), g.eq(0), gw.eq(0), base_i.eq(1),
-                                 base_j.eq(0)]
-                    m.next = "COPY"
+                    start_item()
             with m.State("COPY"):
                 # feature cf word cw: min(A, d - cw * A) values
-                m.d.sync += [op_v.eq(1), op.copy.eq(1), op.count.eq(Mux(d_rem > A, A, d_rem)),
+                m.d.comb += [e_count.eq(Mux(d_rem > A, A, d_rem)), e_op.eq(1)]
+                m.d.sync += [op_v.eq(1), op.copy.eq(1), op.count.eq(e_count),
                              op.item.eq(item), op.first.eq(0), op.emit.eq(1),
                              op.last.eq(0)]
                 m.d.comb += r_en.eq(1)
@@ -299,9 +344,8 @@ class InteractionUnit(wiring.Component):
                     m.d.sync += [cw.eq(0), cf.eq(cf + 1)]
                     with m.If(cf == copies - 1):
                         with m.If(self.cat | (pairs == 0)):
-                            m.d.sync += [item.eq(item + 1), full[e_bank].eq(0),
-                                         e_bank.eq(~e_bank)]
-                            m.next = "WAIT"
+                            m.d.comb += e_last.eq(1)
+                            next_item()
                         with m.Else():
                             m.next = "PAIRS"
                 with m.Else():
@@ -320,15 +364,16 @@ class InteractionUnit(wiring.Component):
                                                 else wide_b)]
                 emit = gw == self.dw - 1
                 last_group = g == groups - 1
+                count = Mux(last_group, pairs - g_first, rate)
+                m.d.comb += [e_count.eq(Mux(emit, count, 0)), e_op.eq(1)]
                 m.d.sync += [op_v.eq(1), op.copy.eq(0), op.first.eq(gw == 0), op.emit.eq(emit),
                              op.last.eq(emit & last_group), op.item.eq(item), op.group.eq(g),
-                             op.rem.eq(g_rem),
-                             op.count.eq(Mux(last_group, pairs - g_first, rate))]
+                             op.rem.eq(g_rem), op.count.eq(count)]
                 with m.If(emit):
                     m.d.sync += [gw.eq(0), g.eq(g + 1), base_i.eq(next_i), base_j.eq(next_j)]
                     with m.If(last_group):
-                        m.d.sync += [item.eq(item + 1), full[e_bank].eq(0), e_bank.eq(~e_bank)]
-                        m.next = "WAIT"
+                        m.d.comb += e_last.eq(1)
+                        next_item()
                 with m.Else():
                     m.d.sync += gw.eq(gw + 1)
             with m.State("DRAIN"):
@@ -436,12 +481,27 @@ class InteractionUnit(wiring.Component):
                              self.wr_item.eq(out.item), self.wr_word.eq(oword)]
                 m.d.sync += [buf.eq(merged[8 * A:]), fill.eq(new_fill - A),
                              oword.eq(oword + 1)]
+                with m.If(out.last):
+                    # bytes left over: the item's last word a cycle later (the emitter
+                    # held the next item back a cycle); none: the item is done
+                    with m.If(new_fill > A):
+                        m.d.sync += flush.eq(1)
+                    with m.Else():
+                        m.d.sync += [fill.eq(0), oword.eq(0), buf.eq(0)]
+            with m.Elif(out.last):
+                # the item's last, partial word now
+                with m.If(new_fill != 0):
+                    m.d.comb += [self.wr_data.eq(merged[:8 * A]), self.wr_item.eq(out.item),
+                                 self.wr_word.eq(oword)]
+                    for k in range(A):
+                        m.d.comb += self.wr_en[k].eq(k < new_fill)
+                m.d.sync += [fill.eq(0), oword.eq(0), buf.eq(0)]
             with m.Else():
                 m.d.sync += [buf.eq(merged), fill.eq(new_fill)]
-            m.d.sync += [oitem.eq(out.item), flush.eq(out.last)]
+            m.d.sync += oitem.eq(out.item)
         with m.If(flush):
-            # the item's last, partial word (never in the same cycle as a full one: an
-            # item's first output is at least one cycle, WAIT, behind the previous one's last)
+            # the leftover of an item whose last op completed a word (never in the same
+            # cycle as another write: the next item's first op is a cycle behind)
             with m.If(fill != 0):
                 m.d.comb += [self.wr_data.eq(buf[:8 * A]), self.wr_item.eq(oitem),
                              self.wr_word.eq(oword)]

@@ -77,9 +77,10 @@ class EngineTiming:
     behind the current tile's first item (`rpaccel.hw.weight_loader`), so consecutive
     tiles start ``max(n, reload)`` cycles apart; the first tile of a layer issues each item
     once that item's result of the previous layer is written, ``max(n + 2, drain, reload)``
-    after the previous layer's last tile. An interaction step takes
-    ``d + pairs * dw`` (``dot``) or ``feats * d`` (``cat``) cycles per item plus a fixed
-    drain. Exact against Verilator for every program measured (`rpaccel bench perf`).
+    after the previous layer's last tile. An interaction step takes the larger of its
+    reading and its emission per item (`interaction_per_item`, exactly
+    `interaction_schedule`) plus a fixed drain. Exact against Verilator for every program
+    measured (`rpaccel bench perf`).
 
     Parameters
     ----------
@@ -140,46 +141,102 @@ class EngineTiming:
         return self.rows + self.cols + 12
 
     #: Cycles of the interaction unit after its last item's last operation: its products
-    #: register, its requant pipeline and the packer's last write.
-    INTER_UNIT_TAIL = 12
+    #: register, its requant pipeline and the packer's last write (one more when that
+    #: item's last operation leaves bytes over, `interaction_gap`).
+    INTER_UNIT_TAIL = 11
+
+    @staticmethod
+    def interaction_ops(step: dict, pairs_per_cycle: int, lanes: int) -> list:
+        """Output bytes of each operation the interaction unit issues for one item, in
+        order (0 for a pair group's words before its last): the copied words (``min(lanes,
+        d - w * lanes)`` values each), then ``pairs_per_cycle`` pairs a group."""
+        from .interface import StepKind as Kind
+
+        f, d, dw = step["feats"], step["d"], step["dw"]
+        copy = [min(lanes, d - w * lanes) for w in range(dw)]
+        if step["kind"] == Kind.CAT:
+            return copy * f
+        pairs = f * (f - 1) // 2
+        groups = -(-pairs // pairs_per_cycle)
+        ops = list(copy)
+        for g in range(groups):
+            ops += [0] * (dw - 1) + [min(pairs_per_cycle, pairs - g * pairs_per_cycle)]
+        return ops
+
+    @staticmethod
+    def interaction_gap(ops: list, lanes: int) -> bool:
+        """Whether an item's last operation completes an output word with bytes left over
+        (the packer writes them a cycle later, so the next item waits a cycle)."""
+        fill = 0
+        for c in ops[:-1]:
+            fill += c
+            if fill >= lanes:
+                fill -= lanes
+        return fill + ops[-1] > lanes
+
+    #: Cycles from an interaction operation's issue to the packer's write of the word it
+    #: completes.
+    INTER_WRITE_LAT = 8
+
+    @staticmethod
+    def interaction_schedule(step: dict, n: int, pairs_per_cycle: int = 1,
+                             fill_per_cycle: int = 2, *, lanes: int) -> tuple[int, list]:
+        """``(busy cycles, write cycles)`` of the interaction unit (`rpaccel.hw.interaction`)
+        on ``n`` items of ``lanes``-value words, both counted from its start: an item's
+        feature words are read ``fill_per_cycle`` per cycle into one register file
+        (``fill`` cycles; it can be read from the second cycle after the last) while the
+        previous item is emitted from the other, one operation a cycle (`interaction_ops`);
+        the next item's operations follow at once when its file is full and no leftover
+        bytes are pending (`interaction_gap`), else a cycle later. A file is refilled from
+        two cycles before its item's last operation (the words then read land after it;
+        from its first operation on items of fewer than three). An output word is written
+        `INTER_WRITE_LAT` cycles after the operation that completes it (the leftover of a
+        gap a cycle after the last)."""
+        f, dw = step["feats"], step["dw"]
+        fill = -(-f * dw // fill_per_cycle)
+        ops = EngineTiming.interaction_ops(step, pairs_per_cycle, lanes)
+        emit, gap = len(ops), EngineTiming.interaction_gap(ops, lanes)
+        # operations of an item that write a word (the packer's fill as they arrive)
+        writes, acc = [], 0
+        for j, c in enumerate(ops):
+            acc += c
+            if acc >= lanes:
+                writes.append(j)
+                acc -= lanes
+        if acc:
+            writes.append(emit - 1 + gap)
+        free = 2 - min(emit, 3)          # cycle a file can be refilled, from its last op
+        read_end, last_op, at = [], [], []
+        for i in range(n):
+            start = 1 if i == 0 else max(read_end[-1] + 1,
+                                         last_op[i - 2] + free if i >= 2 else 0)
+            read_end.append(start + fill - 1)
+            if i and not gap and read_end[i] + 1 <= last_op[-1]:
+                first = last_op[-1] + 1
+            else:
+                first = max(last_op[-1] + 2 if i else 0, read_end[i] + 2)
+            last_op.append(first + emit - 1)
+            at += [first + j + EngineTiming.INTER_WRITE_LAT for j in writes]
+        busy = last_op[-1] + EngineTiming.INTER_UNIT_TAIL + gap if n else 0
+        return busy, at
 
     @staticmethod
     def interaction_cycles(step: dict, n: int, pairs_per_cycle: int = 1,
-                           fill_per_cycle: int = 2) -> int:
-        """Busy cycles of the interaction unit (`rpaccel.hw.interaction`) on ``n`` items:
-        an item's feature words are read ``fill_per_cycle`` per cycle into one register
-        file (``fill``)
-        while the previous item is emitted from the other (``emit``: its copies a word per
-        cycle, then its pairs ``pairs_per_cycle`` at a time over their ``dw`` words, and one
-        cycle to move on)."""
-        from .interface import StepKind as Kind
-
-        f, dw = step["feats"], step["dw"]
-        fill = -(-f * dw // fill_per_cycle) + 1
-        if step["kind"] == Kind.CAT:
-            emit = f * dw
-        else:
-            emit = dw + -(-(f * (f - 1) // 2) // pairs_per_cycle) * dw
-        read, done = [1], []
-        for i in range(n):
-            if i:
-                read.append(max(read[-1] + fill, done[i - 2] + 1 if i >= 2 else 0))
-            wait = max(done[-1] + 1 if done else 1, read[i] + fill)
-            done.append(wait + emit)
-        return done[-1] + EngineTiming.INTER_UNIT_TAIL if n else 0
+                           fill_per_cycle: int = 2, *, lanes: int) -> int:
+        """Busy cycles of the interaction unit on ``n`` items (`interaction_schedule`)."""
+        return EngineTiming.interaction_schedule(step, n, pairs_per_cycle, fill_per_cycle,
+                                                 lanes=lanes)[0]
 
     @staticmethod
     def interaction_per_item(step: dict, pairs_per_cycle: int = 1,
-                             fill_per_cycle: int = 2) -> int:
+                             fill_per_cycle: int = 2, *, lanes: int) -> int:
         """Steady-state cycles per item of the interaction unit: the slower of reading an
-        item's feature words and emitting its outputs (plus the cycle between items)."""
-        from .interface import StepKind as Kind
-
+        item's feature words and emitting its operations (plus a cycle where the item's
+        last operation leaves bytes over)."""
         f, dw = step["feats"], step["dw"]
-        fill = -(-f * dw // fill_per_cycle) + 1
-        if step["kind"] == Kind.CAT:
-            return max(fill, f * dw + 1)
-        return max(fill, dw + -(-(f * (f - 1) // 2) // pairs_per_cycle) * dw + 1)
+        ops = EngineTiming.interaction_ops(step, pairs_per_cycle, lanes)
+        return max(-(-f * dw // fill_per_cycle),
+                   len(ops) + EngineTiming.interaction_gap(ops, lanes))
 
     def run(self, steps, n: int) -> dict:
         """Cycles of a run of ``n`` items: ``{"cycles", "mlp", "interaction", "reload",
@@ -226,16 +283,12 @@ class EngineTiming:
                         blocked.append((issue + out_lat, issue + out_lat + n))
             elif st["kind"] in (Kind.DOT, Kind.CAT):
                 rate, fill = self.pair_rate(st["d"]), self.fill_rate(st["pack"])
-                item = self.interaction_per_item(st, rate, fill)
-                per = self.interaction_cycles(st, n, rate, fill)
+                if not self.lanes:
+                    raise ValueError("EngineTiming needs lanes for an interaction step")
+                per, writes = self.interaction_schedule(st, n, rate, fill, lanes=self.lanes)
                 inter += per
-                # the unit writes an item's output words at the end of its period
-                f = st["feats"]
-                out = f * st["d"] if st["kind"] == Kind.CAT else st["d"] + f * (f - 1) // 2
-                words = -(-out // self.lanes) if self.lanes else 1
                 begin = issue + n + self.layer_drain + 2
-                blocked += [(begin + (k + 1) * item - words, begin + (k + 1) * item + 1)
-                            for k in range(n)]
+                blocked += [(begin + c, begin + c + 1) for c in writes]
                 pending = per + self.inter_fixed
         cycles = t + n
         mlp += n

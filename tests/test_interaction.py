@@ -28,7 +28,8 @@ def golden(feat, d, cat, mult, shift):
 
 
 def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
-    """Run the unit on random features; returns (expected, written, cycles busy)."""
+    """Run the unit on random features; returns (expected, written, cycles busy, nothing
+    written beyond the outputs, the cycles of the unit's writes)."""
     rng = np.random.default_rng(seed)
     dw = -(-d // lanes)
     P = cfg.inter_pairs * cfg.inter_slots  # pair parameters per row
@@ -61,6 +62,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     prow = [[{"mult": int(mult[p]) if p < pairs else 0, "shift": int(shift[p])
               if p < pairs else 0} for p in range(r * P, (r + 1) * P)] for r in range(rows)]
     cycles = {"early": 0, "late": 0}
+    writes = []
 
     async def bench(ctx):
         ctx.set(dut.items, items)
@@ -87,6 +89,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
             pend = (ctx.get(dut.rd_item), ctx.get(dut.rd_word)) if ctx.get(dut.rd_en) else pend
             en = ctx.get(dut.wr_en)
             if en:
+                writes.append(n)
                 it, w, data = ctx.get(dut.wr_item), ctx.get(dut.wr_word), ctx.get(dut.wr_data)
                 for j in range(lanes):
                     if en >> j & 1:
@@ -111,7 +114,7 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
     untouched = all((out[i, len(e):] == 999).all() for i, e in enumerate(expect))
     assert cycles["early"] == 0 and cycles["late"] == 0, (
         f"busy or writes before go / after busy fell: {cycles}")
-    return expect, got, cycles["busy"], untouched
+    return expect, got, cycles["busy"], untouched, writes
 
 
 @pytest.mark.parametrize("pairs_per_cycle", [1, 3, 4, 8])
@@ -121,20 +124,20 @@ def simulate(cfg, lanes, words, items, cat, d, feats, seed=0):
                                          (True, 1, 11), (True, 4, 5)])
 def test_interaction_matches_golden(pairs_per_cycle, cat, d, feats):
     """Every output byte equals golden (copies, then the requantized pairs in DLRM order);
-    bytes beyond an item's output are never written; the unit takes the cycles per item
-    `rpaccel.perf.EngineTiming.interaction_per_item` charges."""
+    bytes beyond an item's output are never written; the unit takes the cycles and the
+    write cycles `rpaccel.perf.EngineTiming.interaction_schedule` gives."""
     cfg = get_config("default").replace(inter_pairs=pairs_per_cycle)
     lanes, words = 8, 16
     items = 5
-    expect, got, busy, untouched = simulate(cfg, lanes, words, items, cat, d, feats,
-                                            seed=d * 7 + feats + pairs_per_cycle)
+    expect, got, busy, untouched, writes = simulate(cfg, lanes, words, items, cat, d, feats,
+                                                    seed=d * 7 + feats + pairs_per_cycle)
     for i, (e, g) in enumerate(zip(expect, got, strict=True)):
         assert g == e, f"item {i}: expected {e}\n actual {g}"
     assert untouched, "bytes written beyond an item's output"
     dw = -(-d // lanes)
     step = {"kind": Kind.CAT if cat else Kind.DOT, "feats": feats, "d": d, "dw": dw}
-    model = perf.EngineTiming.interaction_cycles(step, items, pairs_per_cycle)
-    assert busy == model, (busy, model)
+    model = perf.EngineTiming.interaction_schedule(step, items, pairs_per_cycle, lanes=lanes)
+    assert (busy, writes) == model, ((busy, writes), model)
 
 
 @pytest.mark.parametrize("pairs_per_cycle,slots,banks", [
@@ -156,8 +159,8 @@ def test_interaction_slots_and_banks_match_golden(pairs_per_cycle, slots, banks,
                                             inter_banks=banks, max_pairs=256)
     lanes, words = 16, 24
     items = 4
-    expect, got, busy, untouched = simulate(cfg, lanes, words, items, cat, d, feats,
-                                            seed=d * 5 + feats + 11 * slots)
+    expect, got, busy, untouched, writes = simulate(cfg, lanes, words, items, cat, d, feats,
+                                                    seed=d * 5 + feats + 11 * slots)
     for i, (e, g) in enumerate(zip(expect, got, strict=True)):
         assert g == e, f"item {i}: expected {e}\n actual {g}"
     assert untouched, "bytes written beyond an item's output"
@@ -168,22 +171,23 @@ def test_interaction_slots_and_banks_match_golden(pairs_per_cycle, slots, banks,
     assert rate == pairs_per_cycle * (slots if d <= lanes // slots else 1)
     fill = eng.fill_rate(pack)
     assert fill == (2 if pack == 0 else min(banks, 1 << pack))
-    model = perf.EngineTiming.interaction_cycles(step, items, rate, fill)
-    assert busy == model, (busy, model)
+    model = perf.EngineTiming.interaction_schedule(step, items, rate, fill, lanes=lanes)
+    assert (busy, writes) == model, ((busy, writes), model)
 
 
 def test_banks_shorten_a_fill_bound_step():
     """16 pairs per cycle on 8 one-value features: reading the features two a cycle is the
-    bound (5 cycles an item); with 8 memories a register file takes them 8 a cycle and the
-    emission is (4). Same bytes, fewer cycles."""
+    bound (4 cycles an item); with 8 memories a register file takes them 8 a cycle and the
+    emission is (3: the copy and two pair groups). Same bytes, fewer cycles."""
     busy = {}
     for banks in (2, 8):
         cfg = get_config("three-stage").replace(inter_pairs=2, inter_slots=8,
                                                 inter_banks=banks)
-        expect, got, busy[banks], _ = simulate(cfg, 16, 24, 6, False, 1, 8, seed=4)
+        expect, got, busy[banks], _, _ = simulate(cfg, 16, 24, 6, False, 1, 8, seed=4)
         assert got == expect, f"banks {banks}: expected {expect}\n actual {got}"
     step = {"kind": Kind.DOT, "feats": 8, "d": 1, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(step, 16, 2) == 5
-    assert perf.EngineTiming.interaction_per_item(step, 16, 8) == 4
+    assert perf.EngineTiming.interaction_per_item(step, 16, 2, lanes=16) == 4
+    assert perf.EngineTiming.interaction_per_item(step, 16, 8, lanes=16) == 3
     assert busy[8] < busy[2], busy
-    assert busy == {b: perf.EngineTiming.interaction_cycles(step, 6, 16, b) for b in (2, 8)}
+    assert busy == {b: perf.EngineTiming.interaction_cycles(step, 6, 16, b, lanes=16)
+                    for b in (2, 8)}

@@ -13,6 +13,7 @@ from rpaccel import perf
 from rpaccel.config import get_config
 from rpaccel.hw.mlp_engine import ComputeEngine
 from rpaccel.interface import StepKind as Kind
+from rpaccel.interface import lanes as cfg_lanes
 from rpaccel.interface import slot_width
 from rpaccel.program import compile_layers
 from rpaccel.scripts.perf_report import (
@@ -47,17 +48,26 @@ def test_engine_timing_by_hand():
                                                                      [8, 4, 4])).steps
     assert eng.run(deep, 64)["cycles"] == 2 * 64 + 27 + 2
     assert eng.run(deep, 5)["cycles"] == 27 + 22 + 5
-    # interaction, per item in the steady state: the slower of reading 4 feature words (2
-    # per cycle, +1) and emitting the copy, 6 pairs and the cycle between items
+    # interaction, per item in the steady state on 8-value words: the slower of reading 4
+    # feature words (2 per cycle) and emitting the copy and the 6 pairs, one operation a
+    # cycle, items back to back (no item's last operation leaves bytes over)
     dot = {"kind": Kind.DOT, "feats": 4, "d": 8, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(dot) == max(3, 1 + 6 + 1)
-    assert perf.EngineTiming.interaction_per_item(dot, 4) == max(3, 1 + 2 + 1)
-    assert perf.EngineTiming.interaction_per_item(dot, 8) == 3   # reading bound
+    assert perf.EngineTiming.interaction_ops(dot, 4, 8) == [8, 4, 2]
+    assert perf.EngineTiming.interaction_per_item(dot, lanes=8) == max(2, 1 + 6)
+    assert perf.EngineTiming.interaction_per_item(dot, 4, lanes=8) == max(2, 1 + 2)
+    assert perf.EngineTiming.interaction_per_item(dot, 8, lanes=8) == 2  # reading bound
     cat = {"kind": Kind.CAT, "feats": 4, "d": 8, "dw": 1}
-    assert perf.EngineTiming.interaction_per_item(cat) == max(3, 4 + 1)
-    # n items: the first item's read, then one emit period each, then the tail (products
-    # register 1, requantizer and packer 11)
-    assert perf.EngineTiming.interaction_cycles(dot, 10) == 1 + 3 + 10 * 8 - 1 + 12
+    assert perf.EngineTiming.interaction_per_item(cat, lanes=8) == max(2, 4)
+    # on 4-value words a 3-value copy and 3 pairs fill a word and leave 2 bytes over: the
+    # next item waits a cycle for their write
+    odd = {"kind": Kind.DOT, "feats": 3, "d": 3, "dw": 1}
+    assert perf.EngineTiming.interaction_ops(odd, 3, 4) == [3, 3]
+    assert perf.EngineTiming.interaction_gap([3, 3], 4)
+    assert not perf.EngineTiming.interaction_gap([3, 1], 4)
+    assert perf.EngineTiming.interaction_per_item(odd, 3, lanes=4) == max(2, 2 + 1)
+    # n items: the first item's read (cycles 1-2), its first operation at 4, 7 a item back
+    # to back, then the tail (products register 1, requantizer and packer 10)
+    assert perf.EngineTiming.interaction_cycles(dot, 10, lanes=8) == 4 + 10 * 7 - 1 + 11
 
 
 def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
@@ -91,7 +101,7 @@ def test_engine_timing_exact_on_verilator(tmp_path, qmodels, ml):
     assert (tests, failed) == (1, 0)
     measured = json.loads(metrics.read_text())
     assert len(measured) == 22
-    eng = perf.EngineTiming(CFG.array_rows, CFG.array_cols >> mode)
+    eng = perf.EngineTiming(CFG.array_rows, CFG.array_cols >> mode, lanes=cfg_lanes(CFG))
     wrong = [(m["name"], m["items"], m["cycles"], eng.run(steps[m["name"].split("#")[0]],
                                                          m["items"])["cycles"])
              for m in measured
