@@ -278,6 +278,24 @@ def test_issue16_targets_met_and_missed():
     assert not bad["qps_x_baseline"]["met"] and not bad["qps_per_w_x_gpu"]["met"]
     assert not bad["p95_below_gpu"]["met"]
     assert [w["qps"] for w in bad["p95_below_gpu"]["first_not_below"]] == [100]
+    # on 8x8 the cycles beyond the MAC limit per added pair: ~1 with default's one-product
+    # unit (one pair a cycle), within 0.25 with 4 products of 2 slots
+    growth = good["pair_growth_8x8"]["units"]
+    assert growth["default's unit: 1 product, 2 memories"] > 0.9, growth
+    assert growth["4 products x 2 slots, 4 memories"] <= 0.25, growth
+    assert good["pair_growth_8x8"]["value"] == min(growth.values())
+
+
+def test_pair_growth_against_the_mac_limit():
+    """`perf_report.pair_growth`: the MAC limit is the MLPs' MACs over the 64 PEs (RM-small
+    of 2 / 8 / 26 tables: 13x64 + 64x4 + (4 + pairs)x64 + 64), and cycles per item are
+    above it."""
+    from rpaccel.scripts.perf_report import pair_growth
+
+    g = pair_growth(units=(("one", 1, 1, 2),))
+    u = g["units"][0]
+    assert u["mac_limit"] == [(13 * 64 + 64 * 4 + (4 + p) * 64 + 64) / 64 for p in (3, 36, 351)]
+    assert all(c > m for c, m in zip(u["cycles_per_item"], u["mac_limit"], strict=True))
 
 
 @pytest.mark.slow
