@@ -203,3 +203,20 @@ def test_front_end_sub_batches_buffer_and_errors():
     assert changes == [ErrCause.CAND_COUNT, ErrCause.FRAMING, ErrCause.CAND_BEATS,
                        ErrCause.FRAMING, ErrCause.CAND_BEATS], changes
     assert got["idle"] and got["cleared"] == 0
+
+
+def test_front_end_stream_ends_in_a_header_or_the_last_candidate():
+    """Nothing follows a query whose ``end`` comes inside its last candidate, nor a packet
+    of a header alone (``end`` on it): each must be completed and admitted, flagged, by
+    its own ``end`` (a next header would hide a missed one)."""
+    rng = random.Random(9)
+    q = make_query(rng, 5)
+    for beats in (cut(q, len(q) - 2), cut(make_query(rng, 3), 1)):
+        got = run_front_end([beats], seed=3)
+        runs, s0, _, _, _ = expected(completed(beats), 0)
+        assert got["admitted"] == [1], got["admitted"]
+        assert got["runs"] == runs, (got["runs"], runs)
+        want = [_s0(b) for b in s0]
+        assert got["s0"] == want, [(n, g, w) for n, (g, w) in
+                                   enumerate(zip(got["s0"], want, strict=False)) if g != w][:2]
+        assert ErrCause.FRAMING in got["errs"] and got["idle"]
