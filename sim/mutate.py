@@ -185,6 +185,21 @@ ARGUED = {
     ("interaction", "if Q > 1:", "Gt -> GtE in Q > 1", 19):
         "with one slot nothing sets narrow (it stays at its reset 0), so Mux(narrow, ..., "
         "keep) is keep: the condition only skips the multiplexer",
+    ("interaction", 'm.d.sync += [land["v"].eq((wk < fidx + c) & (wk < total)),',
+     "Lt -> LtE in wk < fidx + c", 43):
+        "the extra word fidx + c lands with the wrong data in its memory and address, and "
+        "its own read lands it there again the next cycle, before the file counts as full; "
+        "in an item's last read cycle wk < total masks it",
+    ("interaction",
+     "m.d.comb += go_on.eq((e_new <= A) & full[~e_bank] & (item + 1 != self.items))",
+     "Add -> Sub in item + 1", 61):
+        "after the last item's last operation no register file is full (the reader has "
+        "stopped and handed both back), so go_on is 0 with or without the item test",
+    ("interaction",
+     "m.d.sync += acc[L].eq(Mux(narrow, sums[L // Q][L % Q], wide) if Q > 1 else wide)",
+     "1 -> 0", 84):
+        "with one slot nothing sets narrow (it stays at its reset 0), so Mux(narrow, ..., "
+        "wide) is wide",
     ("interaction", "rq.i.valid.eq(s2_v & ~s2.copy)]", "BitAnd -> BitOr in s2_v & ~s2.copy", 35):
         "the pair requantizer never stalls (o.ready is 1) and its result is taken by the tag "
         "line exactly LATENCY cycles after s2_v: extra valid cycles requantize held "
