@@ -23,9 +23,12 @@ Query stream (one beat per cycle, AXI4-Stream handshake): a header beat ``head =
 the candidate count in ``id``; then per candidate the dense words of every stage
 (``dense = 1``, ``stage`` = s, stage s's int8 dense features quantized with its own scale)
 and the sparse ids (``dense = 0``: ``table``, ``id``, ``last`` on a bag's last id), tables
-in order. Result stream: the survivors of the last stage, best first, ``{id, score, last,
-error}``; ``error`` marks every beat of a query in which some id was out of range (its
-bags pooled to zero), the query's answer is then not to be used.
+in order; ``end`` (a packet's ``tlast``) on the query's last beat. Result stream: the
+survivors of the last stage, best first, ``{id, score, last, error}``; ``error`` marks
+every beat of a query in which some id was out of range (its bags pooled to zero), that
+lost buffered ids, or whose stream ended early (completed by the front end): the query's
+answer is then not to be used. `rpaccel.hw.axis.RPAccelAxis` puts both streams on
+AXI4-Stream ports of byte records.
 """
 
 from amaranth import C, Cat, Module, Mux, Shape, Signal
