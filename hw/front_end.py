@@ -114,7 +114,6 @@ class QueryFrontEnd(wiring.Component):
         n_items = Signal(range(cfg.max_items + 1))
         cand = Signal(range(cfg.max_items + 1))
         sub_end = Signal(range(cfg.max_items + 1))
-        bag = Signal(range(cfg.emb_tables + 1))
         bi = Signal(range(cfg.cand_beats + 1))
         wslot = Signal(max(1, slot_bits))
         qbad = Signal()      # this query lost buffered beats: its answer is flagged
@@ -131,23 +130,23 @@ class QueryFrontEnd(wiring.Component):
         m.d.comb += [to_s0.eq(~q.dense | (q.stage == 0)), self.bad.eq(qbad | overflow)]
         sq = self.beats.payload
         m.d.comb += [sq.dense.eq(q.dense), sq.word.eq(q.word), *copy_ids(cfg, sq, q)]
-        # bags a sparse beat ends (one per kept lane with `last`)
+        # bags lane g has ended in this candidate (one unit: every bag): its next bag is
+        # table g + G * n, and the candidate's bags so far are their sum
         G = cfg.emb_units
+        lane_bags = [Signal(range(cfg.emb_tables + 1), name=f"lane_bags{g}")
+                     for g in range(G)]
+        tabs = [g + G * n for g, n in enumerate(lane_bags)]
+        bag = Signal(range(cfg.emb_tables + 1))
+        m.d.comb += [bag.eq(sum(lane_bags)), pad.table.eq(tabs[0]), pad.last.eq(1)]
+        # bags a sparse beat ends (one per kept lane with `last`)
         if G == 1:
             ends, any_end = q.last, q.last
-            m.d.comb += [pad.table.eq(bag), pad.last.eq(1)]
-            lane_bags = []
         else:
             ends = Signal(range(G + 1))
             any_end = Signal()
             m.d.comb += [ends.eq(sum(k & la for k, _, _, la in id_lanes(cfg, q))),
-                         any_end.eq(ends != 0)]
-            # bags lane g has ended in this candidate: its next bag is table g + G * n
-            lane_bags = [Signal(range(cfg.emb_tables + 1), name=f"lane_bags{g}")
-                         for g in range(G)]
-            tabs = [g + G * n for g, n in enumerate(lane_bags)]
-            m.d.comb += [pad.keep.eq(Cat(*[t < self.tables for t in tabs])),
-                         pad.table.eq(tabs[0]), pad.last.eq(1),
+                         any_end.eq(ends != 0),
+                         pad.keep.eq(Cat(*[t < self.tables for t in tabs])),
                          *[pad.xtable[g - 1].eq(tabs[g]) for g in range(1, G)],
                          *[pad.xlast[g - 1].eq(1) for g in range(1, G)]]
         with m.FSM(name="front") as front:
@@ -155,8 +154,8 @@ class QueryFrontEnd(wiring.Component):
                 m.d.comb += self.query.ready.eq(self.accept)
                 with m.If(self.query.valid & self.query.ready & qi.head & (qi.id != 0)):
                     big = qi.id > cfg.max_items
-                    m.d.sync += [n_items.eq(Mux(big, 0, qi.id)), cand.eq(0), bag.eq(0),
-                                 bi.eq(0), sub_end.eq(0), qbad.eq(0), padding.eq(0),
+                    m.d.sync += [n_items.eq(Mux(big, 0, qi.id)), cand.eq(0), bi.eq(0),
+                                 sub_end.eq(0), qbad.eq(0), padding.eq(0),
                                  *[n.eq(0) for n in lane_bags]]
                     with m.If(big):
                         m.d.sync += self.err.eq(ErrCause.CAND_COUNT)
@@ -205,18 +204,15 @@ class QueryFrontEnd(wiring.Component):
                 m.d.comb += cand_done.eq(go & ~q.dense & any_end &
                                          (bag + ends >= self.tables if G > 1
                                           else bag == self.tables - 1))
-                if G > 1:
-                    with m.If(go & ~q.dense):
-                        for n, (k, _, _, la) in zip(lane_bags, id_lanes(cfg, q), strict=True):
-                            m.d.sync += n.eq(n + (k & la))
+                with m.If(go & ~q.dense):
+                    for n, (k, _, _, la) in zip(lane_bags, id_lanes(cfg, q), strict=True):
+                        m.d.sync += n.eq(n + (k & la))
                 # the stream ends before the query does: a header inside it, or `end`
                 with m.If(~padding & ((self.query.valid & qi.head) |
                                       (go & q.end & ~(cand_done & (cand + 1 == n_items))))):
                     m.d.sync += [padding.eq(1), qbad.eq(1), self.err.eq(ErrCause.FRAMING)]
-                with m.If(go & ~q.dense & any_end):
-                    m.d.sync += bag.eq(bag + ends)
                 with m.If(cand_done):
-                    m.d.sync += [bag.eq(0), bi.eq(0), cand.eq(cand + 1),
+                    m.d.sync += [bi.eq(0), cand.eq(cand + 1),
                                  *[n.eq(0) for n in lane_bags]]
                     if NS > 1:
                         m.d.comb += [self.cl_addr.eq(Cat_(cand[:item_bits],

@@ -164,15 +164,26 @@ class EngineTiming:
         return ops
 
     @staticmethod
-    def interaction_gap(ops: list, lanes: int) -> bool:
-        """Whether an item's last operation completes an output word with bytes left over
-        (the packer writes them a cycle later, so the next item waits a cycle)."""
-        fill = 0
-        for c in ops[:-1]:
+    def interaction_writes(ops: list, lanes: int) -> tuple[list, bool]:
+        """The packer on one item's operations: the operations after which it writes an
+        output word (the item's partial last word with its last operation, or index
+        ``len(ops)``: the cycle after), and whether that last operation completes a word
+        with bytes left over (written a cycle later, so the next item waits a cycle)."""
+        writes, fill, gap = [], 0, False
+        for j, c in enumerate(ops):
             fill += c
             if fill >= lanes:
+                writes.append(j)
                 fill -= lanes
-        return fill + ops[-1] > lanes
+                gap = j == len(ops) - 1 and fill > 0
+        if fill:
+            writes.append(len(ops) - 1 + gap)
+        return writes, gap
+
+    @staticmethod
+    def interaction_gap(ops: list, lanes: int) -> bool:
+        """Whether an item's last operation leaves bytes over (`interaction_writes`)."""
+        return EngineTiming.interaction_writes(ops, lanes)[1]
 
     #: Cycles from an interaction operation's issue to the packer's write of the word it
     #: completes.
@@ -195,16 +206,8 @@ class EngineTiming:
         f, dw = step["feats"], step["dw"]
         fill = -(-f * dw // fill_per_cycle)
         ops = EngineTiming.interaction_ops(step, pairs_per_cycle, lanes)
-        emit, gap = len(ops), EngineTiming.interaction_gap(ops, lanes)
-        # operations of an item that write a word (the packer's fill as they arrive)
-        writes, acc = [], 0
-        for j, c in enumerate(ops):
-            acc += c
-            if acc >= lanes:
-                writes.append(j)
-                acc -= lanes
-        if acc:
-            writes.append(emit - 1 + gap)
+        emit = len(ops)
+        writes, gap = EngineTiming.interaction_writes(ops, lanes)
         free = 2 - min(emit, 3)          # cycle a file can be refilled, from its last op
         read_end, last_op, at = [], [], []
         for i in range(n):

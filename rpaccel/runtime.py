@@ -457,9 +457,8 @@ class Accelerator:
         metrics = workdir / "metrics.json"
         if metrics.exists():
             metrics.unlink()
-        sb = (build(RPAccelAxis, self.config, "rpaccel_axis", sim, public="top", waves=waves)
-              if port == "axis" else
-              build(RPAccel, self.config, "rpaccel", sim, public="top", waves=waves))
+        factory, top = (RPAccelAxis, "rpaccel_axis") if port == "axis" else (RPAccel, "rpaccel")
+        sb = build(factory, self.config, top, sim, public="top", waves=waves)
         params = {"jobs": str(jpath), "metrics": str(metrics), "idle": idle,
                   "backpressure": backpressure, "dram_stall": dram_stall, "seed": seed,
                   "reset_mid": reset_mid, "check": check, "load": load, "port": port}

@@ -223,7 +223,7 @@ ARGUED = {
         "op_x is ew bits wide: (2 << ew) - 1 truncates to the same all-ones word",
     ("approx_filter", "with m.Elif(shifted >= nbins - 1):", "1 -> 0", 43):
         "at shifted == nbins - 1 the clamp and the pass-through give the same bin",
-    ("front_end", "bi.eq(0), sub_end.eq(0), qbad.eq(0), padding.eq(0),", "0 -> 1", 54):
+    ("front_end", "sub_end.eq(0), qbad.eq(0), padding.eq(0),", "0 -> 1", 44):
         "sub_end is not read before RUN sets it (cand + items) for the first sub-batch",
     ("topk_heap", "return Mux(v < 0, 0, v)[:len(stacks[0].raddr)]", "Lt -> LtE in v < 0",
      23):

@@ -123,12 +123,12 @@ async def _heartbeat(dut, query, answers, every: int = 20000):
 
 
 class _Counted:
-    """Cycles of the handshakes of an AXI4-Stream port (``accept_cycles``, or with
-    ``last_only`` ``receive_cycles`` of the transfers with ``tlast``)."""
+    """Cycles of the handshakes of an AXI4-Stream port: ``accept_cycles`` of every
+    transfer, ``receive_cycles`` of those with ``tlast``; ``sent`` counts them."""
 
-    def __init__(self, dut, prefix: str, last_only: bool = False):
+    def __init__(self, dut, prefix: str):
         self.accept_cycles, self.receive_cycles, self.sent = [], [], 0
-        self.dut, self.prefix, self.last_only = dut, prefix, last_only
+        self.dut, self.prefix = dut, prefix
 
     async def run(self):
         from cocotb.triggers import RisingEdge
